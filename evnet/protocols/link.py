@@ -1,0 +1,371 @@
+"""
+The evnet link: a thin Twisted protocol over the pure codecs in
+L{evnet.protocols.framing} and L{evnet.protocols.messages}.
+
+A link is opened by the connecting side (ENQ, answered ACK or NACK), carries
+typed messages in frames that the receiver answers ACK or NACK one at a time
+(stop-and-wait), retransmits a NACKed frame at most three times, and closes
+with EOT.  The link's own state is the explicit machine L{LinkState}; its
+timeouts run on an injected clock.
+
+Behaviour lives in a L{LinkHandler} (a service), never here: the protocol
+only carries bytes and reports events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+from typing import Any, Optional
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from evnet.protocols import framing
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
+from evnet.protocols.messages import Message, MessageError, decode
+
+DEFAULT_ENQ_TIMEOUT = 5.0
+DEFAULT_ACK_TIMEOUT = 5.0
+MAX_RETRANSMISSIONS = 3
+
+
+class LinkError(Exception):
+    """The link failed; the text says why."""
+
+
+class LinkClosed(LinkError):
+    """The link closed before the message was acknowledged."""
+
+
+class LinkState(Enum):
+    WAITING_ENQ = "waiting-enq"  # accepting side: connected, no ENQ yet
+    OPENING = "opening"  # connecting side: ENQ sent, waiting for ACK/NACK
+    OPEN = "open"  # nothing in flight
+    AWAITING_ACK = "awaiting-ack"  # one frame sent, waiting for its ACK
+    RETRANSMITTING = "retransmitting"  # a NACKed frame was sent again
+    CLOSING = "closing"  # EOT sent or the link is being dropped
+    CLOSED = "closed"
+
+
+# The transitions the machine allows; anything else is a bug in this module.
+_TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
+    LinkState.WAITING_ENQ: frozenset({LinkState.OPEN, LinkState.CLOSING, LinkState.CLOSED}),
+    LinkState.OPENING: frozenset({LinkState.OPEN, LinkState.CLOSING, LinkState.CLOSED}),
+    LinkState.OPEN: frozenset({LinkState.AWAITING_ACK, LinkState.CLOSING, LinkState.CLOSED}),
+    LinkState.AWAITING_ACK: frozenset(
+        {LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING, LinkState.CLOSING, LinkState.CLOSED}
+    ),
+    LinkState.RETRANSMITTING: frozenset(
+        {LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING, LinkState.CLOSING, LinkState.CLOSED}
+    ),
+    LinkState.CLOSING: frozenset({LinkState.CLOSED}),
+    LinkState.CLOSED: frozenset(),
+}
+
+_LINK_UP = (LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING)
+
+
+class LinkHandler:
+    """
+    What a service implements to use links.  One handler may serve many
+    links; each call names the link.
+    """
+
+    def linkRequested(self, link: "FramedLink") -> Optional[str]:
+        """
+        Accepting side: a peer sent ENQ.  Return None to accept (ACK), or a
+        reason to refuse (NACK, then the link closes).
+        """
+        return None
+
+    def linkOpened(self, link: "FramedLink") -> None:
+        """The link is open: messages may flow."""
+
+    def linkRefused(self, link: "FramedLink") -> None:
+        """Connecting side: the peer answered our ENQ with NACK."""
+
+    def messageReceived(self, link: "FramedLink", msg: Message) -> None:
+        """A message arrived (already ACKed)."""
+
+    def linkLost(self, link: "FramedLink", reason: Failure) -> None:
+        """The connection is gone."""
+
+
+class FramedLink(Protocol):
+    """
+    One end of an evnet link.  C{initiator} is true on the connecting side,
+    which sends ENQ.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        handler: LinkHandler,
+        clock: IReactorTime,
+        *,
+        initiator: bool,
+        max_data: int = framing.DEFAULT_MAX_DATA,
+        enq_timeout: float = DEFAULT_ENQ_TIMEOUT,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        max_retransmissions: int = MAX_RETRANSMISSIONS,
+    ) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.initiator = initiator
+        self.max_data = max_data
+        self.enq_timeout = enq_timeout
+        self.ack_timeout = ack_timeout
+        self.max_retransmissions = max_retransmissions
+        self.state = LinkState.OPENING if initiator else LinkState.WAITING_ENQ
+        self.decoder = framing.FrameDecoder(max_data)
+        self.peer_name = "?"
+        # Whatever the handler wants to remember about this link (a CP id...).
+        self.context: dict[str, Any] = {}
+        self.stats = {"frames_in": 0, "frames_out": 0, "nack_sent": 0, "nack_received": 0}
+        self._queue: deque[tuple[bytes, Message, defer.Deferred]] = deque()
+        self._retries = 0
+        self._timer = None
+        self._lost_reason: Optional[str] = None
+        self.opened = defer.Deferred()  # fires when the link opens (connecting side)
+
+    # -- the state machine -------------------------------------------------
+
+    def _goto(self, new: LinkState) -> None:
+        if new not in _TRANSITIONS[self.state] and new is not self.state:
+            raise AssertionError(f"illegal link transition {self.state} -> {new}")
+        self.state = new
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in _LINK_UP
+
+    # -- connection events -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer_name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        if self.initiator:
+            self.transport.write(ENQ_BYTE)
+            self._start_timer(self.enq_timeout, "no answer to ENQ")
+        else:
+            self._start_timer(self.enq_timeout, "no ENQ from the peer")
+
+    def dataReceived(self, data: bytes) -> None:
+        for event in self.decoder.feed(data):
+            if self.state in (LinkState.CLOSING, LinkState.CLOSED) or self.transport.disconnecting:
+                return
+            try:
+                if event.kind is Kind.FRAME:
+                    self._frame_received(event.data)
+                elif event.kind is Kind.CONTROL:
+                    self._control_received(event.control)
+                elif event.kind is Kind.BAD_LRC:
+                    self._nack(f"bad LRC on a frame of {len(event.data)} bytes")
+                else:
+                    self._nack(f"frame longer than {self.max_data} bytes")
+                    self.drop(f"oversized frame (limit {self.max_data} bytes)")
+            except Exception:
+                self.log.failure("evnet link {peer}: error handling input", peer=self.peer_name)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
+        self._cancel_timer()
+        if self.state is not LinkState.CLOSED:
+            self._goto(LinkState.CLOSED)
+        why = self._lost_reason or reason.getErrorMessage()
+        pending, self._queue = self._queue, deque()
+        for _, _, d in pending:
+            d.errback(Failure(LinkClosed(f"link closed before ACK: {why}")))
+        if not self.opened.called:
+            self.opened.errback(Failure(LinkClosed(f"link did not open: {why}")))
+        self.handler.linkLost(self, reason)
+
+    # -- input -------------------------------------------------------------
+
+    def _control_received(self, byte: int) -> None:
+        if byte == framing.ENQ:
+            if self.state is LinkState.WAITING_ENQ:
+                self._cancel_timer()
+                reason = self.handler.linkRequested(self)
+                if reason is None:
+                    self.transport.write(ACK_BYTE)
+                    self._goto(LinkState.OPEN)
+                    self.opened.callback(self)
+                    self.handler.linkOpened(self)
+                    self._send_next()
+                else:
+                    self.log.info("evnet link {peer}: refused: {reason}", peer=self.peer_name, reason=reason)
+                    self.transport.write(NACK_BYTE)
+                    self._lost_reason = f"refused: {reason}"
+                    self._goto(LinkState.CLOSING)
+                    self.transport.loseConnection()
+            else:
+                self.log.debug("evnet link {peer}: stray ENQ ignored", peer=self.peer_name)
+        elif byte == framing.ACK:
+            if self.state is LinkState.OPENING:
+                self._cancel_timer()
+                self._goto(LinkState.OPEN)
+                self.opened.callback(self)
+                self.handler.linkOpened(self)
+                self._send_next()
+            elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
+                self._cancel_timer()
+                _, _, d = self._queue.popleft()
+                self._retries = 0
+                self._goto(LinkState.OPEN)
+                d.callback(None)
+                self._send_next()
+            else:
+                self.log.debug("evnet link {peer}: stray ACK ignored", peer=self.peer_name)
+        elif byte == framing.NACK:
+            if self.state is LinkState.OPENING:
+                self._cancel_timer()
+                self._lost_reason = "the peer refused the link (NACK to ENQ)"
+                self._goto(LinkState.CLOSING)
+                self.handler.linkRefused(self)
+                self.transport.loseConnection()
+            elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
+                self.stats["nack_received"] += 1
+                if self._retries >= self.max_retransmissions:
+                    msg = self._queue[0][1]
+                    self.drop(f"{msg.code} frame NACKed {self._retries + 1} times")
+                else:
+                    self._retries += 1
+                    self._goto(LinkState.RETRANSMITTING)
+                    self._transmit()
+            else:
+                self.log.debug("evnet link {peer}: stray NACK ignored", peer=self.peer_name)
+        elif byte == framing.EOT:
+            self._lost_reason = "the peer closed the link (EOT)"
+            self._goto(LinkState.CLOSING)
+            self.transport.loseConnection()
+
+    def _frame_received(self, data: bytes) -> None:
+        if self.state not in _LINK_UP:
+            self._nack("frame received before the link was opened with ENQ")
+            return
+        try:
+            msg = decode(data)
+        except MessageError as e:
+            self._nack(str(e))
+            return
+        self.stats["frames_in"] += 1
+        self.transport.write(ACK_BYTE)
+        self.handler.messageReceived(self, msg)
+
+    def _nack(self, why: str) -> None:
+        self.stats["nack_sent"] += 1
+        self.log.warn("evnet link {peer}: NACK: {why}", peer=self.peer_name, why=why)
+        self.transport.write(NACK_BYTE)
+
+    # -- output ------------------------------------------------------------
+
+    def sendMessage(self, msg: Message) -> defer.Deferred:
+        """
+        Queue C{msg}; the Deferred fires when the peer ACKs it, or fails with
+        L{LinkClosed} if the link goes first.  Raises L{MessageError} at once
+        if C{msg} cannot be encoded.
+        """
+        frame = framing.encode_frame(msg.to_data())
+        if len(frame) - 3 > self.max_data:
+            raise MessageError(f"{msg.code}: DATA longer than {self.max_data} bytes")
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return defer.fail(LinkClosed(f"cannot send {msg.code}: link {self.state.value}"))
+        d: defer.Deferred = defer.Deferred()
+        self._queue.append((frame, msg, d))
+        if self.state is LinkState.OPEN:
+            self._send_next()
+        return d
+
+    def send(self, msg: Message) -> None:
+        """Send C{msg}, logging (not raising) if it is never acknowledged."""
+        self.sendMessage(msg).addErrback(self._log_unsent, msg)
+
+    def _log_unsent(self, failure: Failure, msg: Message) -> None:
+        failure.trap(LinkError)
+        self.log.info(
+            "evnet link {peer}: {code} not delivered: {why}",
+            peer=self.peer_name,
+            code=msg.code,
+            why=failure.getErrorMessage(),
+        )
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or in flight."""
+        return len(self._queue)
+
+    def _send_next(self) -> None:
+        if self.state is LinkState.OPEN and self._queue:
+            self._retries = 0
+            self._goto(LinkState.AWAITING_ACK)
+            self._transmit()
+
+    def _transmit(self) -> None:
+        frame, msg, _ = self._queue[0]
+        self.stats["frames_out"] += 1
+        self.transport.write(frame)
+        self._start_timer(self.ack_timeout, f"no ACK for {msg.code} within {self.ack_timeout:g} s")
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close cleanly: EOT, then the connection."""
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return
+        self._lost_reason = "closed by us (EOT)"
+        self._goto(LinkState.CLOSING)
+        self._cancel_timer()
+        self.transport.write(EOT_BYTE)
+        self.transport.loseConnection()
+
+    def drop(self, why: str) -> None:
+        """Drop the link at once because of C{why} (logged)."""
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return
+        self.log.warn("evnet link {peer}: dropping the link: {why}", peer=self.peer_name, why=why)
+        self._lost_reason = why
+        self._goto(LinkState.CLOSING)
+        self._cancel_timer()
+        self.transport.loseConnection()
+
+    # -- timers ------------------------------------------------------------
+
+    def _start_timer(self, seconds: float, why: str) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(seconds, self._timed_out, why)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, why: str) -> None:
+        self._timer = None
+        self.drop(why)
+
+
+class LinkFactory(Factory):
+    """
+    Builds L{FramedLink}s that all report to one C{handler}.  Use
+    C{initiator=True} for the connecting side.
+    """
+
+    protocol = FramedLink
+
+    def __init__(self, handler: LinkHandler, *, initiator: bool, clock: Optional[IReactorTime] = None, **options: Any) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        self.handler = handler
+        self.initiator = initiator
+        self.clock = clock
+        self.options = options
+
+    def buildProtocol(self, addr: Any) -> FramedLink:
+        link = FramedLink(self.handler, self.clock, initiator=self.initiator, **self.options)
+        link.factory = self
+        return link

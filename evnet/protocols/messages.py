@@ -1,0 +1,487 @@
+"""
+Pure message codec: typed messages to and from frame DATA
+(``CODE#field1#field2…``, UTF-8).
+
+Every wire message is declared here once, as a frozen dataclass decorated
+with :func:`message`.  A field's annotation says how it travels:
+
+- ``str``: text; never contains ``#`` nor a character below U+0020.
+- ``int``: a decimal integer (``-`` allowed).
+- ``float``: a decimal number with a dot, written with ``places`` decimals
+  (given in the field's metadata, see :func:`dec`); values are rounded to
+  that precision when the message is built, so decode(encode(m)) == m.
+
+Fields with a default are optional at the end of DATA: an older peer may
+omit them.  No I/O and no Twisted import here.  ``docs/protocol.md`` is the
+contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Callable
+
+SEP = "#"
+_BAD_TEXT = re.compile("[#\x00-\x1f]")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
+_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+
+class MessageError(ValueError):
+    """
+    DATA that is not a valid message, or a field value that cannot be sent.
+    The text says which message and which field.
+    """
+
+
+def dec(places: int, default: Any = dataclasses.MISSING) -> Any:
+    """A decimal field written with C{places} decimals."""
+    if default is dataclasses.MISSING:
+        return field(metadata={"places": places})
+    return field(default=default, metadata={"places": places})
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    encode: Callable[[Any], str]
+    decode: Callable[[str], Any]
+    normalize: Callable[[Any], Any]
+    required: bool
+
+
+def _text_field(code: str, name: str, required: bool) -> _Field:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise MessageError(f"{code}: field {name!r} must be text, not {value!r}")
+        if _BAD_TEXT.search(value):
+            raise MessageError(
+                f"{code}: field {name!r} may not contain '#' nor control "
+                f"characters: {value!r}"
+            )
+        return value
+
+    return _Field(name, check, check, check, required)
+
+
+def _int_field(code: str, name: str, required: bool) -> _Field:
+    def decode(text: str) -> int:
+        if not _INTEGER.match(text):
+            raise MessageError(f"{code}: field {name!r} is not an integer: {text!r}")
+        return int(text)
+
+    def normalize(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MessageError(f"{code}: field {name!r} must be an integer, not {value!r}")
+        return value
+
+    return _Field(name, str, decode, normalize, required)
+
+
+def _decimal_field(code: str, name: str, places: int, required: bool) -> _Field:
+    fmt = f"{{:.{places}f}}"
+
+    def decode(text: str) -> float:
+        if not _DECIMAL.match(text):
+            raise MessageError(
+                f"{code}: field {name!r} is not a decimal number with a dot: {text!r}"
+            )
+        return round(float(text), places)
+
+    def normalize(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MessageError(f"{code}: field {name!r} must be a number, not {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise MessageError(f"{code}: field {name!r} must be finite, not {value!r}")
+        result = round(float(value), places)
+        return 0.0 if result == 0 else result  # no "-0.000" on the wire
+
+    return _Field(name, fmt.format, decode, normalize, required)
+
+
+class Message:
+    """Base of every wire message; see L{message}."""
+
+    code: ClassVar[str]
+    _fields: ClassVar[tuple[_Field, ...]]
+    _required: ClassVar[int]
+
+    def __post_init__(self) -> None:
+        for f in self._fields:
+            object.__setattr__(self, f.name, f.normalize(getattr(self, f.name)))
+
+    def to_data(self) -> bytes:
+        """The DATA of the frame carrying this message."""
+        parts = [self.code]
+        for f in self._fields:
+            parts.append(f.encode(getattr(self, f.name)))
+        return SEP.join(parts).encode("utf-8")
+
+
+REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(code: str) -> Callable[[type], type]:
+    """
+    Declare a wire message with C{code}: makes the class a frozen dataclass
+    and registers it for L{decode}.
+    """
+
+    def decorate(cls: type) -> type:
+        cls = dataclass(frozen=True)(cls)
+        fields: list[_Field] = []
+        for f in dataclasses.fields(cls):
+            required = (
+                f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            )
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind == "str":
+                fields.append(_text_field(code, f.name, required))
+            elif kind == "int":
+                fields.append(_int_field(code, f.name, required))
+            elif kind == "float":
+                fields.append(_decimal_field(code, f.name, f.metadata["places"], required))
+            else:  # pragma: no cover - a programming error in this module
+                raise TypeError(f"{code}.{f.name}: unsupported field type {kind}")
+        cls.code = code
+        cls._fields = tuple(fields)
+        cls._required = sum(1 for f in fields if f.required)
+        if code in REGISTRY:  # pragma: no cover
+            raise TypeError(f"duplicate message code {code}")
+        REGISTRY[code] = cls
+        return cls
+
+    return decorate
+
+
+def encode(msg: Message) -> bytes:
+    """The DATA of C{msg}."""
+    return msg.to_data()
+
+
+def decode(data: bytes) -> Message:
+    """
+    The message in frame DATA, or L{MessageError} saying what is wrong.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError(f"DATA is not UTF-8 text: {e}") from None
+    parts = text.split(SEP)
+    code = parts[0]
+    cls = REGISTRY.get(code)
+    if cls is None:
+        shown = code if len(code) <= 32 else code[:32] + "…"
+        raise MessageError(f"unknown message code {shown!r}")
+    return cls._from_parts(parts[1:])
+
+
+def _from_parts(cls: type[Message], values: list[str]) -> Message:
+    fields = cls._fields
+    if not cls._required <= len(values) <= len(fields):
+        if cls._required == len(fields):
+            want = f"{len(fields)}"
+        else:
+            want = f"{cls._required} to {len(fields)}"
+        raise MessageError(f"{cls.code}: expected {want} fields, got {len(values)}")
+    kwargs = {f.name: f.decode(v) for f, v in zip(fields, values)}
+    return cls(**kwargs)
+
+
+Message._from_parts = classmethod(_from_parts)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# The messages.  Direction and answer of each: docs/protocol.md.
+# M = Monitor, E = Engine, C = Central, D = Driver.
+# ---------------------------------------------------------------------------
+
+ENGINE_OK = "OK"
+ENGINE_KO = "KO"
+
+
+def _one_of(code: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise MessageError(f"{code}: field {name!r} must be one of {', '.join(allowed)}: {value!r}")
+
+
+@message("REG")
+class Reg(Message):
+    """M → C: register (or update) a CP: its id, location and price in €/kWh."""
+
+    cp_id: str
+    location: str
+    price: float = dec(3)
+
+
+@message("AUTH")
+class Auth(Message):
+    """M → C: authenticate the link as the registered CP C{cp_id}."""
+
+    cp_id: str
+
+
+@message("ACCEPTED")
+class Accepted(Message):
+    """
+    C → M or D: the request C{what} (REG, AUTH, DRIVER) about C{subject} is
+    accepted; C{detail} is what the requester should know (AUTH: the CP's
+    state at Central).
+    """
+
+    what: str
+    subject: str
+    detail: str = ""
+
+
+@message("REFUSED")
+class Refused(Message):
+    """C → M or D: the request C{what} about C{subject} is refused, with why."""
+
+    what: str
+    subject: str
+    reason: str
+
+
+@message("STATUS")
+class Status(Message):
+    """M → C every second: liveness, and the Engine's health (OK or KO)."""
+
+    cp_id: str
+    engine: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.code, "engine", self.engine, (ENGINE_OK, ENGINE_KO))
+
+
+@message("HCK")
+class Hck(Message):
+    """M → E every second: health check.  Answered by HCK_RESP."""
+
+
+@message("HCK_RESP")
+class HckResp(Message):
+    """E → M: OK, or KO while a fault is simulated."""
+
+    result: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.code, "result", self.result, (ENGINE_OK, ENGINE_KO))
+
+
+@message("CFG")
+class Cfg(Message):
+    """M → E when the link opens: the CP id and price the Engine serves."""
+
+    cp_id: str
+    price: float = dec(3)
+
+
+@message("AVR")
+class Avr(Message):
+    """M → C (or E → C through Kafka): the CP has a fault."""
+
+    cp_id: str
+    reason: str
+
+
+@message("RCV")
+class Rcv(Message):
+    """M → C: the fault is cleared, the Engine answers OK again."""
+
+    cp_id: str
+
+
+@message("REQ")
+class Req(Message):
+    """
+    D → C (or E → M → C for a charge started at the CP): driver C{driver_id}
+    asks for a charge at C{cp_id}, optionally up to C{target_kwh} (0: none).
+    """
+
+    driver_id: str
+    cp_id: str
+    target_kwh: float = dec(3, 0.0)
+
+
+@message("AUTHORIZED")
+class Authorized(Message):
+    """C → D: the charge is authorized as session C{session_id}."""
+
+    driver_id: str
+    cp_id: str
+    session_id: str
+
+
+@message("DENIED")
+class Denied(Message):
+    """C → D: the charge is refused, with why."""
+
+    driver_id: str
+    cp_id: str
+    reason: str
+
+
+@message("START")
+class Start(Message):
+    """
+    C → M → E: supply session C{session_id} for C{driver_id} once the vehicle
+    is plugged in; end by itself after C{target_kwh} or C{target_seconds}
+    (0: no target).
+    """
+
+    cp_id: str
+    session_id: str
+    driver_id: str
+    price: float = dec(3)
+    target_kwh: float = dec(3, 0.0)
+    target_seconds: int = 0
+
+
+@message("TELEM")
+class Telem(Message):
+    """
+    E → M → C every second while supplying, and C → D for the driver of the
+    session: cumulative kWh and €, instantaneous kW, seconds elapsed.
+    C{seq} counts the records of a session from 1, so a replay is detected.
+    """
+
+    cp_id: str
+    session_id: str
+    seq: int
+    kwh: float = dec(3)
+    kw: float = dec(2)
+    euros: float = dec(2)
+    seconds: int = 0
+
+
+@message("STOP")
+class Stop(Message):
+    """
+    E → M → C: session C{session_id} ended with these totals; C{reason} is
+    target, unplug, fault, parar or engine-restart.
+    """
+
+    cp_id: str
+    session_id: str
+    seq: int
+    kwh: float = dec(3)
+    euros: float = dec(2)
+    seconds: int = 0
+    reason: str = ""
+
+
+@message("TICKET")
+class Ticket(Message):
+    """
+    C → D: the final ticket of a charge.  The first four fields are the seed
+    format; cp_id, driver_id and how the charge ended follow.
+    """
+
+    session_id: str
+    kwh: float = dec(3)
+    euros: float = dec(2)
+    duration_seconds: int = 0
+    cp_id: str = ""
+    driver_id: str = ""
+    reason: str = ""
+
+
+@message("PARAR")
+class Parar(Message):
+    """C → M → E: stop the CP (ends any charge) and leave it out of order."""
+
+    cp_id: str
+
+
+@message("REANUDAR")
+class Reanudar(Message):
+    """C → M → E: resume a stopped CP."""
+
+    cp_id: str
+
+
+@message("DRIVER")
+class Driver(Message):
+    """D → C when the link opens: identify; answered ACCEPTED, then any missed tickets."""
+
+    driver_id: str
+
+
+@message("LIST")
+class ListCps(Message):
+    """D → C: which CPs are available now?  Answered by AVAILABLE."""
+
+    driver_id: str
+
+
+@message("NOTICE")
+class Notice(Message):
+    """C → D or M: a human-readable notice about C{subject} (e.g. a fault)."""
+
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CpInfo:
+    cp_id: str
+    location: str
+    price: float
+
+
+@message("AVAILABLE")
+class Available(Message):
+    """
+    C → D: the CPs available now, as repeated triples of fields
+    ``cpId#location#price`` after the count.
+    """
+
+    count: int
+
+    # The triples are not fixed fields: see to_data and _from_parts below.
+    def __init__(self, cps: tuple[CpInfo, ...] | list[CpInfo] = ()) -> None:
+        cps = tuple(cps)
+        object.__setattr__(self, "count", len(cps))
+        normalized = []
+        for cp in cps:
+            reg = Reg(cp.cp_id, cp.location, cp.price)  # validates and rounds
+            normalized.append(CpInfo(reg.cp_id, reg.location, reg.price))
+        object.__setattr__(self, "cps", tuple(normalized))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Available) and self.cps == other.cps
+
+    def __hash__(self) -> int:
+        return hash(self.cps)
+
+    def __repr__(self) -> str:
+        return f"Available(cps={self.cps!r})"
+
+    def to_data(self) -> bytes:
+        parts = [self.code, str(self.count)]
+        for cp in self.cps:
+            parts += [cp.cp_id, cp.location, f"{cp.price:.3f}"]
+        return SEP.join(parts).encode("utf-8")
+
+    @classmethod
+    def _from_parts(cls, values: list[str]) -> "Available":
+        if not values or not _INTEGER.match(values[0]):
+            raise MessageError("AVAILABLE: the first field must be the count of CPs")
+        count = int(values[0])
+        rest = values[1:]
+        if count < 0 or len(rest) != 3 * count:
+            raise MessageError(
+                f"AVAILABLE: count {count} needs {3 * max(count, 0)} fields, got {len(rest)}"
+            )
+        cps = []
+        for i in range(count):
+            cp_id, location, price = rest[3 * i : 3 * i + 3]
+            reg = Reg._from_parts([cp_id, location, price])
+            cps.append(CpInfo(reg.cp_id, reg.location, reg.price))
+        return cls(tuple(cps))

@@ -1,0 +1,230 @@
+"""The link protocol on fake transports and a fake clock."""
+
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from evnet.protocols import messages as m
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, encode_frame
+from evnet.protocols.link import LinkClosed, LinkFactory, LinkState
+
+from tests.linkhelpers import RecordingHandler, frame_of, make_link, take
+
+
+def open_server(**options):
+    link, transport, handler, clock = make_link(False, **options)
+    link.dataReceived(ENQ_BYTE)
+    assert take(transport) == ACK_BYTE
+    return link, transport, handler, clock
+
+
+def open_client(**options):
+    link, transport, handler, clock = make_link(True, **options)
+    assert take(transport) == ENQ_BYTE
+    link.dataReceived(ACK_BYTE)
+    return link, transport, handler, clock
+
+
+def test_server_accepts_enq_with_ack():
+    link, transport, handler, _ = open_server()
+    assert link.state is LinkState.OPEN
+    assert handler.events == ["requested", "opened"]
+
+
+def test_server_refuses_enq_with_nack_and_closes():
+    link, transport, handler, _ = make_link(False, handler=RecordingHandler(refuse="busy"))
+    link.dataReceived(ENQ_BYTE)
+    assert transport.value() == NACK_BYTE
+    assert transport.disconnecting
+    assert "opened" not in handler.events
+
+
+def test_client_sees_refusal():
+    link, transport, handler, _ = make_link(True)
+    link.dataReceived(NACK_BYTE)
+    assert handler.events == ["refused"]
+    assert transport.disconnecting
+
+
+def test_client_gives_up_when_enq_is_not_answered():
+    link, transport, handler, clock = make_link(True, enq_timeout=2)
+    clock.advance(1.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+
+
+def test_frame_before_enq_is_nacked_and_not_delivered():
+    link, transport, handler, _ = make_link(False)
+    link.dataReceived(frame_of(m.Hck()))
+    assert transport.value() == NACK_BYTE
+    assert handler.messages == []
+    # The link can still be opened afterwards.
+    transport.clear()
+    link.dataReceived(ENQ_BYTE)
+    assert transport.value() == ACK_BYTE
+
+
+def test_good_frame_is_acked_and_delivered():
+    link, transport, handler, _ = open_server()
+    link.dataReceived(frame_of(m.Status("CP1", "OK")))
+    assert take(transport) == ACK_BYTE
+    assert handler.messages == [m.Status("CP1", "OK")]
+
+
+def test_frames_fed_one_byte_at_a_time():
+    link, transport, handler, _ = open_server()
+    stream = frame_of(m.Status("CP1", "OK")) + b"noise" + frame_of(m.Avr("CP1", "engine KO"))
+    for i in range(len(stream)):
+        link.dataReceived(stream[i : i + 1])
+    assert take(transport) == ACK_BYTE * 2
+    assert handler.messages == [m.Status("CP1", "OK"), m.Avr("CP1", "engine KO")]
+    assert link.decoder.garbage == 5
+
+
+def test_bad_lrc_is_nacked():
+    link, transport, handler, _ = open_server()
+    frame = bytearray(frame_of(m.Hck()))
+    frame[-1] ^= 1
+    link.dataReceived(bytes(frame))
+    assert take(transport) == NACK_BYTE
+    assert handler.messages == []
+    assert link.state is LinkState.OPEN
+
+
+def test_undecodable_frame_is_nacked():
+    link, transport, handler, _ = open_server()
+    link.dataReceived(encode_frame(b"REG#only-one-field"))
+    assert take(transport) == NACK_BYTE
+    assert handler.messages == []
+
+
+def test_oversize_frame_is_nacked_and_the_link_dropped():
+    link, transport, handler, _ = open_server(max_data=16)
+    link.dataReceived(b"\x02" + b"A" * 17)
+    assert take(transport) == NACK_BYTE
+    assert transport.disconnecting
+    link.dataReceived(frame_of(m.Hck()))
+    assert handler.messages == []
+
+
+def test_eot_closes_cleanly():
+    link, transport, handler, _ = open_server()
+    link.dataReceived(EOT_BYTE)
+    assert transport.disconnecting
+    link.connectionLost(Failure(Exception("gone")))
+    assert link.state is LinkState.CLOSED
+    assert handler.events[-1] == "lost"
+
+
+def test_close_sends_eot():
+    link, transport, handler, _ = open_client()
+    link.close()
+    assert transport.value() == EOT_BYTE
+    assert transport.disconnecting
+
+
+def test_send_waits_for_ack_one_frame_at_a_time():
+    link, transport, handler, _ = open_client()
+    acked = []
+    link.sendMessage(m.Status("CP1", "OK")).addCallback(acked.append)
+    link.sendMessage(m.Rcv("CP1")).addCallback(acked.append)
+    assert take(transport) == frame_of(m.Status("CP1", "OK"))
+    assert link.state is LinkState.AWAITING_ACK
+    link.dataReceived(ACK_BYTE)
+    assert acked == [None]
+    assert take(transport) == frame_of(m.Rcv("CP1"))
+    link.dataReceived(ACK_BYTE)
+    assert acked == [None, None]
+    assert link.state is LinkState.OPEN
+
+
+def test_messages_sent_before_open_wait_for_the_link():
+    link, transport, handler, _ = make_link(True)
+    link.send(m.Auth("CP1"))
+    assert take(transport) == ENQ_BYTE
+    link.dataReceived(ACK_BYTE)
+    assert take(transport) == frame_of(m.Auth("CP1"))
+
+
+def test_nacked_frame_is_retransmitted_three_times_then_the_link_dropped():
+    link, transport, handler, _ = open_client()
+    failures = []
+    link.sendMessage(m.Hck()).addErrback(failures.append)
+    frame = frame_of(m.Hck())
+    assert take(transport) == frame
+    for _ in range(3):
+        link.dataReceived(NACK_BYTE)
+        assert link.state is LinkState.RETRANSMITTING
+        assert take(transport) == frame
+    link.dataReceived(NACK_BYTE)
+    assert transport.disconnecting
+    assert take(transport) == b""
+    link.connectionLost(Failure(Exception("dropped")))
+    assert failures and failures[0].check(LinkClosed)
+    assert "NACKed 4 times" in failures[0].getErrorMessage()
+
+
+def test_retransmission_then_ack_recovers():
+    link, transport, handler, _ = open_client()
+    acked = []
+    link.sendMessage(m.Hck()).addCallback(acked.append)
+    take(transport)
+    link.dataReceived(NACK_BYTE)
+    assert take(transport) == frame_of(m.Hck())
+    link.dataReceived(ACK_BYTE)
+    assert acked == [None]
+    assert link.state is LinkState.OPEN
+
+
+def test_missing_ack_drops_the_link():
+    link, transport, handler, clock = open_client(ack_timeout=3)
+    link.send(m.Hck())
+    clock.advance(3.1)
+    assert transport.disconnecting
+
+
+def test_pending_messages_fail_when_the_connection_is_lost():
+    link, transport, handler, _ = open_client()
+    failures = []
+    for _ in range(3):
+        link.sendMessage(m.Hck()).addErrback(failures.append)
+    link.connectionLost(Failure(Exception("boom")))
+    assert len(failures) == 3
+    assert all(f.check(LinkClosed) for f in failures)
+    assert link.sendMessage(m.Hck()).addErrback(failures.append) is not None
+    assert len(failures) == 4
+
+
+def test_handler_error_does_not_escape_data_received():
+    class Exploding(RecordingHandler):
+        def messageReceived(self, link, msg):
+            raise RuntimeError("bug in a service")
+
+    link, transport, handler, _ = make_link(False, handler=Exploding())
+    link.dataReceived(ENQ_BYTE + frame_of(m.Hck()) + frame_of(m.Hck()))
+    # Both frames were acknowledged and the link is still up.
+    assert transport.value() == ACK_BYTE * 3
+    assert link.state is LinkState.OPEN
+
+
+def test_client_and_server_over_iosim():
+    clock = Clock()
+    server_handler, client_handler = RecordingHandler(), RecordingHandler()
+    server_factory = LinkFactory(server_handler, initiator=False, clock=clock)
+    client_factory = LinkFactory(client_handler, initiator=True, clock=clock)
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: server_factory.buildProtocol(None), lambda: client_factory.buildProtocol(None)
+    )
+    pump.flush()
+    assert client.state is LinkState.OPEN and server.state is LinkState.OPEN
+    acked = []
+    client.sendMessage(m.Reg("CP1", "Centro", 0.3)).addCallback(acked.append)
+    server.sendMessage(m.Accepted("REG", "CP1")).addCallback(acked.append)
+    pump.flush()
+    assert server_handler.messages == [m.Reg("CP1", "Centro", 0.3)]
+    assert client_handler.messages == [m.Accepted("REG", "CP1")]
+    assert acked == [None, None]
+    client.close()
+    pump.flush()
+    assert server.state is LinkState.CLOSED and client.state is LinkState.CLOSED

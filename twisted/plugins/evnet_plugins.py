@@ -1,0 +1,13 @@
+"""twistd plugins for evnet: ``twistd evcentral``, ``evmonitor``, ``evengine``."""
+
+from twisted.application.service import ServiceMaker
+
+evcentral = ServiceMaker(
+    "EV_Central", "evnet.central_tap", "EV_Central: the charging network's control centre.", "evcentral"
+)
+evmonitor = ServiceMaker(
+    "EV_CP_M", "evnet.monitor_tap", "EV_CP_M: a charging point's Monitor (speaks for it to Central).", "evmonitor"
+)
+evengine = ServiceMaker(
+    "EV_CP_E", "evnet.engine_tap", "EV_CP_E: a charging point's Engine (the charger itself).", "evengine"
+)
