@@ -356,6 +356,7 @@ class LinkFactory(Factory):
     """
 
     protocol = FramedLink
+    noisy = False
 
     def __init__(self, handler: LinkHandler, *, initiator: bool, clock: Optional[IReactorTime] = None, **options: Any) -> None:
         if clock is None:

@@ -1,0 +1,133 @@
+"""
+The explicit state machines of Central: a charging point's state and a
+charge session's state.  Pure: no I/O, no Twisted.  An input a machine does
+not allow in its current state raises L{IllegalTransition}; callers log it
+and carry on, they never crash on it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class IllegalTransition(Exception):
+    """An input that the machine does not accept in its current state."""
+
+
+class CpState(str, Enum):
+    ACTIVADO = "ACTIVADO"
+    PARADO = "PARADO"
+    SUMINISTRANDO = "SUMINISTRANDO"
+    AVERIADO = "AVERIADO"
+    DESCONECTADO = "DESCONECTADO"
+
+
+class CpInput(str, Enum):
+    ONLINE = "online"  # the Monitor authenticated and reports
+    FAULT = "fault"  # AVR, or STATUS with the Engine KO
+    RECOVER = "recover"  # RCV, or STATUS with the Engine OK
+    CHARGE_START = "charge-start"
+    CHARGE_END = "charge-end"
+    STOP = "stop"  # PARAR from the operator
+    RESUME = "resume"  # REANUDAR from the operator
+    OFFLINE = "offline"  # link lost or liveness timeout
+
+
+# Sentinel target: the state a CP idles in, given its flags.
+IDLE = "idle"
+
+_CP_TABLE: dict[tuple[CpState, CpInput], object] = {
+    (CpState.DESCONECTADO, CpInput.ONLINE): IDLE,
+    (CpState.DESCONECTADO, CpInput.STOP): CpState.DESCONECTADO,
+    (CpState.DESCONECTADO, CpInput.RESUME): CpState.DESCONECTADO,
+    (CpState.DESCONECTADO, CpInput.OFFLINE): CpState.DESCONECTADO,
+    (CpState.ACTIVADO, CpInput.FAULT): CpState.AVERIADO,
+    (CpState.ACTIVADO, CpInput.RECOVER): CpState.ACTIVADO,
+    (CpState.ACTIVADO, CpInput.CHARGE_START): CpState.SUMINISTRANDO,
+    (CpState.ACTIVADO, CpInput.STOP): CpState.PARADO,
+    (CpState.ACTIVADO, CpInput.OFFLINE): CpState.DESCONECTADO,
+    (CpState.SUMINISTRANDO, CpInput.FAULT): CpState.AVERIADO,
+    (CpState.SUMINISTRANDO, CpInput.RECOVER): CpState.SUMINISTRANDO,
+    (CpState.SUMINISTRANDO, CpInput.CHARGE_END): IDLE,
+    (CpState.SUMINISTRANDO, CpInput.STOP): CpState.PARADO,
+    (CpState.SUMINISTRANDO, CpInput.OFFLINE): CpState.DESCONECTADO,
+    (CpState.AVERIADO, CpInput.FAULT): CpState.AVERIADO,
+    (CpState.AVERIADO, CpInput.RECOVER): CpState.ACTIVADO,
+    (CpState.AVERIADO, CpInput.STOP): CpState.PARADO,
+    (CpState.AVERIADO, CpInput.OFFLINE): CpState.DESCONECTADO,
+    (CpState.AVERIADO, CpInput.CHARGE_END): CpState.AVERIADO,
+    (CpState.PARADO, CpInput.FAULT): CpState.PARADO,
+    (CpState.PARADO, CpInput.RECOVER): CpState.PARADO,
+    (CpState.PARADO, CpInput.STOP): CpState.PARADO,
+    (CpState.PARADO, CpInput.RESUME): IDLE,
+    (CpState.PARADO, CpInput.OFFLINE): CpState.DESCONECTADO,
+    (CpState.PARADO, CpInput.CHARGE_END): CpState.PARADO,
+}
+
+
+class CpMachine:
+    """
+    A CP's state at Central.  Besides the state it keeps two facts that
+    decide where an idle CP rests: whether the operator stopped it (PARADO
+    survives disconnections and restarts) and whether its Engine is healthy.
+    """
+
+    def __init__(self, state: CpState = CpState.DESCONECTADO, stopped: bool = False, engine_ok: bool = True):
+        self.state = state
+        self.stopped = stopped
+        self.engine_ok = engine_ok
+
+    def idle_state(self) -> CpState:
+        if self.stopped:
+            return CpState.PARADO
+        return CpState.ACTIVADO if self.engine_ok else CpState.AVERIADO
+
+    def can(self, event: CpInput) -> bool:
+        return (self.state, event) in _CP_TABLE
+
+    def fire(self, event: CpInput) -> CpState:
+        """Apply C{event}; return the new state or raise L{IllegalTransition}."""
+        target = _CP_TABLE.get((self.state, event))
+        if target is None:
+            raise IllegalTransition(f"{event.value} is not allowed in state {self.state.value}")
+        if event is CpInput.FAULT:
+            self.engine_ok = False
+        elif event is CpInput.RECOVER:
+            self.engine_ok = True
+        elif event is CpInput.STOP:
+            self.stopped = True
+        elif event is CpInput.RESUME:
+            self.stopped = False
+        self.state = self.idle_state() if target is IDLE else target  # type: ignore[assignment]
+        return self.state
+
+
+class SessionState(str, Enum):
+    AUTHORIZED = "authorized"  # START sent, waiting for the vehicle
+    SUPPLYING = "supplying"  # telemetry flows
+    CLOSED = "closed"
+
+
+class SessionInput(str, Enum):
+    TELEMETRY = "telemetry"
+    END = "end"
+
+
+_SESSION_TABLE = {
+    (SessionState.AUTHORIZED, SessionInput.TELEMETRY): SessionState.SUPPLYING,
+    (SessionState.AUTHORIZED, SessionInput.END): SessionState.CLOSED,
+    (SessionState.SUPPLYING, SessionInput.TELEMETRY): SessionState.SUPPLYING,
+    (SessionState.SUPPLYING, SessionInput.END): SessionState.CLOSED,
+}
+
+
+class SessionMachine:
+    def __init__(self, state: SessionState = SessionState.AUTHORIZED):
+        self.state = state
+
+    def fire(self, event: SessionInput) -> SessionState:
+        target = _SESSION_TABLE.get((self.state, event))
+        if target is None:
+            raise IllegalTransition(f"session: {event.value} is not allowed when {self.state.value}")
+        self.state = target
+        return target

@@ -1,0 +1,376 @@
+"""
+Central's persistent store, over one ``twisted.enterprise.adbapi``
+connection pool: SQLite (embedded default) or MySQL/MariaDB (mysqlclient).
+
+One schema serves both backends.  The pool has a single thread, so writes
+run in the order they were issued and SQLite's one-writer rule holds; every
+interaction is a small function that takes a cursor and returns plain data.
+A connection lost under MySQL (server restarted: errors 2006/2013) is
+retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+from urllib.parse import unquote, urlsplit
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+
+SCHEMA_VERSION = 1
+
+# Column types are written once and mapped per dialect below.
+_TABLES = [
+    """CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS cps (
+        id VARCHAR(64) NOT NULL PRIMARY KEY,
+        location VARCHAR(255) NOT NULL,
+        price DOUBLE NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        stopped INTEGER NOT NULL DEFAULT 0,
+        registered_at DOUBLE NOT NULL,
+        last_seen DOUBLE
+    )""",
+    """CREATE TABLE IF NOT EXISTS drivers (
+        id VARCHAR(64) NOT NULL PRIMARY KEY,
+        first_seen DOUBLE NOT NULL,
+        last_seen DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id VARCHAR(64) NOT NULL PRIMARY KEY,
+        cp_id VARCHAR(64) NOT NULL,
+        driver_id VARCHAR(64) NOT NULL,
+        origin VARCHAR(16) NOT NULL,
+        price DOUBLE NOT NULL,
+        target_kwh DOUBLE NOT NULL DEFAULT 0,
+        started_at DOUBLE NOT NULL,
+        ended_at DOUBLE,
+        kwh DOUBLE NOT NULL DEFAULT 0,
+        euros DOUBLE NOT NULL DEFAULT 0,
+        seconds INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        status VARCHAR(16) NOT NULL,
+        end_reason VARCHAR(255),
+        ticket_delivered_at DOUBLE
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id {autoincrement},
+        at DOUBLE NOT NULL,
+        kind VARCHAR(32) NOT NULL,
+        subject VARCHAR(64) NOT NULL,
+        detail VARCHAR(1024) NOT NULL
+    )""",
+]
+_INDEXES = [
+    ("sessions_status", "CREATE INDEX sessions_status ON sessions (status)"),
+    ("sessions_driver", "CREATE INDEX sessions_driver ON sessions (driver_id)"),
+]
+
+SESSION_COLUMNS = (
+    "id, cp_id, driver_id, origin, price, target_kwh, started_at, ended_at, kwh, euros, "
+    "seconds, last_seq, status, end_reason, ticket_delivered_at"
+)
+
+
+class StoreError(Exception):
+    """The database could not be opened or used; the text says what to do."""
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    backend: str  # "sqlite" or "mysql"
+    path: str = ""
+    user: str = ""
+    password: str = ""
+    host: str = "127.0.0.1"
+    port: int = 3306
+    database: str = ""
+
+    def display(self) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite:{self.path}"
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def parse_db_url(url: str) -> DbUrl:
+    """
+    ``sqlite:PATH`` or ``mysql://user:password@host:port/dbname``; raises
+    ValueError with the expected forms.
+    """
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError("sqlite URL needs a path: sqlite:evcentral.db")
+        return DbUrl("sqlite", path=path)
+    if url.startswith("mysql://"):
+        parts = urlsplit(url)
+        database = parts.path.lstrip("/")
+        if not parts.hostname or not database:
+            raise ValueError("MySQL URL must be mysql://user:password@host:port/dbname")
+        return DbUrl(
+            "mysql",
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            host=parts.hostname,
+            port=parts.port or 3306,
+            database=database,
+        )
+    raise ValueError(
+        f"unknown database URL {url!r}: use sqlite:PATH or mysql://user:password@host:port/dbname"
+    )
+
+
+def _is_lost_connection(failure: Any) -> bool:
+    if failure.check(adbapi.ConnectionLost):
+        return True
+    value = failure.value
+    args = getattr(value, "args", ())
+    return type(value).__name__ == "OperationalError" and bool(args) and args[0] in (2006, 2013)
+
+
+class Store:
+    """
+    Central's tables: cps, drivers, sessions, events.  Every method returns a
+    Deferred of plain data.
+    """
+
+    log = Logger()
+
+    def __init__(self, url: DbUrl, pool: Optional[adbapi.ConnectionPool] = None) -> None:
+        self.url = url
+        if pool is None:
+            pool = self._make_pool(url)
+        self.pool = pool
+        self.mysql = url.backend == "mysql"
+
+    @staticmethod
+    def _make_pool(url: DbUrl) -> adbapi.ConnectionPool:
+        common = dict(cp_min=1, cp_max=1, cp_reconnect=True, cp_noisy=False)
+        if url.backend == "sqlite":
+            directory = os.path.dirname(os.path.abspath(url.path))
+            if not os.path.isdir(directory):
+                raise StoreError(f"cannot open {url.display()}: directory {directory} does not exist")
+            return adbapi.ConnectionPool(
+                "sqlite3", url.path, check_same_thread=False, timeout=30, **common
+            )
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:
+            raise StoreError(
+                "the mysql backend needs mysqlclient: pip install 'evnet[mysql]' "
+                "(Debian: apt-get install default-libmysqlclient-dev pkg-config first)"
+            ) from None
+        return adbapi.ConnectionPool(
+            "MySQLdb",
+            host=url.host,
+            port=url.port,
+            user=url.user,
+            passwd=url.password,
+            db=url.database,
+            charset="utf8mb4",
+            connect_timeout=10,
+            client_flag=2,  # CLIENT.FOUND_ROWS: rowcount counts matched rows, not changed ones
+            **common,
+        )
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.mysql else sql
+
+    def run(self, interaction: Callable[..., Any], *args: Any) -> defer.Deferred:
+        """Run C{interaction(cursor, *args)} in a transaction; retry once on a lost connection."""
+
+        def retry(failure):
+            if not _is_lost_connection(failure):
+                return failure
+            self.log.warn("database connection lost ({why}); retrying once", why=failure.getErrorMessage())
+            return self.pool.runInteraction(interaction, *args)
+
+        return self.pool.runInteraction(interaction, *args).addErrback(retry)
+
+    def _execute(self, sql: str, *params: Any) -> defer.Deferred:
+        sql = self._sql(sql)
+
+        def txn(cursor):
+            cursor.execute(sql, params)
+
+        return self.run(txn)
+
+    def _query(self, sql: str, *params: Any) -> defer.Deferred:
+        sql = self._sql(sql)
+
+        def txn(cursor):
+            cursor.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+        return self.run(txn)
+
+    # -- schema ------------------------------------------------------------
+
+    def start(self) -> defer.Deferred:
+        """Create or migrate the schema."""
+        autoincrement = "BIGINT AUTO_INCREMENT PRIMARY KEY" if self.mysql else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        mysql = self.mysql
+
+        def txn(cursor):
+            for table in _TABLES:
+                cursor.execute(table.format(autoincrement=autoincrement))
+            for name, sql in _INDEXES:
+                if mysql:
+                    cursor.execute(
+                        "SELECT COUNT(*) FROM information_schema.statistics "
+                        "WHERE table_schema = DATABASE() AND index_name = %s",
+                        (name,),
+                    )
+                    if cursor.fetchone()[0]:
+                        continue
+                    cursor.execute(sql)
+                else:
+                    cursor.execute(sql.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+            cursor.execute("SELECT version FROM schema_version")
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(
+                    "INSERT INTO schema_version (version) VALUES (%s)" % int(SCHEMA_VERSION)
+                )
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database has schema version {row[0]}, newer than this evnet "
+                    f"({SCHEMA_VERSION}): upgrade evnet"
+                )
+
+        return self.run(txn)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- CPs and drivers ---------------------------------------------------
+
+    def load_cps(self) -> defer.Deferred:
+        return self._query("SELECT id, location, price, state, stopped, registered_at, last_seen FROM cps ORDER BY id")
+
+    def upsert_cp(self, cp_id: str, location: str, price: float, state: str) -> defer.Deferred:
+        now = time.time()
+        sql_update = self._sql("UPDATE cps SET location = ?, price = ?, state = ?, last_seen = ? WHERE id = ?")
+        sql_insert = self._sql(
+            "INSERT INTO cps (id, location, price, state, stopped, registered_at, last_seen) VALUES (?, ?, ?, ?, 0, ?, ?)"
+        )
+
+        def txn(cursor):
+            cursor.execute(sql_update, (location, price, state, now, cp_id))
+            if cursor.rowcount == 0:
+                cursor.execute(sql_insert, (cp_id, location, price, state, now, now))
+
+        return self.run(txn)
+
+    def set_cp_state(self, cp_id: str, state: str, stopped: bool) -> defer.Deferred:
+        return self._execute(
+            "UPDATE cps SET state = ?, stopped = ?, last_seen = ? WHERE id = ?",
+            state,
+            int(stopped),
+            time.time(),
+            cp_id,
+        )
+
+    def touch_driver(self, driver_id: str) -> defer.Deferred:
+        now = time.time()
+        sql_update = self._sql("UPDATE drivers SET last_seen = ? WHERE id = ?")
+        sql_insert = self._sql("INSERT INTO drivers (id, first_seen, last_seen) VALUES (?, ?, ?)")
+
+        def txn(cursor):
+            cursor.execute(sql_update, (now, driver_id))
+            if cursor.rowcount == 0:
+                cursor.execute(sql_insert, (driver_id, now, now))
+
+        return self.run(txn)
+
+    # -- sessions ----------------------------------------------------------
+
+    def open_session(self, s: dict) -> defer.Deferred:
+        return self._execute(
+            "INSERT INTO sessions (id, cp_id, driver_id, origin, price, target_kwh, started_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'open')",
+            s["id"],
+            s["cp_id"],
+            s["driver_id"],
+            s["origin"],
+            s["price"],
+            s["target_kwh"],
+            s["started_at"],
+        )
+
+    def save_progress(self, rows: list[tuple]) -> defer.Deferred:
+        """Batch update of open sessions: (kwh, euros, seconds, last_seq, session_id) rows."""
+        sql = self._sql(
+            "UPDATE sessions SET kwh = ?, euros = ?, seconds = ?, last_seq = ? WHERE id = ? AND status = 'open'"
+        )
+
+        def txn(cursor):
+            cursor.executemany(sql, rows)
+
+        return self.run(txn)
+
+    def close_session(
+        self, session_id: str, ended_at: float, kwh: float, euros: float, seconds: int, last_seq: int, reason: str
+    ) -> defer.Deferred:
+        """Close an open session; fires with True if it was open (False: already closed)."""
+        sql = self._sql(
+            "UPDATE sessions SET status = 'closed', ended_at = ?, kwh = ?, euros = ?, seconds = ?, "
+            "last_seq = ?, end_reason = ? WHERE id = ? AND status = 'open'"
+        )
+
+        def txn(cursor):
+            cursor.execute(sql, (ended_at, kwh, euros, seconds, last_seq, reason, session_id))
+            return cursor.rowcount == 1
+
+        return self.run(txn)
+
+    def mark_ticket_delivered(self, session_id: str) -> defer.Deferred:
+        return self._execute(
+            "UPDATE sessions SET ticket_delivered_at = ? WHERE id = ? AND ticket_delivered_at IS NULL",
+            time.time(),
+            session_id,
+        )
+
+    def open_sessions(self) -> defer.Deferred:
+        return self._query(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'open'")
+
+    def get_session(self, session_id: str) -> defer.Deferred:
+        d = self._query(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", session_id)
+        return d.addCallback(lambda rows: rows[0] if rows else None)
+
+    def undelivered_tickets(self, driver_id: str) -> defer.Deferred:
+        return self._query(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE driver_id = ? AND status = 'closed' "
+            "AND origin = 'driver' AND ticket_delivered_at IS NULL ORDER BY ended_at",
+            driver_id,
+        )
+
+    def recent_sessions(self, limit: int = 50) -> defer.Deferred:
+        return self._query(
+            f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC LIMIT {int(limit)}"
+        )
+
+    # -- events ------------------------------------------------------------
+
+    def add_event(self, kind: str, subject: str, detail: str, at: Optional[float] = None) -> defer.Deferred:
+        return self._execute(
+            "INSERT INTO events (at, kind, subject, detail) VALUES (?, ?, ?, ?)",
+            time.time() if at is None else at,
+            kind,
+            subject[:64],
+            detail[:1024],
+        )
+
+    def recent_events(self, limit: int = 100) -> defer.Deferred:
+        return self._query(
+            f"SELECT id, at, kind, subject, detail FROM events ORDER BY id DESC LIMIT {int(limit)}"
+        )

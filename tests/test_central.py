@@ -1,0 +1,384 @@
+"""Central's rules on fake links, a fake clock and an in-memory store."""
+
+import pytest
+from twisted.internet.task import Clock
+
+from evnet.protocols import messages as m
+from evnet.services.central import Central
+from evnet.services.states import CpState
+
+from tests.fakes import MemoryStore, Peer
+
+
+class World:
+    def __init__(self, store=None, liveness=3.0):
+        self.clock = Clock()
+        self.store = store or MemoryStore()
+        self.central = Central(self.store, self.clock, liveness_timeout=liveness, wall_clock=self.clock.seconds)
+        self.central.startService()
+        assert self.central.ready.called
+
+    def cp(self, cp_id="CP1", location="Centro", price=0.3, engine="OK"):
+        peer = Peer(self.central.cp_links, self.clock)
+        peer.send(m.Reg(cp_id, location, price))
+        peer.send(m.Auth(cp_id))
+        peer.send(m.Status(cp_id, engine))
+        return peer
+
+    def driver(self, driver_id="D1"):
+        peer = Peer(self.central.driver_links_handler, self.clock)
+        peer.send(m.Driver(driver_id))
+        return peer
+
+    def state(self, cp_id="CP1"):
+        return self.central.cps[cp_id].state
+
+    def charge(self, cp, driver, cp_id="CP1", driver_id="D1"):
+        driver.take()
+        cp.take()
+        driver.send(m.Req(driver_id, cp_id))
+        auth = driver.take(m.Authorized)[0]
+        start = cp.take(m.Start)[0]
+        assert start.session_id == auth.session_id
+        return auth.session_id
+
+
+def test_register_and_authenticate():
+    w = World()
+    cp = Peer(w.central.cp_links, w.clock)
+    cp.send(m.Reg("CP1", "Centro", 0.3))
+    assert cp.take() == [m.Accepted("REG", "CP1")]
+    assert w.state() is CpState.DESCONECTADO
+    cp.send(m.Auth("CP1"))
+    assert cp.take() == [m.Accepted("AUTH", "CP1", "ACTIVADO")]
+    assert w.state() is CpState.ACTIVADO
+    assert w.store.cps["CP1"]["location"] == "Centro"
+    assert w.store.cps["CP1"]["state"] == "ACTIVADO"
+
+
+@pytest.mark.parametrize(
+    "reg, reason",
+    [
+        (m.Reg("bad id!", "x", 0.3), "a CP id is"),
+        (m.Reg("CP1", " ", 0.3), "location is empty"),
+        (m.Reg("CP1", "x", -1), "price must be between"),
+    ],
+)
+def test_malformed_registration_is_refused_and_recorded(reg, reason):
+    w = World()
+    cp = Peer(w.central.cp_links, w.clock)
+    cp.send(reg)
+    [refused] = cp.take()
+    assert isinstance(refused, m.Refused) and refused.what == "REG" and reason in refused.reason
+    assert any(kind == "refused" for kind, _, _ in w.store.events)
+
+
+def test_second_monitor_for_a_connected_cp_is_refused():
+    w = World()
+    w.cp()
+    intruder = Peer(w.central.cp_links, w.clock)
+    intruder.send(m.Reg("CP1", "Elsewhere", 0.1))
+    [refused] = intruder.take()
+    assert refused.what == "REG" and "already connected" in refused.reason
+    intruder.send(m.Auth("CP1"))
+    assert "already connected" in intruder.take()[0].reason
+    assert w.central.cps["CP1"].location == "Centro"
+
+
+def test_auth_without_registration_is_refused():
+    w = World()
+    cp = Peer(w.central.cp_links, w.clock)
+    cp.send(m.Auth("CP9"))
+    assert "not registered" in cp.take()[0].reason
+
+
+def test_messages_before_auth_are_refused():
+    w = World()
+    cp = Peer(w.central.cp_links, w.clock)
+    cp.send(m.Status("CP1", "OK"))
+    assert cp.take() == [m.Refused("STATUS", "CP1", "link not authenticated")]
+
+
+def test_engine_ko_means_averiado_and_ok_means_activado():
+    w = World()
+    cp = w.cp(engine="KO")
+    assert w.state() is CpState.AVERIADO
+    cp.send(m.Status("CP1", "OK"))
+    assert w.state() is CpState.ACTIVADO
+    cp.send(m.Avr("CP1", "engine does not answer"))
+    assert w.state() is CpState.AVERIADO
+    cp.send(m.Rcv("CP1"))
+    assert w.state() is CpState.ACTIVADO
+
+
+def test_no_liveness_for_three_seconds_means_desconectado():
+    w = World()
+    cp = w.cp()
+    for _ in range(5):
+        w.clock.advance(1)
+        cp.send(m.Status("CP1", "OK"))
+    assert w.state() is CpState.ACTIVADO
+    w.clock.advance(3.0)
+    assert w.state() is CpState.ACTIVADO
+    w.clock.advance(0.6)
+    assert w.state() is CpState.DESCONECTADO
+    assert cp.transport.disconnecting
+
+
+def test_link_lost_means_desconectado_and_the_cp_can_come_back():
+    w = World()
+    cp = w.cp()
+    cp.lose()
+    assert w.state() is CpState.DESCONECTADO
+    w.cp()
+    assert w.state() is CpState.ACTIVADO
+
+
+def test_full_charge_lifecycle():
+    w = World()
+    cp, driver = w.cp(price=0.5), w.driver()
+    sid = w.charge(cp, driver)
+    assert w.state() is CpState.SUMINISTRANDO
+    assert w.store.sessions[sid]["status"] == "open"
+    for seq in (1, 2, 3):
+        cp.send(m.Telem("CP1", sid, seq, 0.1 * seq, 36.0, 0.05 * seq, seq))
+    telems = driver.take(m.Telem)
+    assert [t.seq for t in telems] == [1, 2, 3]
+    cp.send(m.Stop("CP1", sid, 4, 0.4, 0.2, 4, "target"))
+    assert w.state() is CpState.ACTIVADO
+    [ticket] = driver.take(m.Ticket)
+    assert ticket == m.Ticket(sid, 0.4, 0.2, 4, "CP1", "D1", "target")
+    assert cp.take(m.Ticket) == [ticket]  # the CP's end-to-end confirmation
+    row = w.store.sessions[sid]
+    assert (row["status"], row["kwh"], row["euros"], row["seconds"]) == ("closed", 0.4, 0.2, 4)
+    assert row["ticket_delivered_at"] is not None
+
+
+def test_telemetry_goes_to_that_driver_only():
+    w = World()
+    cp1, cp2 = w.cp("CP1"), w.cp("CP2")
+    d1, d2 = w.driver("D1"), w.driver("D2")
+    s1 = w.charge(cp1, d1, "CP1", "D1")
+    w.charge(cp2, d2, "CP2", "D2")
+    cp1.send(m.Telem("CP1", s1, 1, 0.1, 7, 0.03, 1))
+    assert len(d1.take(m.Telem)) == 1
+    assert d2.take(m.Telem) == []
+
+
+def test_replayed_telemetry_is_not_counted_twice():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 7, 0.03, 1))
+    cp.send(m.Telem("CP1", sid, 2, 0.2, 7, 0.06, 2))
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 7, 0.03, 1))
+    assert w.central.sessions[sid].kwh == 0.2
+    assert [t.seq for t in driver.take(m.Telem)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        (lambda w: None, "unknown CP CP7"),
+    ],
+)
+def test_unknown_cp_is_denied(setup, reason):
+    w = World()
+    driver = w.driver()
+    driver.send(m.Req("D1", "CP7"))
+    assert driver.take(m.Denied) == [m.Denied("D1", "CP7", reason)]
+
+
+def test_denied_when_cp_busy_faulty_stopped_or_disconnected():
+    w = World()
+    cp, d1, d2 = w.cp(), w.driver("D1"), w.driver("D2")
+    w.charge(cp, d1)
+    d2.send(m.Req("D2", "CP1"))
+    assert "busy" in d2.take(m.Denied)[0].reason
+    d1.send(m.Req("D1", "CP1"))
+    assert "already has a charge in progress" in d1.take(m.Denied)[0].reason
+
+    w.cp("CP2", engine="KO")
+    d2.send(m.Req("D2", "CP2"))
+    assert "AVERIADO" in d2.take(m.Denied)[0].reason
+
+    w.cp("CP3")
+    w.central.stop_cp("CP3")
+    d2.send(m.Req("D2", "CP3"))
+    assert "Out of Order" in d2.take(m.Denied)[0].reason
+
+    w.cp("CP4").lose()
+    d2.send(m.Req("D2", "CP4"))
+    assert "DESCONECTADO" in d2.take(m.Denied)[0].reason
+
+
+def test_fault_during_a_charge_ends_it_with_a_ticket_and_tells_the_driver():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.25, 9, 0.08, 1))
+    cp.send(m.Avr("CP1", "engine KO"))
+    got = [x for x in driver.take() if not isinstance(x, m.Telem)]
+    assert isinstance(got[0], m.Notice) and "fault" in got[0].text
+    assert got[1] == m.Ticket(sid, 0.25, 0.08, 1, "CP1", "D1", "fault: engine KO")
+    assert w.state() is CpState.AVERIADO
+    # The Engine's own STOP for the same session comes later: nothing is counted twice.
+    cp.take()
+    cp.send(m.Stop("CP1", sid, 2, 0.26, 0.08, 2, "fault"))
+    assert cp.take(m.Ticket) == [got[1]]
+    assert driver.take(m.Ticket) == []
+    assert w.store.sessions[sid]["kwh"] == 0.25
+    cp.send(m.Rcv("CP1"))
+    assert w.state() is CpState.ACTIVADO
+
+
+def test_monitor_lost_during_a_charge_ends_it():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
+    cp.lose()
+    assert w.state() is CpState.DESCONECTADO
+    [ticket] = driver.take(m.Ticket)
+    assert ticket.reason == "disconnected" and ticket.kwh == 0.1
+
+
+def test_parar_and_reanudar_one_cp():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
+    ok, text = w.central.stop_cp("CP1")
+    assert ok
+    assert w.state() is CpState.PARADO
+    assert driver.take(m.Ticket)[0].reason == "parar"
+    assert m.Parar("CP1") in cp.take()
+    ok, text = w.central.resume_cp("CP1")
+    assert ok and w.state() is CpState.ACTIVADO
+    assert cp.take(m.Reanudar) == [m.Reanudar("CP1")]
+    assert w.central.resume_cp("CP1") == (False, "CP CP1 is not stopped (ACTIVADO)")
+    assert w.central.stop_cp("CP9") == (False, "unknown CP CP9")
+
+
+def test_parar_and_reanudar_all():
+    w = World()
+    peers = [w.cp(f"CP{i}") for i in range(1, 4)]
+    w.central.stop_all()
+    assert all(w.state(f"CP{i}") is CpState.PARADO for i in range(1, 4))
+    assert all(p.take(m.Parar) for p in peers)
+    w.central.resume_all()
+    assert all(w.state(f"CP{i}") is CpState.ACTIVADO for i in range(1, 4))
+
+
+def test_stopped_stays_stopped_across_reconnection():
+    w = World()
+    cp = w.cp()
+    w.central.stop_cp("CP1")
+    cp.lose()
+    again = Peer(w.central.cp_links, w.clock)
+    again.send(m.Reg("CP1", "Centro", 0.3))
+    again.send(m.Auth("CP1"))
+    assert again.take() == [m.Accepted("REG", "CP1"), m.Accepted("AUTH", "CP1", "PARADO"), m.Parar("CP1")]
+
+
+def test_ticket_is_stored_before_it_is_sent():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    w.store.hold = True
+    cp.send(m.Stop("CP1", sid, 1, 0.1, 0.03, 1, "unplug"))
+    assert driver.take(m.Ticket) == []
+    assert w.store.sessions[sid]["status"] == "open"
+    w.store.hold = False
+    w.store.release()
+    assert driver.take(m.Ticket)[0].session_id == sid
+    assert w.store.sessions[sid]["status"] == "closed"
+
+
+def test_driver_that_reconnects_gets_the_ticket_it_missed_once():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    driver.lose()
+    cp.send(m.Stop("CP1", sid, 1, 0.1, 0.03, 1, "target"))
+    assert w.store.sessions[sid]["ticket_delivered_at"] is None
+    again = w.driver()
+    assert again.take(m.Ticket) == [m.Ticket(sid, 0.1, 0.03, 1, "CP1", "D1", "target")]
+    assert w.store.sessions[sid]["ticket_delivered_at"] is not None
+    third = w.driver()
+    assert third.take(m.Ticket) == []
+
+
+def test_driver_that_reconnects_mid_charge_is_told_its_session():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    driver.lose()
+    again = w.driver()
+    assert again.take(m.Authorized) == [m.Authorized("D1", "CP1", sid)]
+
+
+def test_list_shows_available_cps():
+    w = World()
+    w.cp("CP1", "Centro", 0.3)
+    w.cp("CP2", "Playa", 0.4, engine="KO")
+    w.cp("CP3", "Puerto", 0.5)
+    driver = w.driver()
+    driver.send(m.ListCps("D1"))
+    assert driver.take(m.Available) == [m.Available([m.CpInfo("CP1", "Centro", 0.3), m.CpInfo("CP3", "Puerto", 0.5)])]
+
+
+def test_restart_rebuilds_state_and_reconciles_the_open_charge():
+    store = MemoryStore()
+    w = World(store)
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
+    w.clock.advance(2.1)  # progress is flushed in batches
+    assert store.sessions[sid]["kwh"] == 0.1
+    # Central dies (no clean stop); a new one starts on the same database.
+    w2 = World(store)
+    assert w2.state() is CpState.DESCONECTADO
+    assert sid in w2.central.sessions
+    cp2 = Peer(w2.central.cp_links, w2.clock)
+    cp2.send(m.Reg("CP1", "Centro", 0.3))
+    cp2.send(m.Auth("CP1"))
+    assert w2.state() is CpState.SUMINISTRANDO
+    cp2.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))  # a replay
+    cp2.send(m.Telem("CP1", sid, 2, 0.2, 9, 0.06, 2))
+    cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))
+    d2 = Peer(w2.central.driver_links_handler, w2.clock)
+    d2.send(m.Driver("D1"))
+    assert d2.take(m.Ticket) == [m.Ticket(sid, 0.3, 0.09, 3, "CP1", "D1", "target")]
+    cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))  # the Engine repeats it
+    assert store.sessions[sid]["kwh"] == 0.3
+    assert d2.take(m.Ticket) == []
+    assert w2.state() is CpState.ACTIVADO
+
+
+def test_charge_started_at_the_cp_itself():
+    w = World()
+    cp = w.cp()
+    cp.send(m.Req("LOCAL", "CP1", 0.5))
+    got = cp.take()
+    auth = [x for x in got if isinstance(x, m.Authorized)][0]
+    start = [x for x in got if isinstance(x, m.Start)][0]
+    assert start.session_id == auth.session_id and start.target_kwh == 0.5
+    cp.send(m.Stop("CP1", auth.session_id, 1, 0.5, 0.15, 60, "target"))
+    assert cp.take(m.Ticket)[0].kwh == 0.5
+
+
+def test_cp_cannot_request_for_another_cp():
+    w = World()
+    cp = w.cp()
+    w.cp("CP2")
+    cp.send(m.Req("LOCAL", "CP2"))
+    assert "only request charges for itself" in cp.take(m.Denied)[0].reason
+
+
+def test_illegal_transition_is_logged_not_raised():
+    w = World()
+    w.cp()
+    from evnet.services.states import CpInput
+    assert w.central._fire(w.central.cps["CP1"], CpInput.CHARGE_END) is False
+    assert w.state() is CpState.ACTIVADO
