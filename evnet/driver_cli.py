@@ -1,0 +1,261 @@
+"""
+``evdriver``: the driver's command.  Parses options, reads the request file,
+picks the output (rich in a terminal, plain lines otherwise, JSON lines with
+``--json``) and runs L{evnet.services.driver.DriverService} on the reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional, TextIO
+
+from evnet.services.driver import (
+    DEFAULT_CHARGE_TIMEOUT,
+    DEFAULT_WAIT,
+    ID_PATTERN,
+    DriverView,
+    Event,
+    RequestsFileError,
+    fmt_duration,
+    describe_reason,
+    read_requests,
+)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+EV_Driver: ask Central for a charge at each charging point listed in a request
+file, one after the other, and follow each charge to its ticket.
+
+The request file has one request per line: a CP id, optionally followed by a
+target in kWh (e.g. "CP03 0.05"). Blank lines and "#" comments are ignored; a
+malformed line is reported with its line number and skipped."""
+
+EPILOG = """\
+examples:
+  evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001
+  evdriver --driver-id D1 --list --central tcp:host=127.0.0.1:port=7001
+  evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001 --json
+
+exit codes: 0 done (whatever the outcome of each charge), 1 Central refused the
+driver id, 2 bad option or unreadable request file, 130 interrupted.
+Example request files: evnet/examples/driver1.txt ... driver3.txt."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evdriver",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--driver-id", required=True, metavar="ID", help="this driver's id ([A-Za-z0-9_.-], up to 32 characters)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--requests-file", metavar="FILE", help="the requests to work through, one per line: CP_ID [TARGET_KWH]")
+    what.add_argument("--list", action="store_true", help="show the charging points available now (id, location, price) and exit")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--central",
+        metavar="ENDPOINT",
+        help="Central's drivers endpoint, a Twisted client endpoint string, e.g. tcp:host=127.0.0.1:port=7001",
+    )
+    where.add_argument("--kafka", metavar="BOOTSTRAP", help="use the Kafka driver topics (not yet supported; use --central)")
+    parser.add_argument(
+        "--wait",
+        type=_non_negative,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=f"pause after each request's outcome before the next one (default {DEFAULT_WAIT:g})",
+    )
+    parser.add_argument(
+        "--charge-timeout",
+        type=_positive,
+        default=DEFAULT_CHARGE_TIMEOUT,
+        metavar="SECONDS",
+        help="give up on a request when Central says nothing about it for this long "
+        f"(default {DEFAULT_CHARGE_TIMEOUT:g})",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object per event (for scripts)")
+    output.add_argument("--plain", action="store_true", help="plain lines even in a terminal (no colours)")
+    return parser
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Outputs: each takes events from the service and writes them somewhere.
+# ---------------------------------------------------------------------------
+
+
+class PlainOutput:
+    """The view's lines, without colours; one line per TELEM."""
+
+    def __init__(self, stream: TextIO, view: Optional[DriverView] = None) -> None:
+        self.stream = stream
+        self.view = view or DriverView()
+
+    def __call__(self, event: Event) -> None:
+        for line in self.view.text(event):
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class JsonOutput:
+    """One JSON object per event."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class RichOutput:
+    """Coloured lines in a terminal, TELEM as one live progress line."""
+
+    def __init__(self, console: Any, view: Optional[DriverView] = None) -> None:
+        self.console = console
+        self.view = view or DriverView()
+        self.live: Any = None
+
+    def __call__(self, event: Event) -> None:
+        from rich.text import Text
+
+        if event["type"] == "charging":
+            text, style = self.view.lines(event)[0]
+            line = Text(text, style=style)
+            if self.live is None:
+                from rich.live import Live
+
+                self.live = Live(line, console=self.console, auto_refresh=False, transient=True)
+                self.live.start()
+            self.live.update(line, refresh=True)
+            return
+        if self.live is not None and event["type"] in ("ticket", "timeout", "link_lost", "interrupted", "summary"):
+            last = self.live.renderable
+            self.live.stop()
+            self.live = None
+            self.console.print(last)  # keep the last progress line on screen
+        if event["type"] == "summary":
+            self._summary(event)
+            return
+        for text, style in self.view.lines(event):
+            self.console.print(Text(text, style=style))
+
+    def _summary(self, event: Event) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        header = self.view.lines(event)[0][0]
+        self.console.print(Text(header, style="bold"))
+        if not (event["tickets"] or event["refused"] or event["unfinished"]):
+            return
+        table = Table(show_edge=False, header_style="bold")
+        for name, justify in (("", "left"), ("CP", "left"), ("kWh", "right"), ("€", "right"), ("duration", "right"), ("how it ended", "left")):
+            table.add_column(name, justify=justify)
+        for t in event["tickets"]:
+            how = describe_reason(t["reason"]) + (" (earlier run)" if t.get("recovered") else "")
+            table.add_row("ticket", t["cp"], f"{t['kwh']:.3f}", f"{t['euros']:.2f}", fmt_duration(t["seconds"]), how)
+        for r in event["refused"]:
+            table.add_row(Text("refused", style="red"), r["cp"], "", "", "", r["reason"])
+        for u in event["unfinished"]:
+            table.add_row(Text("no result", style="red"), u["cp"], "", "", "", u["reason"])
+        self.console.print(table)
+
+
+def choose_output(args: argparse.Namespace, stream: TextIO) -> Any:
+    if args.json:
+        return JsonOutput(stream)
+    if not args.plain and stream.isatty():
+        from rich.console import Console
+
+        return RichOutput(Console(file=stream))
+    return PlainOutput(stream)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"evdriver: error: {message}\n")
+    return EXIT_USAGE
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.kafka is not None:
+        sys.exit(_error("--kafka is not yet supported; use --central ENDPOINT"))
+    if not ID_PATTERN.match(args.driver_id):
+        sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
+    requests, problems = [], []
+    if not args.list:
+        try:
+            requests, problems = read_requests(args.requests_file)
+        except RequestsFileError as e:
+            sys.exit(_error(str(e)))
+
+    from twisted.internet import endpoints, reactor, task
+
+    try:
+        endpoint = endpoints.clientFromString(reactor, args.central)
+    except Exception as e:  # clientFromString raises several kinds, all the user's mistake
+        sys.exit(_error(f"--central {args.central!r} is not a client endpoint string ({e}); e.g. tcp:host=127.0.0.1:port=7001"))
+    output = choose_output(args, sys.stdout)
+    task.react(_run, (args, endpoint, requests, problems, output))
+
+
+async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
+    from evnet.services.driver import DriverService
+
+    driver = DriverService(
+        args.driver_id,
+        requests,
+        endpoint,
+        args.central,
+        output,
+        reactor,
+        wait=args.wait,
+        charge_timeout=args.charge_timeout,
+        list_only=args.list,
+    )
+    for problem in problems:
+        driver.emit("bad_line", line=problem.line, message=problem.message)
+    reactor.addSystemEventTrigger("before", "shutdown", driver.interrupt)
+    driver.startService()
+    try:
+        code = await driver.done
+    finally:
+        await driver.stopService()
+    if code:
+        raise SystemExit(code)
