@@ -1,28 +1,115 @@
-"""``twistd evcentral``: options and service wiring for EV_Central."""
+"""``twistd evengine``: options and service wiring for EV_CP_E, the Engine."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
 
 from twisted.application import service, strports
 from twisted.python import usage
 
-from evnet.protocols.link import LinkFactory, LinkHandler
+from evnet.protocols.link import LinkFactory
+from evnet.services.engine import ConsoleProtocol, ControlFactory, EngineService, StateError, StateFile
+
+DEFAULT_LISTEN = "tcp:7100:interface=127.0.0.1"
+DEFAULT_CONTROL = "tcp:7101:interface=127.0.0.1"
+DEFAULT_STATE_DIR = "evengine-state"
 
 
 class Options(usage.Options):
-    synopsis = "--listen ENDPOINT [options]"
+    synopsis = "[--listen ENDPOINT] [--control ENDPOINT] [--state-dir DIR] [--power-kw KW] [--auto-plug] [--stdin]"
     longdesc = (
-        "EV_Central: registers and authenticates charging points, authorizes drivers' "
-        "charges and issues their tickets. Every address is a Twisted endpoint string, "
-        "e.g. tcp:7000:interface=127.0.0.1."
+        "EV_CP_E: a charging point's Engine, the charger itself. It serves one Monitor, "
+        "supplies the charges Central authorizes and keeps each charge's progress in its "
+        "state directory. Drive it by typing commands in its terminal, or with "
+        "'evctl engine CONTROL-ENDPOINT plug|unplug|fault|recover|status|request DRIVER [KWH]'. "
+        "Addresses are Twisted endpoint strings, e.g. tcp:7100:interface=127.0.0.1."
     )
     optParameters = [
-        ["listen", "l", "tcp:7000:interface=127.0.0.1", "Endpoint where Monitors connect."],
+        ["listen", "l", DEFAULT_LISTEN, "Endpoint where the Monitor connects."],
+        ["control", "c", DEFAULT_CONTROL, "Endpoint of the local control command (evctl engine); 'none' for no control endpoint."],
+        ["state-dir", "d", DEFAULT_STATE_DIR, "Directory of the state file (created if missing)."],
+        ["power-kw", "p", "11", "Power supplied while charging, in kW."],
+        ["kafka", None, None, "Kafka bootstrap servers (not supported yet)."],
+    ]
+    optFlags = [
+        ["auto-plug", None, "Plug a vehicle in as soon as a charge is authorized (unattended scenarios)."],
+        ["stdin", None, "Read commands from stdin even when it is not a terminal."],
     ]
 
+    def postOptions(self) -> None:
+        try:
+            power = float(self["power-kw"])
+        except ValueError:
+            power = math.nan
+        if not (power > 0 and math.isfinite(power)):
+            raise usage.UsageError(f"--power-kw must be a number of kW above 0, not {self['power-kw']!r}")
+        self["power-kw"] = power
+        if self["kafka"] is not None:
+            raise usage.UsageError(
+                "--kafka is not supported yet: without it the Engine sends its telemetry "
+                "and events through its Monitor"
+            )
+        for name in ("listen", "control"):
+            if name == "control" and self[name].lower() == "none":
+                continue
+            check_server_endpoint(name, self[name])
+        state_dir = self["state-dir"]
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"cannot use --state-dir {state_dir!r}: {e.strerror}") from None
+        if not os.access(state_dir, os.W_OK):
+            raise usage.UsageError(f"cannot write in --state-dir {state_dir!r}")
+        self.store = StateFile(state_dir)
+        try:
+            self.restored = self.store.load()
+        except StateError as e:
+            raise usage.UsageError(f"{e}; move it away to start afresh") from None
 
-class _EchoHandler(LinkHandler):
-    pass
+
+def check_server_endpoint(option: str, description: str) -> None:
+    """Raise a clear UsageError when C{description} is not a server endpoint string."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(
+            f"--{option} {description!r} is not a server endpoint string "
+            f"(e.g. {DEFAULT_LISTEN}): {e}"
+        ) from None
+
+
+class _ConsoleService(service.Service):
+    """Reads commands from stdin for as long as the Engine runs."""
+
+    def __init__(self, engine: EngineService) -> None:
+        self.engine = engine
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet import stdio
+
+        stdio.StandardIO(ConsoleProtocol(self.engine))
 
 
 def makeService(options: Options) -> service.MultiService:
+    from twisted.internet import reactor
+
     top = service.MultiService()
-    strports.service(options["listen"], LinkFactory(_EchoHandler(), initiator=False)).setServiceParent(top)
+    engine = EngineService(
+        options.store,
+        reactor,
+        power_kw=options["power-kw"],
+        auto_plug=options["auto-plug"],
+        restored=options.restored,
+    )
+    engine.setServiceParent(top)
+    strports.service(options["listen"], LinkFactory(engine, initiator=False, clock=reactor)).setServiceParent(top)
+    if options["control"].lower() != "none":
+        strports.service(options["control"], ControlFactory(engine)).setServiceParent(top)
+    if options["stdin"] or (sys.stdin is not None and sys.stdin.isatty()):
+        _ConsoleService(engine).setServiceParent(top)
     return top

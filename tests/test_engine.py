@@ -1,0 +1,385 @@
+"""The Engine (EV_CP_E) on a fake Monitor link, a fake clock and a temp state dir."""
+
+import json
+
+import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from evnet import engine_tap
+from evnet.ctl import LineExchange, build_parser, client_endpoint_string
+from evnet.protocols import messages as m
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
+from evnet.services.engine import (
+    STATE_FILE_NAME,
+    Charger,
+    ConsoleProtocol,
+    ControlFactory,
+    EngineService,
+    StateFile,
+)
+
+from tests.linkhelpers import frame_of, make_link, take
+
+PRICE = 0.5
+POWER = 36.0  # kW: 0.01 kWh a second
+
+
+def read_frames(decoder, take_bytes, ack, early=b""):
+    """Decode the frames a peer wrote, calling C{ack} after each, until it writes no more."""
+    msgs = []
+    data = early + take_bytes()
+    while True:
+        frames = [e for e in decoder.feed(data) if e.kind is Kind.FRAME]
+        if not frames:
+            return msgs
+        for event in frames:
+            msgs.append(m.decode(event.data))
+            ack()
+        data = take_bytes()
+
+
+class MonitorEnd:
+    """The Monitor's end of an Engine link: reads and ACKs the Engine's frames."""
+
+    def __init__(self, engine, clock):
+        self.link, self.transport, _, _ = make_link(False, handler=engine, clock=clock)
+        self.decoder = FrameDecoder()
+        self.link.dataReceived(ENQ_BYTE)
+        data = take(self.transport)
+        self.answer, self._early = data[:1], data[1:]
+
+    def send(self, msg):
+        self.link.dataReceived(frame_of(msg))
+
+    def received(self):
+        """The messages the Engine sent since last asked, each ACKed in turn."""
+        early, self._early = self._early, b""
+        return read_frames(self.decoder, lambda: take(self.transport), lambda: self.link.dataReceived(ACK_BYTE), early)
+
+    def lose(self):
+        self.link.connectionLost(Failure(ConnectionDone()))
+
+
+def make_engine(tmp_path, clock=None, **kwargs):
+    clock = clock or Clock()
+    store = StateFile(tmp_path)
+    kwargs.setdefault("power_kw", POWER)
+    engine = EngineService(store, clock, restored=store.load(), **kwargs)
+    engine.startService()
+    return engine, clock
+
+
+def connect(engine, clock, cfg=True):
+    monitor = MonitorEnd(engine, clock)
+    assert monitor.answer == ACK_BYTE
+    if cfg:
+        monitor.send(m.Cfg("CP1", PRICE))
+    return monitor
+
+
+def run(clock, monitor, seconds):
+    """Let C{seconds} seconds pass, one tick at a time, reading as a Monitor does."""
+    msgs = []
+    for _ in range(seconds):
+        clock.advance(1)
+        msgs += monitor.received()
+    return msgs
+
+
+def start_msg(session="S1", kwh=0.0, seconds=0):
+    return m.Start("CP1", session, "D1", PRICE, kwh, seconds)
+
+
+def of(msgs, cls):
+    return [msg for msg in msgs if isinstance(msg, cls)]
+
+
+def test_health_checks_answer_ok_then_ko_during_a_fault_then_ok(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    monitor = connect(engine, clock)
+    monitor.send(m.Hck())
+    assert monitor.received() == [m.HckResp("OK")]
+    assert engine.command("fault").startswith("OK fault simulated")
+    monitor.send(m.Hck())
+    assert monitor.received() == [m.HckResp("KO")]
+    assert engine.command("recover").startswith("OK recovered")
+    monitor.send(m.Hck())
+    assert monitor.received() == [m.HckResp("OK")]
+
+
+def test_second_monitor_is_refused_with_a_clear_log_line(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    first = connect(engine, clock)
+    with capturedLogs() as events:
+        second = MonitorEnd(engine, clock)
+    assert second.answer == NACK_BYTE
+    assert second.transport.disconnecting
+    text = [formatEvent(e) for e in events]
+    assert any("Refused a second Monitor" in t and "already serving a Monitor from 127.0.0.1:5555" in t for t in text)
+    # The first Monitor is still the one served.
+    first.send(m.Hck())
+    assert first.received() == [m.HckResp("OK")]
+    # Once it is gone, another Monitor may connect.
+    first.lose()
+    assert MonitorEnd(engine, clock).answer == ACK_BYTE
+
+
+def test_a_charge_to_its_kwh_target(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(kwh=0.035))
+    clock.advance(1)
+    assert monitor.received() == []  # authorized, but nothing is plugged in yet
+    assert engine.command("plug") == "OK plugged in: supplying session S1 for D1"
+    msgs = run(clock, monitor, 3)
+    assert msgs == [
+        m.Telem("CP1", "S1", 1, 0.01, POWER, 0.005, 1),
+        m.Telem("CP1", "S1", 2, 0.02, POWER, 0.01, 2),
+        m.Telem("CP1", "S1", 3, 0.03, POWER, 0.015, 3),
+    ]
+    clock.advance(1)  # the target is reached half-way through this second
+    msgs = monitor.received()
+    assert msgs == [
+        m.Telem("CP1", "S1", 4, 0.035, POWER, 0.0175, 3),
+        m.Stop("CP1", "S1", 5, 0.035, 0.0175, 3, "target"),
+    ]
+    assert run(clock, monitor, 3) == []  # no TELEM after the end
+    assert "state=idle" in engine.command("status")
+
+
+def test_a_charge_to_its_seconds_target_with_auto_plug(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(seconds=2))
+    msgs = run(clock, monitor, 2)
+    assert [msg.code for msg in msgs] == ["TELEM", "TELEM", "STOP"]
+    assert msgs[-1] == m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "target")
+    # Auto-plug also unplugs at the end: the next charge plugs in again.
+    assert "plugged=no" in engine.command("status")
+
+
+def test_a_charge_ended_by_unplug(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    engine.command("plug")
+    msgs = run(clock, monitor, 10)
+    clock.advance(0.5)
+    answer = engine.command("unplug")
+    assert answer == "OK unplugged: session S1 ended (unplug): 0.105 kWh, 0.05 EUR, 10 s"
+    msgs += monitor.received()
+    assert len(of(msgs, m.Telem)) == 10
+    assert of(msgs, m.Stop) == [m.Stop("CP1", "S1", 11, 0.105, 0.0525, 10, "unplug")]
+    assert engine.command("unplug") == "ERROR no vehicle is plugged in"
+
+
+def test_plug_without_an_authorized_charge_is_refused(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    connect(engine, clock)
+    assert engine.command("plug").startswith("ERROR no charge authorized")
+    assert engine.command("p").startswith("ERROR no charge authorized")  # the one-key form
+    assert engine.command("dance") == "ERROR unknown command 'dance' (try: help)"
+    assert engine.command("status extra") == "ERROR status takes no arguments"
+
+
+def test_fault_during_a_charge_ends_it_with_reason_fault(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    clock.advance(1)
+    engine.command("fault")
+    msgs = monitor.received()
+    assert of(msgs, m.Stop) == [m.Stop("CP1", "S1", 2, 0.01, 0.005, 1, "fault")]
+    # While the fault lasts, a START cannot be supplied: it is ended at once.
+    monitor.send(start_msg("S2"))
+    assert of(monitor.received(), m.Stop) == [m.Stop("CP1", "S2", 1, 0.0, 0.0, 0, "fault")]
+
+
+def test_parar_ends_a_charge_and_refuses_new_ones_until_reanudar(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    run(clock, monitor, 2)
+    monitor.send(m.Parar("CP1"))
+    assert of(monitor.received(), m.Stop) == [m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "parar")]
+    monitor.send(start_msg("S2"))
+    assert of(monitor.received(), m.Stop)[0].reason == "parar"
+    monitor.send(m.Reanudar("CP1"))
+    monitor.send(start_msg("S3"))
+    clock.advance(1)
+    assert of(monitor.received(), m.Telem)[0].session_id == "S3"
+
+
+def test_stop_is_resent_until_its_ticket_comes_back(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(seconds=1))
+    clock.advance(1)
+    stop = of(monitor.received(), m.Stop)[0]
+    assert run(clock, monitor, 5) == [stop]
+    # A new Monitor link gets it at once too.
+    monitor.lose()
+    again = connect(engine, clock, cfg=False)
+    assert again.received() == [stop]
+    again.send(m.Ticket("S1", 0.01, 0.01, 1, "CP1", "D1", "target"))
+    assert run(clock, again, 10) == []
+    assert json.loads((tmp_path / STATE_FILE_NAME).read_text())["pending_stops"] == []
+
+
+def test_crash_during_a_charge_and_restore_from_the_state_dir(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    last = of(run(clock, monitor, 3), m.Telem)[-1]
+    assert last.kwh == 0.03
+    # Crash: the process dies; no stopService, nothing more is written.
+    del engine
+
+    restarted, clock2 = make_engine(tmp_path)
+    status = restarted.command("status")
+    assert "state=idle" in status and "awaiting-tickets=1" in status
+    monitor2 = connect(restarted, clock2)
+    stop = m.Stop("CP1", "S1", 4, 0.03, 0.015, 3, "engine-restart")
+    assert of(monitor2.received(), m.Stop) == [stop]  # nothing lost, nothing counted twice
+    # Until the TICKET comes back, the STOP survives further restarts.
+    restarted3, clock3 = make_engine(tmp_path)
+    assert of(connect(restarted3, clock3).received(), m.Stop) == [stop]
+    monitor3 = connect(make_engine(tmp_path)[0], Clock())
+    monitor3.received()
+    monitor3.send(m.Ticket("S1", 0.03, 0.02, 3, "CP1", "D1", "engine-restart"))
+    fresh, clock4 = make_engine(tmp_path)
+    assert of(connect(fresh, clock4).received(), m.Stop) == []
+
+
+class Killed(BaseException):
+    """The process is killed between the write and the rename."""
+
+
+def test_state_file_survives_a_kill_between_write_and_rename(tmp_path):
+    store = StateFile(tmp_path)
+    store.save({"version": 1, "session": None, "n": 1})
+
+    def killed(src, dst):
+        raise Killed()
+
+    dying = StateFile(tmp_path, replace=killed)
+    with pytest.raises(Killed):
+        dying.save({"version": 1, "session": None, "n": 2})
+    assert json.loads(dying.temp.read_text())["n"] == 2  # the new file was written...
+    assert StateFile(tmp_path).load()["n"] == 1  # ...but the previous complete one is used
+
+
+def test_engine_restarts_from_the_last_complete_file_despite_a_torn_temp_file(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    run(clock, monitor, 2)
+    # The next write is cut short by a kill: a torn temp file is left behind.
+    (tmp_path / (STATE_FILE_NAME + ".tmp")).write_text('{"version": 1, "sess')
+    restarted, clock2 = make_engine(tmp_path)
+    assert of(connect(restarted, clock2).received(), m.Stop) == [m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "engine-restart")]
+
+
+def test_request_at_the_cp_goes_to_central_through_the_monitor(tmp_path):
+    engine, clock = make_engine(tmp_path)
+    assert engine.command("request D1") == "ERROR no Monitor connected: Central cannot be asked"
+    monitor = connect(engine, clock)
+    assert engine.command("request D1 2.5").startswith("OK asked Central for a charge for D1 up to 2.500 kWh")
+    assert monitor.received() == [m.Req("D1", "CP1", 2.5)]
+    assert engine.command("request bad#id").startswith("ERROR bad driver id")
+    assert engine.command("request D1 lots").startswith("ERROR bad target")
+    assert engine.command("request").startswith("ERROR usage: request DRIVER [KWH]")
+
+
+def test_control_endpoint_answers_one_line_per_command(tmp_path):
+    engine, _ = make_engine(tmp_path)
+    proto = ControlFactory(engine).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"status\nplu")
+    assert transport.value().startswith(b"OK cp=? state=idle")
+    transport.clear()
+    proto.dataReceived(b"g\r\n")
+    assert transport.value() == b"ERROR no charge authorized (use a driver's app, or: request DRIVER [KWH])\n"
+    transport.clear()
+    proto.dataReceived(b"help\n")
+    assert transport.value().count(b"\n") == 1  # a multi-line help still travels as one line
+
+
+def test_console_reads_keys_on_stdin(tmp_path):
+    engine, _ = make_engine(tmp_path)
+    proto = ConsoleProtocol(engine)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    transport.clear()
+    proto.dataReceived(b"f\n")
+    assert transport.value() == b"OK fault simulated: the Engine answers KO\n"
+    transport.clear()
+    proto.dataReceived(b"s\n")
+    assert b"fault=yes" in transport.value()
+
+
+def test_charger_without_i_o_needs_only_a_clock():
+    clock, sent = Clock(), []
+    charger = Charger(clock, 3.6, sent.append, auto_plug=True)  # 0.001 kWh a second
+    charger.configure("CP9", 1.0)
+    charger.start(m.Start("CP9", "S", "D", 1.0, 0.0, 0))
+    clock.advance(0.5)
+    charger.tick()
+    assert sent == [m.Telem("CP9", "S", 1, 0.0005, 3.6, 0.0005, 0)]
+    assert charger.snapshot()["session"]["kwh"] == pytest.approx(0.0005)
+
+
+def parse_engine_options(*argv):
+    options = engine_tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--power-kw", "0"], "--power-kw must be a number of kW above 0"),
+        (["--power-kw", "fast"], "--power-kw must be a number of kW above 0"),
+        (["--kafka", "localhost:9092"], "--kafka is not supported yet"),
+        (["--listen", "nonsense"], "--listen 'nonsense' is not a server endpoint string"),
+    ],
+)
+def test_engine_options_reject_mistakes_clearly(tmp_path, argv, message):
+    with pytest.raises(usage.UsageError) as e:
+        parse_engine_options("--state-dir", str(tmp_path), *argv)
+    assert message in str(e.value)
+
+
+def test_engine_options_reject_a_corrupt_state_file(tmp_path):
+    (tmp_path / STATE_FILE_NAME).write_text("not json")
+    with pytest.raises(usage.UsageError) as e:
+        parse_engine_options("--state-dir", str(tmp_path))
+    assert "is not valid JSON" in str(e.value) and "move it away" in str(e.value)
+
+
+def test_engine_options_create_the_state_dir(tmp_path):
+    options = parse_engine_options("--state-dir", str(tmp_path / "new"), "--power-kw", "22")
+    assert options["power-kw"] == 22.0
+    assert (tmp_path / "new").is_dir()
+    assert options.restored is None
+
+
+def test_evctl_sends_one_command_line_and_reads_one_answer():
+    exchange = LineExchange("request D1 5")
+    transport = StringTransport()
+    exchange.makeConnection(transport)
+    assert transport.value() == b"request D1 5\n"
+    answers = []
+    exchange.answer.addCallback(answers.append)
+    exchange.dataReceived(b"OK asked Central\n")
+    assert answers == ["OK asked Central"]
+    assert transport.disconnecting
+    args = build_parser().parse_args(["engine", "7101", "request", "D1", "5"])
+    assert (args.endpoint, args.action, args.args) == ("7101", "request", ["D1", "5"])
+    assert client_endpoint_string("7101") == "tcp:host=127.0.0.1:port=7101"
