@@ -1,28 +1,101 @@
-"""``twistd evcentral``: options and service wiring for EV_Central."""
+"""``twistd evmonitor``: options and service wiring for EV_CP_M, the Monitor."""
 
-from twisted.application import service, strports
+from __future__ import annotations
+
+import math
+import re
+
+from twisted.application import service
 from twisted.python import usage
 
-from evnet.protocols.link import LinkFactory, LinkHandler
+from evnet.services.monitor import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
+
+DEFAULT_ENGINE = "tcp:host=127.0.0.1:port=7100"
+DEFAULT_CENTRAL = "tcp:host=127.0.0.1:port=7000"
+CP_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+BAD_TEXT = re.compile("[#\x00-\x1f]")
+
+
+def _positive(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise usage.UsageError(f"--{option} must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def client_endpoint(option: str, description: str):
+    """The client endpoint for C{description}, or a clear UsageError."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        return endpoints.clientFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(
+            f"--{option} {description!r} is not a client endpoint string "
+            f"(e.g. {DEFAULT_CENTRAL}): {e}"
+        ) from None
 
 
 class Options(usage.Options):
-    synopsis = "--listen ENDPOINT [options]"
+    synopsis = "--cp-id ID --location TEXT --price EUR_PER_KWH [--engine ENDPOINT] [--central ENDPOINT] [options]"
     longdesc = (
-        "EV_Central: registers and authenticates charging points, authorizes drivers' "
-        "charges and issues their tickets. Every address is a Twisted endpoint string, "
-        "e.g. tcp:7000:interface=127.0.0.1."
+        "EV_CP_M: a charging point's Monitor. It registers and authenticates the CP with "
+        "Central, checks its Engine's health every period (reporting faults as AVR and "
+        "recoveries as RCV), sends Central a STATUS every second and relays charges "
+        "between them. Addresses are Twisted client endpoint strings, e.g. "
+        "tcp:host=127.0.0.1:port=7000."
     )
     optParameters = [
-        ["listen", "l", "tcp:7000:interface=127.0.0.1", "Endpoint where Monitors connect."],
+        ["cp-id", "i", None, "The CP's id (1 to 32 of A-Z a-z 0-9 _ . -)."],
+        ["location", "L", None, "Where the CP is (free text, no '#')."],
+        ["price", "p", None, "Price in EUR per kWh, e.g. 0.35."],
+        ["engine", "e", DEFAULT_ENGINE, "Client endpoint of this CP's Engine."],
+        ["central", "c", DEFAULT_CENTRAL, "Client endpoint of Central."],
+        ["health-period", None, str(DEFAULT_HEALTH_PERIOD), "Seconds between health checks of the Engine."],
+        ["health-timeout", None, str(DEFAULT_HEALTH_TIMEOUT), "Seconds the Engine has to answer a health check."],
     ]
 
-
-class _EchoHandler(LinkHandler):
-    pass
+    def postOptions(self) -> None:
+        cp_id = self["cp-id"]
+        if cp_id is None:
+            raise usage.UsageError("--cp-id is required, e.g. --cp-id CP1")
+        if not CP_ID.match(cp_id):
+            raise usage.UsageError(f"--cp-id {cp_id!r}: use 1 to 32 of A-Z a-z 0-9 _ . -")
+        location = self["location"]
+        if location is None or not location.strip():
+            raise usage.UsageError("--location is required, e.g. --location 'Calle Mayor 1'")
+        if BAD_TEXT.search(location):
+            raise usage.UsageError("--location may not contain '#' nor control characters")
+        if self["price"] is None:
+            raise usage.UsageError("--price is required, in EUR per kWh, e.g. --price 0.35")
+        try:
+            price = float(self["price"])
+        except ValueError:
+            price = math.nan
+        if not (price >= 0 and math.isfinite(price)):
+            raise usage.UsageError(f"--price must be a number of EUR per kWh, 0 or more, not {self['price']!r}")
+        self["price"] = price
+        self["health-period"] = _positive("health-period", self["health-period"])
+        self["health-timeout"] = _positive("health-timeout", self["health-timeout"])
+        self.engine_endpoint = client_endpoint("engine", self["engine"])
+        self.central_endpoint = client_endpoint("central", self["central"])
 
 
 def makeService(options: Options) -> service.MultiService:
-    top = service.MultiService()
-    strports.service(options["listen"], LinkFactory(_EchoHandler(), initiator=False)).setServiceParent(top)
-    return top
+    from twisted.internet import reactor
+
+    return MonitorService(
+        options["cp-id"],
+        options["location"],
+        options["price"],
+        options.engine_endpoint,
+        options.central_endpoint,
+        reactor,
+        engine_name=options["engine"],
+        central_name=options["central"],
+        health_period=options["health-period"],
+        health_timeout=options["health-timeout"],
+    )

@@ -1,0 +1,341 @@
+"""The Monitor (EV_CP_M) on fake endpoints, fake transports and a fake clock."""
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from evnet import monitor_tap
+from evnet.protocols import messages as m
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, FrameDecoder
+from evnet.services.monitor import Health, MonitorService
+
+from tests.linkhelpers import frame_of
+from tests.test_engine import read_frames
+
+
+class Peer:
+    """The far end of one link the Monitor opened: Central or the Engine."""
+
+    def __init__(self, proto, transport):
+        self.proto = proto  # ClientService's proxy around the FramedLink
+        self.transport = transport
+        self.decoder = FrameDecoder()
+
+    def _take(self):
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def accept(self):
+        assert self._take() == ENQ_BYTE
+        self.proto.dataReceived(ACK_BYTE)
+
+    def refuse(self):
+        assert self._take() == ENQ_BYTE
+        self.proto.dataReceived(NACK_BYTE)
+
+    def send(self, msg):
+        self.proto.dataReceived(frame_of(msg))
+
+    def received(self):
+        """What the Monitor sent since last asked, each frame ACKed in turn."""
+        return read_frames(self.decoder, self._take, lambda: self.proto.dataReceived(ACK_BYTE))
+
+    def lose(self):
+        self.proto.connectionLost(Failure(ConnectionDone("gone")))
+
+
+class FakeEndpoint:
+    """Connects at once to a fresh Peer, or fails while C{down}."""
+
+    def __init__(self):
+        self.peers = []
+        self.attempts = []
+        self.down = False
+        self.clock = None
+
+    def connect(self, factory):
+        self.attempts.append(self.clock.seconds() if self.clock else None)
+        if self.down:
+            return defer.fail(ConnectionRefusedError("nobody listens"))
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 7000))
+        proto.makeConnection(transport)
+        self.peers.append(Peer(proto, transport))
+        return defer.succeed(proto)
+
+    @property
+    def peer(self):
+        return self.peers[-1]
+
+
+def no_jitter(attempt):
+    return 1.5**attempt  # backoffPolicy(initialDelay=1, factor=1.5) without jitter
+
+
+def make_monitor(**kwargs):
+    clock = Clock()
+    engine, central = FakeEndpoint(), FakeEndpoint()
+    engine.clock = central.clock = clock
+    kwargs.setdefault("backoff", no_jitter)
+    monitor = MonitorService(
+        "CP1", "Calle Mayor 1", 0.3, engine, central, clock,
+        engine_name="tcp:host=127.0.0.1:port=7100", central_name="tcp:host=127.0.0.1:port=7000", **kwargs
+    )
+    return monitor, engine, central, clock
+
+
+def authenticate(central, state="ACTIVADO"):
+    central.accept()
+    assert central.received() == [m.Reg("CP1", "Calle Mayor 1", 0.3)]
+    central.send(m.Accepted("REG", "CP1"))
+    assert central.received() == [m.Auth("CP1")]
+    central.send(m.Accepted("AUTH", "CP1", state))
+    return central.received()
+
+
+def running(engine_ok=True):
+    """A Monitor with both links up, authenticated, the Engine answering OK."""
+    monitor, engine, central, clock = make_monitor()
+    monitor.startService()
+    authenticate(central.peer)
+    engine.peer.accept()
+    assert engine.peer.received() == [m.Cfg("CP1", 0.3), m.Hck()]
+    if engine_ok:
+        engine.peer.send(m.HckResp("OK"))
+    return monitor, engine.peer, central.peer, clock
+
+
+def answer_health(engine_peer, clock, result="OK"):
+    clock.advance(1)
+    msgs = engine_peer.received()
+    if m.Hck() in msgs:
+        engine_peer.send(m.HckResp(result))
+    return msgs
+
+
+def test_registers_then_authenticates_then_reports_status_every_second():
+    monitor, engine, central, clock = make_monitor()
+    monitor.startService()
+    after_auth = authenticate(central.peer)
+    assert after_auth == [m.Status("CP1", "OK")]  # the Engine's health is not known yet
+    assert monitor.central_state == "ACTIVADO"
+    engine.peer.accept()
+    for _ in range(3):
+        answer_health(engine.peer, clock)
+        assert m.Status("CP1", "OK") in central.peer.received()
+
+
+def test_an_engine_never_reached_is_a_fault_after_one_health_period():
+    monitor, engine, central, clock = make_monitor()
+    engine.down = True
+    monitor.startService()
+    authenticate(central.peer)
+    clock.advance(1)
+    msgs = central.peer.received()
+    assert m.Avr("CP1", "no link to the Engine at tcp:host=127.0.0.1:port=7100") in msgs
+    assert m.Status("CP1", "KO") in msgs
+
+
+def test_health_check_every_period_with_cfg_first():
+    monitor, engine, central, clock = running()
+    assert answer_health(engine, clock) == [m.Hck()]
+    assert answer_health(engine, clock) == [m.Hck()]
+    assert monitor.health is Health.OK
+
+
+def test_health_period_is_configurable():
+    monitor, engine, central, clock = make_monitor(health_period=3)
+    monitor.startService()
+    engine.peer.accept()
+    engine.peer.received()
+    engine.peer.send(m.HckResp("OK"))
+    clock.advance(2)
+    assert engine.peer.received() == []
+    clock.advance(1)
+    assert engine.peer.received() == [m.Hck()]
+
+
+def test_engine_ko_sends_avr_then_ok_sends_rcv():
+    monitor, engine, central, clock = running()
+    central.received()
+    answer_health(engine, clock, "KO")
+    msgs = central.received()
+    assert m.Avr("CP1", "the Engine reports a fault (KO)") in msgs
+    clock.advance(1)
+    assert m.Status("CP1", "KO") in central.received()
+    answer_health(engine, clock, "KO")
+    assert [x for x in central.received() if isinstance(x, m.Avr)] == []  # one AVR per fault
+    answer_health(engine, clock, "OK")
+    assert m.Rcv("CP1") in central.received()
+    clock.advance(1)
+    assert m.Status("CP1", "OK") in central.received()
+
+
+def test_no_answer_within_the_timeout_is_a_fault():
+    monitor, engine, central, clock = running()
+    central.received()
+    clock.advance(1)
+    assert engine.received() == [m.Hck()]  # and the Engine never answers
+    clock.advance(1.9)
+    assert not [x for x in central.received() if isinstance(x, m.Avr)]
+    clock.advance(0.1)
+    avr = [x for x in central.received() if isinstance(x, m.Avr)]
+    assert avr == [m.Avr("CP1", "the Engine did not answer a health check within 2 s")]
+    # A late answer is a recovery.
+    engine.send(m.HckResp("OK"))
+    assert m.Rcv("CP1") in central.received()
+
+
+def test_engine_link_loss_is_reported_at_once_and_recovered_after_reconnect():
+    monitor, engine, central_ep, clock = make_monitor()
+    monitor.startService()
+    central = central_ep.peer
+    authenticate(central)
+    engine.peer.accept()
+    engine.peer.received()
+    engine.peer.send(m.HckResp("OK"))
+    central.received()
+    engine.peer.lose()
+    avr = [x for x in central.received() if isinstance(x, m.Avr)]
+    assert len(avr) == 1 and avr[0].reason.startswith("lost the link to the Engine")
+    # ClientService reconnects after its backoff delay: CFG again, then health is OK again.
+    clock.advance(1.5)
+    engine.peer.accept()
+    assert engine.peer.received() == [m.Cfg("CP1", 0.3), m.Hck()]
+    engine.peer.send(m.HckResp("OK"))
+    assert m.Rcv("CP1") in central.received()
+
+
+def test_central_unreachable_is_said_once_and_retried_with_growing_delays():
+    monitor, engine, central, clock = make_monitor()
+    central.down = True
+    with capturedLogs() as events:
+        monitor.startService()
+        for _ in range(60):
+            clock.advance(1)
+    attempts = central.attempts
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert len(attempts) >= 5
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # backoff
+    text = [formatEvent(e) for e in events]
+    cannot = [t for t in text if "cannot reach Central at tcp:host=127.0.0.1:port=7000" in t]
+    assert len(cannot) == 1
+    central.down = False
+    with capturedLogs() as events:
+        clock.advance(60)
+        authenticate(central.peer)
+    assert any("connected to Central at tcp:host=127.0.0.1:port=7000" in formatEvent(e) for e in events)
+
+
+def test_refused_registration_is_shown_and_retried_with_backoff():
+    monitor, engine, central, clock = make_monitor()
+    with capturedLogs() as events:
+        monitor.startService()
+        central.peer.accept()
+        central.peer.received()
+        central.peer.send(m.Refused("REG", "CP1", "bad location"))
+    assert EOT_BYTE in central.peer.transport.value()
+    assert central.peer.transport.disconnecting
+    assert any("Central refused REG for CP CP1: bad location" in formatEvent(e) for e in events)
+    central.peer.lose()
+    assert len(central.attempts) == 1
+    # Each refusal lengthens the delay: 1.5**2 after the first one...
+    clock.advance(2.2)
+    assert len(central.attempts) == 1
+    clock.advance(0.1)
+    assert len(central.attempts) == 2
+    central.peer.accept()
+    central.peer.received()
+    central.peer.send(m.Accepted("REG", "CP1"))
+    central.peer.received()
+    central.peer.send(m.Refused("AUTH", "CP1", "already connected"))
+    central.peer.lose()
+    clock.advance(1.5**3 - 0.1)
+    assert len(central.attempts) == 2  # ...1.5**3 after the second
+    clock.advance(0.2)
+    assert len(central.attempts) == 3
+    authenticate(central.peer)
+    assert monitor.central_ready and monitor.refusals["central"] == 0
+
+
+def test_a_fault_known_before_auth_is_reported_right_after_it():
+    monitor, engine, central, clock = make_monitor()
+    monitor.startService()
+    engine.peer.accept()
+    engine.peer.received()
+    engine.peer.send(m.HckResp("KO"))  # Central is not authenticated yet: the AVR is dropped...
+    msgs = authenticate(central.peer)
+    assert msgs[0] == m.Avr("CP1", "the Engine reports a fault (KO)")  # ...and sent after AUTH
+    assert msgs[1] == m.Status("CP1", "KO")
+
+
+def test_engine_that_refuses_this_monitor_is_a_fault():
+    monitor, engine, central, clock = make_monitor()
+    monitor.startService()
+    authenticate(central.peer)
+    engine.peer.refuse()
+    engine.peer.lose()
+    assert m.Avr("CP1", "the Engine refused this Monitor (it already serves another one)") in central.peer.received()
+
+
+def test_relays_central_to_engine_and_engine_to_central():
+    monitor, engine, central, clock = running()
+    central.received()
+    start = m.Start("CP1", "S1", "D1", 0.3, 5.0, 0)
+    for msg in (start, m.Parar("CP1"), m.Reanudar("CP1"), m.Ticket("S1", 1.0, 0.3, 60, "CP1", "D1", "unplug")):
+        central.send(msg)
+        assert engine.received() == [msg]
+    telem = m.Telem("CP1", "S1", 1, 0.01, 36.0, 0.01, 1)
+    stop = m.Stop("CP1", "S1", 2, 0.01, 0.01, 1, "unplug")
+    req = m.Req("D2", "CP1", 0.0)
+    for msg in (telem, stop, req):
+        engine.send(msg)
+        assert central.received() == [msg]
+
+
+def test_engine_messages_are_dropped_with_a_log_line_while_central_is_unreachable():
+    monitor, engine, central, clock = running()
+    central.lose()
+    with capturedLogs() as events:
+        engine.send(m.Telem("CP1", "S1", 1, 0.01, 36.0, 0.01, 1))
+    assert any("Central is not reachable: TELEM dropped" in formatEvent(e) for e in events)
+
+
+def parse_monitor_options(*argv):
+    options = monitor_tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+GOOD = ["--cp-id", "CP1", "--location", "Centro", "--price", "0.3"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--location", "Centro", "--price", "0.3"], "--cp-id is required"),
+        (["--cp-id", "CP#1", "--location", "Centro", "--price", "0.3"], "--cp-id 'CP#1'"),
+        (["--cp-id", "CP1", "--price", "0.3"], "--location is required"),
+        (["--cp-id", "CP1", "--location", "Centro"], "--price is required"),
+        (["--cp-id", "CP1", "--location", "Centro", "--price", "cheap"], "--price must be a number"),
+        (["--cp-id", "CP1", "--location", "Centro", "--price", "-1"], "--price must be a number"),
+        (GOOD + ["--health-period", "0"], "--health-period must be a number of seconds above 0"),
+        (GOOD + ["--central", "nowhere"], "--central 'nowhere' is not a client endpoint string"),
+    ],
+)
+def test_monitor_options_reject_mistakes_clearly(argv, message):
+    with pytest.raises(usage.UsageError) as e:
+        parse_monitor_options(*argv)
+    assert message in str(e.value)
+
+
+def test_monitor_options_accept_a_good_command_line():
+    options = parse_monitor_options(*GOOD, "--health-timeout", "1.5")
+    assert (options["price"], options["health-period"], options["health-timeout"]) == (0.3, 1.0, 1.5)
