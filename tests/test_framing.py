@@ -124,3 +124,7 @@ def test_arbitrary_chunking_yields_the_same_frames(datas, draw):
         events += d.feed(stream[prev:cut])
         prev = cut
     assert events == frame_events(*datas)
+
+
+def test_second_worked_example_from_the_protocol_doc():
+    assert encode_frame(b"STATUS#CP1#OK").hex(" ") == "02 53 54 41 54 55 53 23 43 50 31 23 4f 4b 03 31"

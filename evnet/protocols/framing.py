@@ -16,7 +16,6 @@ never on a per-byte Python loop.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
 
 STX = 0x02
@@ -43,16 +42,21 @@ def lrc(data: bytes) -> int:
     The LRC of a frame holding C{data}: the XOR of every byte of DATA and of
     the ETX byte.
 
-    The bytes are folded as one big integer, halving its width each round, so
-    the cost is a handful of C-level operations rather than a loop per byte.
+    The bytes are read as one integer and folded in halves down to eight
+    bytes, then by fixed shifts to one: a handful of C-level operations
+    instead of a Python loop per byte.
     """
-    width = len(data)
     value = int.from_bytes(data, "little")
-    while width > 1:
-        half = (width + 1) // 2
-        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+    width = len(data)
+    while width > 8:
+        half = (width + 1) >> 1
+        shift = half << 3
+        value = (value >> shift) ^ (value & ((1 << shift) - 1))
         width = half
-    return value ^ ETX
+    value ^= value >> 32
+    value ^= value >> 16
+    value ^= value >> 8
+    return (value & 0xFF) ^ ETX
 
 
 def encode_frame(data: bytes) -> bytes:
@@ -70,11 +74,24 @@ class Kind(Enum):
     OVERSIZE = "oversize"  # a frame longer than the limit; the link must drop
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    kind: Kind
-    data: bytes = b""
-    control: int = 0
+    """One thing found in the stream (a plain slotted class: it is made once per frame)."""
+
+    __slots__ = ("kind", "data", "control")
+
+    def __init__(self, kind: Kind, data: bytes = b"", control: int = 0) -> None:
+        self.kind = kind
+        self.data = data
+        self.control = control
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Event)
+            and (self.kind, self.data, self.control) == (other.kind, other.data, other.control)
+        )
+
+    def __repr__(self) -> str:
+        return f"Event({self.kind}, data={self.data!r}, control={self.control})"
 
 
 class FrameDecoder:

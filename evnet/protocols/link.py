@@ -131,7 +131,7 @@ class FramedLink(Protocol):
         self._retries = 0
         self._timer = None
         self._lost_reason: Optional[str] = None
-        self.opened = defer.Deferred()  # fires when the link opens (connecting side)
+        self._open_waiters: list[defer.Deferred] = []
 
     # -- the state machine -------------------------------------------------
 
@@ -143,6 +143,28 @@ class FramedLink(Protocol):
     @property
     def is_open(self) -> bool:
         return self.state in _LINK_UP
+
+    @property
+    def opened(self) -> defer.Deferred:
+        """
+        A new Deferred that fires with this link once it is open (at once if
+        it is), or fails with L{LinkClosed} if the connection goes first.
+        """
+        if self.is_open:
+            return defer.succeed(self)
+        if self.state is LinkState.CLOSED:
+            return defer.fail(LinkClosed("link closed"))
+        d: defer.Deferred = defer.Deferred()
+        self._open_waiters.append(d)
+        return d
+
+    def _link_up(self) -> None:
+        self._goto(LinkState.OPEN)
+        waiters, self._open_waiters = self._open_waiters, []
+        for d in waiters:
+            d.callback(self)
+        self.handler.linkOpened(self)
+        self._send_next()
 
     # -- connection events -------------------------------------------------
 
@@ -180,8 +202,9 @@ class FramedLink(Protocol):
         pending, self._queue = self._queue, deque()
         for _, _, d in pending:
             d.errback(Failure(LinkClosed(f"link closed before ACK: {why}")))
-        if not self.opened.called:
-            self.opened.errback(Failure(LinkClosed(f"link did not open: {why}")))
+        waiters, self._open_waiters = self._open_waiters, []
+        for d in waiters:
+            d.errback(Failure(LinkClosed(f"link did not open: {why}")))
         self.handler.linkLost(self, reason)
 
     # -- input -------------------------------------------------------------
@@ -193,10 +216,7 @@ class FramedLink(Protocol):
                 reason = self.handler.linkRequested(self)
                 if reason is None:
                     self.transport.write(ACK_BYTE)
-                    self._goto(LinkState.OPEN)
-                    self.opened.callback(self)
-                    self.handler.linkOpened(self)
-                    self._send_next()
+                    self._link_up()
                 else:
                     self.log.info("evnet link {peer}: refused: {reason}", peer=self.peer_name, reason=reason)
                     self.transport.write(NACK_BYTE)
@@ -208,10 +228,7 @@ class FramedLink(Protocol):
         elif byte == framing.ACK:
             if self.state is LinkState.OPENING:
                 self._cancel_timer()
-                self._goto(LinkState.OPEN)
-                self.opened.callback(self)
-                self.handler.linkOpened(self)
-                self._send_next()
+                self._link_up()
             elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
                 self._cancel_timer()
                 _, _, d = self._queue.popleft()

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Callable
 
 SEP = "#"
 _BAD_TEXT = re.compile("[#\x00-\x1f]")
+_CONTROL = re.compile("[\x00-\x1f]")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
 _INTEGER = re.compile(r"-?[0-9]+\Z")
 
@@ -50,6 +51,7 @@ class _Field:
     decode: Callable[[str], Any]
     normalize: Callable[[Any], Any]
     required: bool
+    default: Any = None
 
 
 def _text_field(code: str, name: str, required: bool) -> _Field:
@@ -63,7 +65,9 @@ def _text_field(code: str, name: str, required: bool) -> _Field:
             )
         return value
 
-    return _Field(name, check, check, check, required)
+    # On decoding, decode() has already refused control characters in the
+    # whole DATA, and '#' separates fields: nothing left to check.
+    return _Field(name, check, str, check, required)
 
 
 def _int_field(code: str, name: str, required: bool) -> _Field:
@@ -88,7 +92,7 @@ def _decimal_field(code: str, name: str, places: int, required: bool) -> _Field:
             raise MessageError(
                 f"{code}: field {name!r} is not a decimal number with a dot: {text!r}"
             )
-        return round(float(text), places)
+        return round(float(text), places) or 0.0  # no -0.0
 
     def normalize(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -111,6 +115,10 @@ class Message:
     def __post_init__(self) -> None:
         for f in self._fields:
             object.__setattr__(self, f.name, f.normalize(getattr(self, f.name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        """Checks beyond field types (allowed values); raise L{MessageError}."""
 
     def to_data(self) -> bytes:
         """The DATA of the frame carrying this message."""
@@ -139,13 +147,16 @@ def message(code: str) -> Callable[[type], type]:
             )
             kind = f.type if isinstance(f.type, str) else f.type.__name__
             if kind == "str":
-                fields.append(_text_field(code, f.name, required))
+                spec = _text_field(code, f.name, required)
             elif kind == "int":
-                fields.append(_int_field(code, f.name, required))
+                spec = _int_field(code, f.name, required)
             elif kind == "float":
-                fields.append(_decimal_field(code, f.name, f.metadata["places"], required))
+                spec = _decimal_field(code, f.name, f.metadata["places"], required)
             else:  # pragma: no cover - a programming error in this module
                 raise TypeError(f"{code}.{f.name}: unsupported field type {kind}")
+            if not required:
+                spec = dataclasses.replace(spec, default=spec.normalize(f.default))
+            fields.append(spec)
         cls.code = code
         cls._fields = tuple(fields)
         cls._required = sum(1 for f in fields if f.required)
@@ -170,6 +181,8 @@ def decode(data: bytes) -> Message:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MessageError(f"DATA is not UTF-8 text: {e}") from None
+    if _CONTROL.search(text):
+        raise MessageError("DATA contains a control character")
     parts = text.split(SEP)
     code = parts[0]
     cls = REGISTRY.get(code)
@@ -187,8 +200,16 @@ def _from_parts(cls: type[Message], values: list[str]) -> Message:
         else:
             want = f"{cls._required} to {len(fields)}"
         raise MessageError(f"{cls.code}: expected {want} fields, got {len(values)}")
-    kwargs = {f.name: f.decode(v) for f, v in zip(fields, values)}
-    return cls(**kwargs)
+    # Values decoded here are already in normal form: skip the constructor's
+    # normalization (this is the hot path of every received frame).
+    msg = object.__new__(cls)
+    attrs = msg.__dict__
+    for f, v in zip(fields, values):
+        attrs[f.name] = f.decode(v)
+    for f in fields[len(values) :]:
+        attrs[f.name] = f.default
+    msg._validate()
+    return msg
 
 
 Message._from_parts = classmethod(_from_parts)  # type: ignore[attr-defined]
@@ -253,8 +274,7 @@ class Status(Message):
     cp_id: str
     engine: str
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _validate(self) -> None:
         _one_of(self.code, "engine", self.engine, (ENGINE_OK, ENGINE_KO))
 
 
@@ -269,8 +289,7 @@ class HckResp(Message):
 
     result: str
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _validate(self) -> None:
         _one_of(self.code, "result", self.result, (ENGINE_OK, ENGINE_KO))
 
 
