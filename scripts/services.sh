@@ -13,6 +13,11 @@
 #   restart-kafka          stop Kafka by PID, start it again on the same data dir
 #   (down / restart-* accept --kill: SIGKILL at once, i.e. simulate a crash)
 #
+# Environment: EVNET_SERVICES_DIR (state dir, default /tmp/evnet-services),
+#   EVNET_MYSQL_PORT (13306), EVNET_KAFKA_PORT (19092),
+#   EVNET_KAFKA_CONTROLLER_PORT (Kafka port + 1), EVNET_KAFKA_HEAP (512m),
+#   EVNET_PYTHON (a python with kafka-python for the readiness check).
+#
 # Progress goes to stderr; stdout carries only the export lines (for up / env),
 # so   eval "$(bash scripts/services.sh up)"   works.
 # See docs/services.md.
@@ -22,8 +27,12 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 
 STATE=${EVNET_SERVICES_DIR:-/tmp/evnet-services}
-MYSQL_PORT=${EVNET_MYSQL_PORT:-13306}
-KAFKA_PORT=${EVNET_KAFKA_PORT:-19092}
+# ports: the env variable if set, else the port this state dir last used, else the default
+recorded() { [[ -s $STATE/$1 ]] && tr -dc '0-9' <"$STATE/$1" || true; }
+MYSQL_PORT=${EVNET_MYSQL_PORT:-$(recorded mysql.port)}
+MYSQL_PORT=${MYSQL_PORT:-13306}
+KAFKA_PORT=${EVNET_KAFKA_PORT:-$(recorded kafka.port)}
+KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${EVNET_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 KAFKA_HEAP=${EVNET_KAFKA_HEAP:-512m}
 MYSQL_USER=evnet
@@ -94,7 +103,7 @@ spawn() {
     shift 2
     rm -f "$pidfile"
     # shellcheck disable=SC2016
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null &
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
     local i
     for ((i = 0; i < 50; i++)); do
         [[ -s $pidfile ]] && return 0
@@ -234,6 +243,7 @@ mysql_start() {
             fi
         fi
         log "mysql: starting mariadbd on 127.0.0.1:$MYSQL_PORT"
+        echo "$MYSQL_PORT" >"$STATE/mysql.port"
         spawn "$MYSQL_PIDFILE" "$MYSQL_LOG" mariadbd --no-defaults \
             --datadir="$MYSQL_DATA" --socket="$MYSQL_SOCKET" --port="$MYSQL_PORT" \
             --bind-address=127.0.0.1 --user=root --pid-file="$STATE/mariadbd.pid" \
@@ -303,6 +313,12 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# let tests use short consumer session timeouts (default minimum is 6 s)
+group.min.session.timeout.ms=1000
+# after a crash (SIGKILL) the restarted broker waits for its old registration
+# to expire: keep that short (defaults 9 s / 2 s)
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
 log.retention.hours=24
 EOF
     cat >"$KAFKA_DIR/log4j2.properties" <<'EOF'
@@ -363,8 +379,7 @@ kafka_metadata_ok() {
     timeout 20 "$py" - "127.0.0.1:$KAFKA_PORT" <<'EOF' >/dev/null 2>&1
 import sys
 from kafka import KafkaConsumer
-c = KafkaConsumer(bootstrap_servers=sys.argv[1], request_timeout_ms=8000,
-                  api_version_auto_timeout_ms=8000)
+c = KafkaConsumer(bootstrap_servers=sys.argv[1], request_timeout_ms=8000)
 try:
     c.topics()
 finally:
@@ -397,6 +412,7 @@ kafka_start() {
         [[ -f $KAFKA_LOG ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.prev"
         kafka_format
         log "kafka: starting broker on 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT)"
+        echo "$KAFKA_PORT" >"$STATE/kafka.port"
         spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties"
         pid=$(tr -dc '0-9' <"$KAFKA_PIDFILE")
     fi
@@ -470,6 +486,8 @@ with_lock() {
     mkdir -p "$STATE"
     exec 9>"$STATE/.lock"
     flock -w 1200 9 || die "another services.sh holds $STATE/.lock"
+    # keep env.sh truthful whatever happens below
+    trap 'write_env_file || true' EXIT
 }
 
 usage() {
