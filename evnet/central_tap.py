@@ -6,6 +6,7 @@ from twisted.python import usage
 from evnet.protocols.link import LinkFactory
 from evnet.services.central import Central
 from evnet.services.store import Store, StoreError, parse_db_url
+from evnet.services.web import WebPanel
 
 
 class Options(usage.Options):
@@ -24,6 +25,11 @@ class Options(usage.Options):
          "Database: sqlite:PATH (embedded) or mysql://user:password@host:port/dbname."],
         ["liveness-timeout", None, "3", "Seconds without a Monitor's STATUS before its CP is DESCONECTADO."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
+        ["http", None, "tcp:8080:interface=127.0.0.1",
+         "Endpoint of the web panel and its API (none: no HTTP)."],
+        ["admin-token-file", None, None,
+         "File holding the admin token that the API's write calls (stop/resume) must present as "
+         "'Authorization: Bearer TOKEN'. Without it, write calls are accepted only from loopback."],
     ]
 
     def postOptions(self) -> None:
@@ -39,6 +45,23 @@ class Options(usage.Options):
             if value < minimum:
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
+        self["admin_token"] = None
+        if self["admin-token-file"] is not None:
+            self["admin_token"] = read_token_file(self["admin-token-file"])
+
+
+def read_token_file(path: str) -> str:
+    """The admin token: the file's content without surrounding whitespace (read once, at start)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise usage.UsageError(f"--admin-token-file {path}: cannot read it: {getattr(e, 'strerror', None) or e}")
+    if not token:
+        raise usage.UsageError(f"--admin-token-file {path}: the file is empty; put the admin token in it")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise usage.UsageError(f"--admin-token-file {path}: the token must be one line without spaces")
+    return token
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -54,4 +77,6 @@ def makeService(options: Options) -> service.MultiService:
     driver_factory = LinkFactory(central.driver_links_handler, initiator=False, clock=reactor, **link_options)
     strports.service(options["listen"], cp_factory).setServiceParent(central)
     strports.service(options["drivers"], driver_factory).setServiceParent(central)
+    if options["http"].lower() != "none":
+        WebPanel(central, options["http"], reactor, options["admin_token"]).setServiceParent(central)
     return central

@@ -1,0 +1,196 @@
+// EV CHARGING — MONITORING PANEL: follows Central's /api/stream (Server-Sent
+// Events) and draws the charging points, the on-going requests and the
+// application messages.  Plain JavaScript, no build step.
+//
+// Stop/resume POST to the API.  When Central runs with --admin-token-file the
+// API answers 401: the page then asks for the token once (prompt) and keeps it
+// in sessionStorage for this tab only; the "Token…" button changes or clears it.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "evnet.adminToken";
+  const MAX_MESSAGES = 200;
+  const state = { cps: new Map(), sessions: new Map(), messages: [] };
+  let source = null;
+  let reconnectTimer = null;
+
+  const $ = (sel) => document.querySelector(sel);
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function date(seconds) { const d = new Date(seconds * 1000); return `${pad(d.getDate())}/${pad(d.getMonth() + 1)}/${d.getFullYear()}`; }
+  function time(seconds) { const d = new Date(seconds * 1000); return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`; }
+  function num(x, digits) { return (typeof x === "number" ? x : 0).toFixed(digits); }
+
+  // -- charging point tiles -------------------------------------------------------
+
+  function tile(cp) {
+    let node = document.querySelector(`.tile[data-cp="${CSS.escape(cp.id)}"]`);
+    if (!node) {
+      node = el("article", "tile");
+      node.dataset.cp = cp.id;
+      node.append(el("div", "id"), el("div", "location"), el("div", "price"), el("div", "state"), el("div", "charge"));
+      const actions = el("div", "actions");
+      const stop = el("button", "stop", "Stop");
+      stop.type = "button";
+      stop.dataset.action = "stop";
+      stop.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cp.id)}/stop`));
+      const resume = el("button", "resume", "Resume");
+      resume.type = "button";
+      resume.dataset.action = "resume";
+      resume.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cp.id)}/resume`));
+      actions.append(stop, resume);
+      node.append(actions);
+      const grid = $("#cps");
+      const after = [...grid.querySelectorAll(".tile")].find((t) => t.dataset.cp > cp.id);
+      grid.insertBefore(node, after || null);
+    }
+    node.dataset.state = cp.state;
+    node.querySelector(".id").textContent = cp.id;
+    node.querySelector(".location").textContent = cp.location;
+    node.querySelector(".price").textContent = `${num(cp.price, 3)} €/kWh`;
+    node.querySelector(".state").textContent = cp.state === "PARADO" ? "Out of Order" : cp.state;
+    const charge = node.querySelector(".charge");
+    if (cp.driver_id) {
+      charge.textContent = cp.state === "SUMINISTRANDO"
+        ? `Driver ${cp.driver_id} · ${num(cp.kw, 1)} kW · ${num(cp.kwh, 3)} kWh · ${num(cp.euros, 2)} €`
+        : `Driver ${cp.driver_id} · authorized`;
+    } else {
+      charge.textContent = "";
+    }
+    node.querySelector('[data-action="stop"]').disabled = cp.stopped;
+    node.querySelector('[data-action="resume"]').disabled = !cp.stopped;
+    $("#no-cps").hidden = true;
+  }
+
+  function drawCps() {
+    document.querySelectorAll(".tile").forEach((t) => { if (!state.cps.has(t.dataset.cp)) t.remove(); });
+    [...state.cps.values()].forEach(tile);
+    $("#no-cps").hidden = state.cps.size > 0;
+  }
+
+  // -- on-going requests and messages ------------------------------------------------
+
+  function drawSessions() {
+    const body = $("#requests tbody");
+    body.replaceChildren();
+    [...state.sessions.values()].sort((a, b) => a.started_at - b.started_at).forEach((s) => {
+      const row = el("tr");
+      row.dataset.session = s.id;
+      row.append(el("td", null, date(s.started_at)), el("td", null, time(s.started_at)),
+        el("td", null, s.driver_id), el("td", null, s.cp_id));
+      body.append(row);
+    });
+  }
+
+  function messageItem(m) {
+    const item = el("li");
+    item.dataset.kind = m.kind;
+    const at = el("time", null, `${date(m.at)} ${time(m.at)}`);
+    item.append(at, document.createTextNode(m.text));
+    return item;
+  }
+
+  function drawMessages() {
+    $("#messages").replaceChildren(...state.messages.slice().reverse().map(messageItem));
+  }
+
+  function addMessage(m) {
+    state.messages.push(m);
+    if (state.messages.length > MAX_MESSAGES) state.messages.shift();
+    const list = $("#messages");
+    list.prepend(messageItem(m));
+    while (list.children.length > MAX_MESSAGES) list.lastChild.remove();
+  }
+
+  // -- the stream ---------------------------------------------------------------------
+
+  function setConn(what, text) {
+    const badge = $("#conn");
+    badge.dataset.conn = what;
+    badge.textContent = text;
+  }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    if (source) source.close();
+    setConn("connecting", "connecting…");
+    source = new EventSource("api/stream");
+    // Every (re)connection starts with a snapshot: the whole state, so nothing missed while away.
+    source.addEventListener("snapshot", (e) => {
+      const snap = JSON.parse(e.data);
+      state.cps = new Map(snap.cps.map((cp) => [cp.id, cp]));
+      state.sessions = new Map(snap.sessions.map((s) => [s.id, s]));
+      state.messages = snap.messages.slice(-MAX_MESSAGES);
+      drawCps();
+      drawSessions();
+      drawMessages();
+      setConn("live", "live");
+    });
+    const onCp = (e) => { const { cp } = JSON.parse(e.data); state.cps.set(cp.id, cp); tile(cp); };
+    source.addEventListener("cp", onCp);
+    source.addEventListener("telemetry", onCp);
+    source.addEventListener("session", (e) => {
+      const { session } = JSON.parse(e.data);
+      if (session.state === "closed") state.sessions.delete(session.id);
+      else state.sessions.set(session.id, session);
+      drawSessions();
+    });
+    source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
+    source.onerror = () => {
+      // The browser retries by itself while the connection is merely lost; if it gave up
+      // (Central answered with an error), start again a little later.
+      setConn("reconnecting", "reconnecting…");
+      if (source.readyState === EventSource.CLOSED) reconnectTimer = setTimeout(connect, 3000);
+    };
+  }
+
+  // -- commands -----------------------------------------------------------------------
+
+  let toastTimer = null;
+  function toast(text) {
+    const node = $("#toast");
+    node.textContent = text;
+    node.classList.add("show");
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => node.classList.remove("show"), 3500);
+  }
+
+  function askToken() {
+    const given = window.prompt("Admin token for stop/resume (kept in this tab only; empty to clear):",
+      sessionStorage.getItem(TOKEN_KEY) || "");
+    if (given === null) return false;
+    if (given.trim()) sessionStorage.setItem(TOKEN_KEY, given.trim());
+    else sessionStorage.removeItem(TOKEN_KEY);
+    return Boolean(given.trim());
+  }
+
+  async function command(path, retried) {
+    const headers = { "Content-Type": "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let answer;
+    try {
+      const response = await fetch(path, { method: "POST", headers, body: "{}" });
+      answer = await response.json().catch(() => ({ error: response.statusText }));
+      if (response.status === 401 && !retried && askToken()) return command(path, true);
+      if (!response.ok) { toast(`Refused: ${answer.error || response.status}`); return; }
+    } catch (err) {
+      toast("Central is not reachable");
+      return;
+    }
+    if (answer.message) toast(answer.message);
+    else if (answer.results) toast(answer.results.length ? answer.results.map((r) => r.message).join("; ") : "nothing to do");
+  }
+
+  $("#stop-all").addEventListener("click", () => command("api/cps/stop"));
+  $("#resume-all").addEventListener("click", () => command("api/cps/resume"));
+  $("#set-token").addEventListener("click", askToken);
+  connect();
+}());

@@ -1,0 +1,122 @@
+"""
+The dashboard in a real headless browser (Debian's chromium driven by
+Playwright) against real processes: Central with its web panel, an Engine
+and its Monitor.  The CP's tile turns green, red on a fault, orange after a
+stop click, green after resume; a charge shows the driver and live kW; the
+page reconnects by itself when Central restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.procs import free_port, wait_for_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+WAIT_MS = 20_000
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is missing (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def evctl_engine(procs, control_port, action, *args):
+    proc = procs.command(f"evctl-{action}", "evctl", "engine", f"tcp:host=127.0.0.1:port={control_port}", action, *args)
+    assert proc.wait(15) == 0, proc.output()
+
+
+def tile(cp_id, state):
+    return f'.tile[data-cp="{cp_id}"][data-state="{state}"]'
+
+
+def test_the_dashboard_follows_a_charging_point_live(procs, tmp_path, browser):
+    cp_port, drivers_port, http_port, engine_port, control_port = (free_port() for _ in range(5))
+    central_args = [
+        "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
+        "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1",
+        "--db", f"sqlite:{tmp_path / 'central.db'}",
+    ]
+    central = procs.twistd("central", "evcentral", *central_args)
+    procs.twistd(
+        "engine", "evengine",
+        "--listen", f"tcp:{engine_port}:interface=127.0.0.1",
+        "--control", f"tcp:{control_port}:interface=127.0.0.1",
+        "--state-dir", str(tmp_path / "engine-state"),
+    )
+    wait_for_port(http_port)
+    wait_for_port(control_port)
+
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.goto(f"http://127.0.0.1:{http_port}/")
+    assert page.title() == "EV CHARGING — MONITORING PANEL"
+    page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
+
+    procs.twistd(
+        "monitor", "evmonitor",
+        "--cp-id", "CP1", "--location", "Calle Mayor 1", "--price", "0.3",
+        "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
+        "--central", f"tcp:host=127.0.0.1:port={cp_port}",
+    )
+    # Green: the CP registered and authenticated; no reload needed.
+    page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+    card = page.locator('.tile[data-cp="CP1"]')
+    assert "Calle Mayor 1" in card.inner_text() and "0.300 €/kWh" in card.inner_text()
+    assert page.evaluate("getComputedStyle(document.querySelector('.tile[data-cp=\"CP1\"]')).backgroundColor") \
+        == "rgb(46, 158, 68)"
+
+    # Red: a fault simulated at the Engine.
+    evctl_engine(procs, control_port, "fault")
+    page.wait_for_selector(tile("CP1", "AVERIADO"), timeout=WAIT_MS)
+    assert "AVERIADO" in card.inner_text()
+    evctl_engine(procs, control_port, "recover")
+    page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+
+    # Orange: the operator clicks the tile's stop button.
+    card.locator('button[data-action="stop"]').click()
+    page.wait_for_selector(tile("CP1", "PARADO"), timeout=WAIT_MS)
+    assert "Out of Order" in card.inner_text()
+    page.wait_for_function("document.querySelector('#messages').innerText.includes('stopped by the operator')",
+                           timeout=WAIT_MS)
+    # Green again after resume.
+    card.locator('button[data-action="resume"]').click()
+    page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+
+    # A charge asked for at the CP: the tile shows the driver and the live power; the request is listed.
+    evctl_engine(procs, control_port, "request", "D7")
+    page.wait_for_selector('#requests tbody tr td:has-text("D7")', timeout=WAIT_MS)
+    evctl_engine(procs, control_port, "plug")
+    page.wait_for_selector(tile("CP1", "SUMINISTRANDO"), timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelector('.tile[data-cp=\"CP1\"] .charge').innerText.includes('11.0 kW')", timeout=WAIT_MS)
+    assert "Driver D7" in card.inner_text()
+    screenshot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    if os.environ.get("EVNET_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["EVNET_SCREENSHOT"])
+    evctl_engine(procs, control_port, "unplug")
+    page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+    page.wait_for_function("document.querySelectorAll('#requests tbody tr').length === 0", timeout=WAIT_MS)
+
+    # Central restarts: the page notices, reconnects by itself and shows the CP again.
+    central.stop()
+    page.wait_for_selector('#conn[data-conn="reconnecting"]', timeout=WAIT_MS)
+    procs.twistd("central-2", "evcentral", *central_args)
+    page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
+    page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
