@@ -233,7 +233,7 @@ def _add_command(subparsers, name: str, text: str) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    path = f"/api/cps/{args.verb}" if args.cp == "all" else f"/api/cps/{urllib.request.quote(args.cp, safe='')}/{args.verb}"
+    path = f"/api/cps/{args.verb}" if args.cp == "all" else f"/api/cps/{urllib.parse.quote(args.cp, safe='')}/{args.verb}"
     answer = call_api(args, "POST", path)
     if args.json:
         _print_json(answer)
