@@ -164,6 +164,7 @@ class ProcGroup:
 
     def __init__(self, workdir: str | None = None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="evnet-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.procs: list[Proc] = []
 
     def start(self, name: str, argv: list[str], **kwargs) -> Proc:

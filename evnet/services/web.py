@@ -478,8 +478,17 @@ class Root(resource.Resource):
         return pages.notFound()
 
 
+class _QuietSite(server.Site):
+    """A Site that keeps HTTP access lines out of Central's event log."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 def make_site(central: Any, hub: EventHub, reactor: IReactorTime, token: Optional[str] = None) -> server.Site:
-    site = server.Site(Root(Api(central, hub, token)), reactor=reactor)
+    site = _QuietSite(Root(Api(central, hub, token)), reactor=reactor)
     site.displayTracebacks = False
     return site
 

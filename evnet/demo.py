@@ -1,0 +1,396 @@
+"""
+``evnet demo``: the whole network as real processes on loopback, with no
+human: one Central, ten charging points (Engine + Monitor each), three
+drivers with ten requests each.  Along the way it simulates a fault, stops
+and resumes a CP and restarts a Monitor, so every CP state appears.  It shows
+what happens as it happens, prints every driver's tickets and a verdict, and
+leaves no process behind (also on Ctrl+C).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable, Optional
+
+from evnet.launcher import Proc, ProcGroup, free_port, wait_for_port
+
+STATES = ("ACTIVADO", "SUMINISTRANDO", "AVERIADO", "PARADO", "DESCONECTADO")
+LOCATIONS = [
+    "Alicante Centro", "Playa San Juan", "Universidad", "Puerto", "Estación ADIF",
+    "Benalúa", "Carolinas", "Albufereta", "Vistahermosa", "Aeropuerto",
+]
+PRICES = [0.30, 0.32, 0.35, 0.28, 0.40, 0.33, 0.36, 0.31, 0.38, 0.29]
+DRIVERS = ("D1", "D2", "D3")
+
+# What Central prints that a person following the demo wants to see.
+_CENTRAL_EVENT = re.compile(
+    r"\] (CP \S+ (registered|authenticated|AVERIADO|recovered|stopped|resumed|DESCONECTADO).*"
+    r"|REQ .*|TICKET .*)$"
+)
+_TRANSITION = re.compile(r"CP (\S+): (\w+) -> (\w+)")
+
+
+@dataclass
+class DemoOptions:
+    cps: int = 10
+    kafka: Optional[str] = None
+    db: Optional[str] = None
+    workdir: Optional[str] = None
+    wait: float = 4.0
+    power_kw: float = 36.0
+    http_port: int = 0
+    panel: Optional[bool] = None  # None: live panel when stdout is a terminal
+    timeout: float = 600.0
+
+
+@dataclass
+class DriverResult:
+    driver: str
+    exit_code: Optional[int] = None
+    tickets: list = field(default_factory=list)
+    refused: list = field(default_factory=list)
+    unfinished: list = field(default_factory=list)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, out: Callable[[str], None] = print):
+        self.o = options
+        self.out_raw = out
+        self.group = ProcGroup(options.workdir)
+        self.workdir = self.group.workdir
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.seen_states: set[str] = set()
+        self.events: list[str] = []
+        self.results = {d: DriverResult(d) for d in DRIVERS}
+        self.monitors: dict[str, Proc] = {}
+        self.ports: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.panel = None
+
+    # -- output ------------------------------------------------------------
+
+    def say(self, source: str, text: str) -> None:
+        line = f"{time.monotonic() - self.t0:6.1f}s  {source:<9} {text}"
+        with self.lock:
+            self.events.append(line)
+            del self.events[:-200]
+        if self.panel is None:
+            self.out_raw(line)
+
+    # -- processes ---------------------------------------------------------
+
+    def _central_line(self, proc: Proc, line: str) -> None:
+        for cp, _before, after in _TRANSITION.findall(line):
+            with self.lock:
+                self.seen_states.add(after)
+        match = _CENTRAL_EVENT.search(line)
+        if match and not self.stopping.is_set():
+            self.say("central", match.group(1))
+
+    def _driver_line(self, driver: str) -> Callable[[Proc, str], None]:
+        def handle(proc: Proc, line: str) -> None:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                return
+            kind = event.get("type")
+            cp = event.get("cp", "")
+            if kind == "request":
+                target = event.get("target_kwh") or 0
+                self.say(driver, f"[{event['n']}/{event['total']}] asks for a charge at {cp}"
+                         + (f" ({target:g} kWh)" if target else ""))
+            elif kind == "authorized":
+                self.say(driver, f"{cp}: AUTHORIZED, session {event['session']}")
+            elif kind == "denied":
+                self.say(driver, f"{cp}: DENIED: {event['reason']}")
+            elif kind == "notice":
+                self.say(driver, f"notice: {event['text']}")
+            elif kind == "ticket":
+                self.say(driver, f"{cp}: TICKET {event['kwh']:.3f} kWh, {event['euros']:.2f} €, "
+                                 f"{event['seconds']} s ({event['reason']})")
+            elif kind == "unreachable":
+                self.say(driver, f"cannot reach Central: {event.get('reason', '')}")
+            elif kind == "summary":
+                result = self.results[driver]
+                result.tickets = event.get("tickets", [])
+                result.refused = event.get("refused", [])
+                result.unfinished = event.get("unfinished", [])
+        return handle
+
+    def start_central(self) -> Proc:
+        args = [
+            "--listen", f"tcp:{self.ports['cp']}:interface=127.0.0.1",
+            "--drivers", f"tcp:{self.ports['drivers']}:interface=127.0.0.1",
+            "--http", f"tcp:{self.ports['http']}:interface=127.0.0.1",
+            "--db", self.o.db or f"sqlite:{self.workdir / 'evcentral.db'}",
+        ]
+        if self.o.kafka:
+            args += ["--kafka", self.o.kafka]
+        proc = self.group.twistd("central", "evcentral", *args, log_path=str(self.workdir / "central.log"),
+                                 on_line=self._central_line)
+        proc.wait_for("EV_Central ready", timeout=60)
+        return proc
+
+    def start_engine(self, i: int) -> Proc:
+        cp = self.cp_id(i)
+        args = [
+            "--listen", f"tcp:{self.ports[f'engine{i}']}:interface=127.0.0.1",
+            "--control", f"tcp:{self.ports[f'control{i}']}:interface=127.0.0.1",
+            "--state-dir", str(self.workdir / f"engine-{cp}"),
+            "--power-kw", f"{self.o.power_kw:g}",
+            "--auto-plug",
+        ]
+        if self.o.kafka:
+            args += ["--kafka", self.o.kafka]
+        return self.group.twistd(f"engine-{cp}", "evengine", *args, log_path=str(self.workdir / f"engine-{cp}.log"))
+
+    def start_monitor(self, i: int) -> Proc:
+        cp = self.cp_id(i)
+        args = [
+            "--cp-id", cp, "--location", LOCATIONS[i % len(LOCATIONS)], "--price", f"{PRICES[i % len(PRICES)]:.2f}",
+            "--engine", f"tcp:host=127.0.0.1:port={self.ports[f'engine{i}']}",
+            "--central", f"tcp:host=127.0.0.1:port={self.ports['cp']}",
+        ]
+        if self.o.kafka:
+            args += ["--kafka", self.o.kafka]
+        proc = self.group.twistd(f"monitor-{cp}", "evmonitor", *args, log_path=str(self.workdir / f"monitor-{cp}.log"))
+        self.monitors[cp] = proc
+        return proc
+
+    def start_driver(self, driver: str) -> Proc:
+        requests_file = resources.files("evnet") / "examples" / "demo" / f"{driver}.txt"
+        target = self.workdir / f"requests-{driver}.txt"
+        target.write_text(requests_file.read_text())
+        args = ["--driver-id", driver, "--requests-file", str(target), "--wait", f"{self.o.wait:g}", "--json"]
+        args += ["--kafka", self.o.kafka] if self.o.kafka else ["--central", f"tcp:host=127.0.0.1:port={self.ports['drivers']}"]
+        return self.group.command(f"driver-{driver}", "evdriver", *args, log_path=str(self.workdir / f"driver-{driver}.log"),
+                                  on_line=self._driver_line(driver))
+
+    def cp_id(self, i: int) -> str:
+        return f"CP{i + 1:02d}"
+
+    # -- the operator's actions ------------------------------------------------
+
+    def api(self, method: str, path: str) -> object:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.ports['http']}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+
+    def engine_command(self, i: int, command: str) -> str:
+        proc = self.group.command(f"evctl-{i}", "evctl", "engine",
+                                  f"tcp:host=127.0.0.1:port={self.ports[f'control{i}']}", command)
+        proc.wait(15)
+        return proc.output().strip()
+
+    def script(self) -> None:
+        """Inject one fault, one stop/resume and one Monitor restart while the drivers work."""
+        n = self.o.cps
+        fault_i, stop_i, restart_i = 4 % n, 7 % n, 9 % n
+        steps = [
+            (10, f"simulating a fault at {self.cp_id(fault_i)} (evctl engine … fault)",
+             lambda: self.engine_command(fault_i, "fault")),
+            (18, f"the fault at {self.cp_id(fault_i)} is repaired (evctl engine … recover)",
+             lambda: self.engine_command(fault_i, "recover")),
+            (26, f"the operator stops {self.cp_id(stop_i)} (POST /api/cps/{self.cp_id(stop_i)}/stop)",
+             lambda: self.api("POST", f"/api/cps/{self.cp_id(stop_i)}/stop")),
+            (36, f"the operator resumes {self.cp_id(stop_i)} (POST /api/cps/{self.cp_id(stop_i)}/resume)",
+             lambda: self.api("POST", f"/api/cps/{self.cp_id(stop_i)}/resume")),
+            (44, f"the Monitor of {self.cp_id(restart_i)} is killed (SIGKILL)",
+             lambda: self.monitors[self.cp_id(restart_i)].kill()),
+            (50, f"the Monitor of {self.cp_id(restart_i)} is started again",
+             lambda: self.start_monitor(restart_i)),
+        ]
+        start = time.monotonic()
+        for at, text, action in steps:
+            if self.stopping.wait(max(0.0, start + at - time.monotonic())):
+                return
+            self.say("demo", text)
+            try:
+                action()
+            except Exception as e:  # a demo step failing is reported, not fatal
+                self.say("demo", f"that step failed: {e}")
+
+    # -- the live panel ----------------------------------------------------
+
+    def fetch_cps(self) -> list[dict]:
+        try:
+            data = self.api("GET", "/api/cps")
+        except (OSError, ValueError, urllib.error.URLError):
+            return []
+        if isinstance(data, dict):
+            data = data.get("cps", [])
+        return data if isinstance(data, list) else []
+
+    def render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        colours = {"ACTIVADO": "green", "SUMINISTRANDO": "bold green", "PARADO": "dark_orange",
+                   "AVERIADO": "bold red", "DESCONECTADO": "grey50"}
+        table = Table(title="EV CHARGING — MONITORING PANEL", expand=True)
+        for column in ("CP", "location", "€/kWh", "state", "driver", "kW", "kWh", "€"):
+            table.add_column(column)
+        for cp in self.fetch_cps():
+            state = cp.get("state", "?")
+            label = "Out of Order" if state == "PARADO" else state
+            charging = cp.get("driver_id")
+            table.add_row(
+                cp.get("id", "?"), cp.get("location", ""), f"{cp.get('price', 0):.2f}",
+                Text(label, style=colours.get(state, "")),
+                charging or "", f"{cp['kw']:.1f}" if charging and cp.get("kw") is not None else "",
+                f"{cp['kwh']:.3f}" if charging and cp.get("kwh") is not None else "",
+                f"{cp['euros']:.2f}" if charging and cp.get("euros") is not None else "",
+            )
+        with self.lock:
+            recent = self.events[-14:]
+        footer = Text(f"web panel: http://127.0.0.1:{self.ports['http']}/   logs: {self.workdir}", style="cyan")
+        return Group(table, footer, Text("\n".join(recent)))
+
+    # -- the whole run -------------------------------------------------------
+
+    def run(self) -> int:
+        n = self.o.cps
+        for name in ("cp", "drivers"):
+            self.ports[name] = free_port()
+        self.ports["http"] = self.o.http_port or free_port()
+        for i in range(n):
+            self.ports[f"engine{i}"] = free_port()
+            self.ports[f"control{i}"] = free_port()
+        self.say("demo", f"working directory (logs, database, state): {self.workdir}")
+        backend = "Kafka at " + self.o.kafka if self.o.kafka else "in-band (no Kafka)"
+        self.say("demo", f"starting EV_Central ({self.o.db or 'SQLite'}, {backend})")
+        self.start_central()
+        self.say("demo", f"web panel: http://127.0.0.1:{self.ports['http']}/")
+        self.say("demo", f"starting {n} charging points (an Engine and a Monitor each)")
+        for i in range(n):
+            self.start_engine(i)
+        for i in range(n):
+            wait_for_port(self.ports[f"engine{i}"], timeout=30)
+            self.start_monitor(i)
+        central = self.group.procs[0]
+        for i in range(n):
+            central.wait_for(rf"CP {self.cp_id(i)} authenticated", timeout=60)
+        self.say("demo", f"all {n} charging points are connected; starting drivers {', '.join(DRIVERS)}")
+        use_panel = self.o.panel if self.o.panel is not None else sys.stdout.isatty()
+        live = None
+        if use_panel:
+            from rich.live import Live
+
+            self.panel = True
+            live = Live(self.render(), refresh_per_second=2, screen=False)
+            live.start()
+        drivers = {d: self.start_driver(d) for d in DRIVERS}
+        scripter = threading.Thread(target=self.script, daemon=True)
+        scripter.start()
+        deadline = time.monotonic() + self.o.timeout
+        try:
+            while any(p.running for p in drivers.values()) and time.monotonic() < deadline:
+                if live is not None:
+                    live.update(self.render())
+                time.sleep(0.5)
+        finally:
+            if live is not None:
+                live.update(self.render())
+                live.stop()
+                self.panel = None
+        for d, proc in drivers.items():
+            self.results[d].exit_code = proc.popen.poll()
+        self.stopping.set()
+        scripter.join(timeout=20)
+        self.say("demo", "every driver is done; stopping the network")
+        self.group.stop_all()
+        return self.report()
+
+    def report(self) -> int:
+        out = self.out_raw
+        out("")
+        out("=" * 72)
+        total_tickets = 0
+        for d in DRIVERS:
+            r = self.results[d]
+            total_tickets += len(r.tickets)
+            out(f"driver {d}: {len(r.tickets)} tickets, {len(r.refused)} refused, {len(r.unfinished)} unfinished"
+                f" (exit code {r.exit_code})")
+            for t in r.tickets:
+                out(f"  ticket  {t.get('cp', '?'):<5} {t.get('kwh', 0):7.3f} kWh {t.get('euros', 0):6.2f} €"
+                    f" {t.get('seconds', 0):4d} s  {t.get('reason', '')}")
+            for x in r.refused:
+                out(f"  refused {x.get('cp', '?'):<5} {x.get('reason', '')}")
+        problems = []
+        for d in DRIVERS:
+            r = self.results[d]
+            if r.exit_code != 0:
+                problems.append(f"driver {d} exited with {r.exit_code}")
+            if r.unfinished:
+                problems.append(f"driver {d} has {len(r.unfinished)} unfinished requests")
+        missing = [s for s in STATES if s not in self.seen_states]
+        if missing:
+            problems.append("states never seen: " + ", ".join(missing))
+        sessions = [t.get("session") for d in DRIVERS for t in self.results[d].tickets]
+        if len(set(sessions)) != len(sessions):
+            problems.append("a ticket was received twice")
+        counted = self.count_sessions()
+        closed = None
+        if counted is not None:
+            closed, still_open = counted
+            if still_open:
+                problems.append(f"{still_open} charges are still open in the database")
+            if closed != total_tickets:
+                problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
+        out("-" * 72)
+        if problems:
+            out("VERDICT: FAILED — " + "; ".join(problems))
+            out(f"logs: {self.workdir}")
+            return 1
+        db_note = f", {closed} sessions in the database, each ticketed once" if closed is not None else ""
+        out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
+            f"every state seen ({', '.join(STATES)}); no process left running")
+        return 0
+
+    def count_sessions(self) -> Optional[tuple[int, int]]:
+        """(closed, open) drivers' charges in an SQLite database; None for MySQL."""
+        if self.o.db and not self.o.db.startswith("sqlite:"):
+            return None
+        path = self.o.db[len("sqlite:"):] if self.o.db else str(self.workdir / "evcentral.db")
+        with sqlite3.connect(path) as db:
+            (open_,) = db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'open'").fetchone()
+            (closed,) = db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'closed' AND origin = 'driver'").fetchone()
+        return closed, open_
+
+
+def run_demo(options: DemoOptions) -> int:
+    demo = Demo(options)
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return demo.run()
+    except KeyboardInterrupt:
+        demo.stopping.set()
+        print("\ninterrupted: stopping every process of the demo …", file=sys.stderr)
+        demo.group.stop_all()
+        return 130
+    except (AssertionError, TimeoutError) as e:
+        demo.stopping.set()
+        demo.group.stop_all()
+        print(f"evnet demo: the network did not come up: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"logs: {demo.workdir}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        demo.group.stop_all()
+
