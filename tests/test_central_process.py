@@ -29,6 +29,7 @@ def test_evcentral_accepts_a_link_answers_frames_and_stops_on_sigterm(procs, tmp
         "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--drivers", f"tcp:{drivers}:interface=127.0.0.1",
         "--db", f"sqlite:{tmp_path}/c.db",
+        "--http", "none",
     )
     central.wait_for("EV_Central ready")
     wait_for_port(port)

@@ -24,6 +24,7 @@ def test_fault_through_the_control_command_reaches_central_as_avr(procs, tmp_pat
         "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
         "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
         "--db", f"sqlite:{tmp_path / 'central.db'}",
+        "--http", "none",
     )
     engine = procs.twistd(
         "engine", "evengine",

@@ -36,6 +36,7 @@ def test_driver_completes_a_ten_line_file_against_real_central_and_cps(procs, tm
         "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
         "--drivers", f"tcp:{driver_port}:interface=127.0.0.1",
         "--db", f"sqlite:{tmp_path / 'central.db'}",
+        "--http", "none",
     )
     wait_for_port(driver_port)
     central_client = f"tcp:host=127.0.0.1:port={driver_port}"
