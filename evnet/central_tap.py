@@ -25,6 +25,10 @@ class Options(usage.Options):
          "Database: sqlite:PATH (embedded) or mysql://user:password@host:port/dbname."],
         ["liveness-timeout", None, "3", "Seconds without a Monitor's STATUS before its CP is DESCONECTADO."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
+        ["kafka", "k", None,
+         "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
+         "through Kafka. Without it they travel in-band over the TCP links."],
+        ["kafka-group", None, "evcentral", "Kafka consumer group of this Central."],
         ["http", None, "tcp:8080:interface=127.0.0.1",
          "Endpoint of the web panel and its API (none: no HTTP)."],
         ["admin-token-file", None, None,
@@ -45,6 +49,13 @@ class Options(usage.Options):
             if value < minimum:
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
+        if self["kafka"]:
+            from evnet.services.bus import BusError, parse_bootstrap
+
+            try:
+                parse_bootstrap(self["kafka"])
+            except BusError as e:
+                raise usage.UsageError(f"--kafka: {e}")
         self["admin_token"] = None
         if self["admin-token-file"] is not None:
             self["admin_token"] = read_token_file(self["admin-token-file"])
@@ -77,6 +88,13 @@ def makeService(options: Options) -> service.MultiService:
     driver_factory = LinkFactory(central.driver_links_handler, initiator=False, clock=reactor, **link_options)
     strports.service(options["listen"], cp_factory).setServiceParent(central)
     strports.service(options["drivers"], driver_factory).setServiceParent(central)
+    if options["kafka"]:
+        from evnet.services.bus import KafkaBus
+        from evnet.services.central_bus import CentralBus
+
+        bus = KafkaBus(options["kafka"], "evcentral", reactor=reactor)
+        bus.setServiceParent(central)
+        CentralBus(central, bus, options["kafka-group"])
     if options["http"].lower() != "none":
         WebPanel(central, options["http"], reactor, options["admin_token"]).setServiceParent(central)
     return central

@@ -514,6 +514,8 @@ class Central(service.MultiService):
         self.tickets_in_flight.add(ticket.session_id)
 
         def acked(_):
+            if not getattr(link, "confirms_receipt", True):
+                return None  # through Kafka the driver confirms with ACCEPTED#TICKET
             self.log.info("ticket {sid} delivered to driver {driver}", sid=ticket.session_id, driver=driver_id)
             return self.store.mark_ticket_delivered(ticket.session_id).addErrback(self._db_error, "marking a ticket")
 
@@ -547,7 +549,7 @@ class Central(service.MultiService):
 
     # -- drivers -----------------------------------------------------------
 
-    def driver_hello(self, link: FramedLink, driver_id: str) -> bool:
+    def driver_hello(self, link: Any, driver_id: str) -> bool:
         if not valid_id(driver_id):
             link.send(m.Refused("DRIVER", driver_id, "a driver id is 1 to 32 letters, digits, '_', '.' or '-'"))
             return False
@@ -571,6 +573,37 @@ class Central(service.MultiService):
 
         self.store.undelivered_tickets(driver_id).addCallbacks(resend, self._db_error, errbackArgs=("finding missed tickets",))
         return True
+
+    def driver_message(self, channel: Any, msg: m.Message) -> None:
+        """
+        A message from a driver, on its framed link or through Kafka
+        (C{channel} is a L{FramedLink} or a channel with the same send API).
+        """
+        if isinstance(msg, m.Driver):
+            self.driver_hello(channel, msg.driver_id)
+            return
+        if isinstance(msg, m.Accepted) and msg.what == "TICKET":
+            self.ticket_received(channel.context.get("driver_id"), msg.subject)
+            return
+        driver_id = getattr(msg, "driver_id", None)
+        if driver_id is None:
+            channel.send(m.Refused(msg.code, "", f"{msg.code} is not expected from a driver"))
+            return
+        if channel.context.get("driver_id") != driver_id:
+            # A client may skip DRIVER: its first request identifies it.
+            if not self.driver_hello(channel, driver_id):
+                return
+        if isinstance(msg, m.Req):
+            self.request(driver_id, msg.cp_id, msg.target_kwh, "driver").addCallback(channel.send)
+        elif isinstance(msg, m.ListCps):
+            channel.send(self.available())
+        else:
+            channel.send(m.Refused(msg.code, driver_id, f"{msg.code} is not expected from a driver"))
+
+    def ticket_received(self, driver_id: Optional[str], session_id: str) -> None:
+        """The driver confirms it has the ticket (Kafka mode: ACCEPTED#TICKET#sessionId)."""
+        self.log.info("ticket {sid} delivered to driver {driver}", sid=session_id, driver=driver_id)
+        self.store.mark_ticket_delivered(session_id).addErrback(self._db_error, "marking a ticket")
 
     def available(self) -> m.Available:
         return m.Available(
@@ -680,24 +713,7 @@ class DriverLinks(LinkHandler):
         self.central = central
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
-        central = self.central
-        if isinstance(msg, m.Driver):
-            central.driver_hello(link, msg.driver_id)
-            return
-        driver_id = getattr(msg, "driver_id", None)
-        if driver_id is None:
-            link.send(m.Refused(msg.code, "", f"{msg.code} is not expected from a driver"))
-            return
-        if link.context.get("driver_id") != driver_id:
-            # A client may skip DRIVER: its first request identifies it.
-            if not central.driver_hello(link, driver_id):
-                return
-        if isinstance(msg, m.Req):
-            central.request(driver_id, msg.cp_id, msg.target_kwh, "driver").addCallback(link.send)
-        elif isinstance(msg, m.ListCps):
-            link.send(central.available())
-        else:
-            link.send(m.Refused(msg.code, driver_id, f"{msg.code} is not expected from a driver"))
+        self.central.driver_message(link, msg)
 
     def linkLost(self, link: FramedLink, reason: Failure) -> None:
         driver_id = link.context.get("driver_id")
