@@ -382,3 +382,39 @@ def test_illegal_transition_is_logged_not_raised():
     from evnet.services.states import CpInput
     assert w.central._fire(w.central.cps["CP1"], CpInput.CHARGE_END) is False
     assert w.state() is CpState.ACTIVADO
+
+
+def test_a_charge_the_cp_no_longer_knows_is_closed_after_reconnection():
+    store = MemoryStore()
+    w = World(store)
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
+    w.clock.advance(2.1)
+    w2 = World(store)  # Central restarted; the Engine lost its state meanwhile
+    cp2 = w2.cp()
+    assert w2.state() is CpState.SUMINISTRANDO
+    for _ in range(14):
+        w2.clock.advance(1)
+        cp2.send(m.Status("CP1", "OK"))
+    assert w2.state() is CpState.SUMINISTRANDO
+    w2.clock.advance(1.1)
+    assert w2.state() is CpState.ACTIVADO
+    assert store.sessions[sid]["status"] == "closed"
+    assert store.sessions[sid]["end_reason"] == "not reported after reconnection"
+    assert store.sessions[sid]["kwh"] == 0.1
+
+
+def test_a_charge_the_cp_still_reports_is_not_closed_after_reconnection():
+    store = MemoryStore()
+    w = World(store)
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    w2 = World(store)
+    cp2 = w2.cp()
+    for seq in range(1, 20):
+        w2.clock.advance(1)
+        cp2.send(m.Status("CP1", "OK"))
+        cp2.send(m.Telem("CP1", sid, seq, 0.01 * seq, 36, 0.003 * seq, seq))
+    assert w2.state() is CpState.SUMINISTRANDO
+    assert store.sessions[sid]["status"] == "open"

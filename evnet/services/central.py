@@ -58,6 +58,7 @@ class Session:
     seconds: int = 0
     last_seq: int = 0
     dirty: bool = False
+    reported_at: float = 0.0  # Central's clock: the last TELEM or STOP for this session
 
     @property
     def open(self) -> bool:
@@ -127,6 +128,7 @@ class Central(service.MultiService):
         clock: IReactorTime,
         *,
         liveness_timeout: float = 3.0,
+        reconcile_timeout: float = 15.0,
         flush_interval: float = 2.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -134,6 +136,7 @@ class Central(service.MultiService):
         self.store = store
         self.clock = clock
         self.liveness_timeout = liveness_timeout
+        self.reconcile_timeout = reconcile_timeout
         self.flush_interval = flush_interval
         self.now = wall_clock
         self.cps: dict[str, ChargingPoint] = {}
@@ -326,12 +329,30 @@ class Central(service.MultiService):
             self._fire(cp, CpInput.ONLINE)
             if cp.session is not None and cp.state is CpState.ACTIVADO:
                 self._fire(cp, CpInput.CHARGE_START)
+                self.clock.callLater(self.reconcile_timeout, self._reconcile, cp, cp.session, cp.last_seen)
         self.message("connect", cp.id, f"CP {cp.id} authenticated from {link.peer_name}: {cp.state.value}")
         link.send(m.Accepted("AUTH", cp.id, cp.state.value))
         if cp.machine.stopped:
             link.send(m.Parar(cp.id))
 
     # -- what a connected CP reports -----------------------------------------
+
+    def _reconcile(self, cp: ChargingPoint, session: Session, since: float) -> None:
+        """
+        A charge left open by an earlier run of Central, on a CP that came
+        back: if its Engine said nothing about it since (no TELEM, no STOP),
+        the Engine has lost it; close it with what was recorded.
+        """
+        if session.open and cp.session is session and session.reported_at <= since:
+            self.message(
+                "reconcile", cp.id,
+                f"CP {cp.id} reconnected but reported nothing about session {session.id} for "
+                f"{self.reconcile_timeout:g} s: closing it with what was recorded",
+                level="warn",
+            )
+            self.end_session(session, "not reported after reconnection")
+            if cp.state is CpState.SUMINISTRANDO:
+                self._fire(cp, CpInput.CHARGE_END)
 
     def cp_status(self, cp: ChargingPoint, engine: str) -> None:
         cp.last_seen = self.clock.seconds()
@@ -371,6 +392,7 @@ class Central(service.MultiService):
         first = session.last_seq == 0
         session.kwh, session.kw, session.euros, session.seconds = msg.kwh, msg.kw, msg.euros, msg.seconds
         session.last_seq = msg.seq
+        session.reported_at = self.clock.seconds()
         session.dirty = True
         if first:
             self.log.info("CP {cp}: supplying session {sid} for driver {driver}", cp=cp.id, sid=session.id, driver=session.driver_id)
