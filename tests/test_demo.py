@@ -1,0 +1,45 @@
+"""
+``evnet demo`` as a person runs it (without the live panel): the whole network
+comes up, every driver works through its file, the verdict is OK, exit 0, and
+no process it started is left running.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.procs import BIN
+
+pytestmark = pytest.mark.slow
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that contain C{text}."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if text in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_path):
+    workdir = tmp_path / "demo"
+    demo = subprocess.run(
+        [str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=300,
+    )
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output[-6000:]
+    assert "VERDICT: OK" in output, output[-6000:]
+    assert "all 10 charging points are connected" in output
+    for driver in ("D1", "D2", "D3"):
+        assert f"driver {driver}: " in output and f"(exit code 0)" in output
+    assert processes_mentioning(str(workdir)) == []
