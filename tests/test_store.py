@@ -123,3 +123,39 @@ def test_events(db_url):
         assert [r["detail"] for r in rows] == ["fault 2 — ñ", "fault 1 — ñ"]
     finally:
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_writes_asked_together_share_commits_and_one_bad_write_loses_nothing(db_url):
+    from twisted.internet import defer
+
+    store = Store(parse_db_url(db_url))
+    transactions = []
+    real = store.pool.runInteraction
+
+    def counting(interaction, *args):
+        transactions.append(interaction)
+        return real(interaction, *args)
+
+    store.pool.runInteraction = counting
+    try:
+        yield store.start()
+        transactions.clear()
+        yield defer.gatherResults([store.add_event("test", "CP1", f"event {i}") for i in range(40)])
+        # Writes asked for while a transaction runs share the next one: at most
+        # the first runs alone, then the rest go together.
+        assert 1 <= len(transactions) <= 2
+
+        def bad(cursor):
+            cursor.execute("INSERT INTO no_such_table VALUES (1)")
+
+        writes = [store.add_event("test", "CP1", f"event {i}") for i in range(40, 45)]
+        broken = store.run(bad)
+        writes += [store.add_event("test", "CP1", f"event {i}") for i in range(45, 50)]
+        results = yield defer.DeferredList(writes + [broken], consumeErrors=True)
+        assert all(ok for ok, _ in results[:-1])
+        assert results[-1][0] is False
+        rows = yield store.recent_events(100)
+        assert [r["detail"] for r in reversed(rows)] == [f"event {i}" for i in range(50)]
+    finally:
+        store.close()
