@@ -1,7 +1,9 @@
 """
 ``evdriver``: the driver's command.  Parses options, reads the request file,
 picks the output (rich in a terminal, plain lines otherwise, JSON lines with
-``--json``) and runs L{evnet.services.driver.DriverService} on the reactor.
+``--json``) and runs L{evnet.services.driver.DriverService} on the reactor,
+reaching Central on a framed link (``--central``) or through Kafka
+(``--kafka``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ examples:
   evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001
   evdriver --driver-id D1 --list --central tcp:host=127.0.0.1:port=7001
   evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001 --json
+  evdriver --driver-id D1 --requests-file driver1.txt --kafka 127.0.0.1:9092
 
 exit codes: 0 done (whatever the outcome of each charge), 1 Central refused the
 driver id, 2 bad option or unreadable request file, 130 interrupted.
@@ -63,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help="Central's drivers endpoint, a Twisted client endpoint string, e.g. tcp:host=127.0.0.1:port=7001",
     )
-    where.add_argument("--kafka", metavar="BOOTSTRAP", help="use the Kafka driver topics (not yet supported; use --central)")
+    where.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        help="reach Central through Kafka instead (Central must run with --kafka): "
+        "the bootstrap servers, host:port[,host:port]",
+    )
     parser.add_argument(
         "--wait",
         type=_non_negative,
@@ -214,8 +222,6 @@ def _error(message: str) -> int:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.kafka is not None:
-        sys.exit(_error("--kafka is not yet supported; use --central ENDPOINT"))
     if not ID_PATTERN.match(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
     requests, problems = [], []
@@ -227,12 +233,31 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from twisted.internet import endpoints, reactor, task
 
-    try:
-        endpoint = endpoints.clientFromString(reactor, args.central)
-    except Exception as e:  # clientFromString raises several kinds, all the user's mistake
-        sys.exit(_error(f"--central {args.central!r} is not a client endpoint string ({e}); e.g. tcp:host=127.0.0.1:port=7001"))
+    endpoint = None
+    if args.kafka is not None:
+        from evnet.services.bus import BusError, parse_bootstrap
+
+        try:
+            parse_bootstrap(args.kafka)
+        except BusError as e:
+            sys.exit(_error(f"--kafka: {e}"))
+    else:
+        try:
+            endpoint = endpoints.clientFromString(reactor, args.central)
+        except Exception as e:  # clientFromString raises several kinds, all the user's mistake
+            sys.exit(_error(f"--central {args.central!r} is not a client endpoint string ({e}); e.g. tcp:host=127.0.0.1:port=7001"))
     output = choose_output(args, sys.stdout)
     task.react(_run, (args, endpoint, requests, problems, output))
+
+
+def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any:
+    """The way to Central: a framed link (--central), or Kafka (--kafka)."""
+    from evnet.services.driver import KafkaTransport, LinkTransport, WatchedBus
+
+    if args.kafka is None:
+        return LinkTransport(endpoint, args.central, reactor)
+    bus = WatchedBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor)
+    return KafkaTransport(bus, args.driver_id, reactor)
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
@@ -241,8 +266,7 @@ async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: 
     driver = DriverService(
         args.driver_id,
         requests,
-        endpoint,
-        args.central,
+        make_transport(reactor, args, endpoint),
         output,
         reactor,
         wait=args.wait,

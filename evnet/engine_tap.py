@@ -18,7 +18,10 @@ DEFAULT_STATE_DIR = "evengine-state"
 
 
 class Options(usage.Options):
-    synopsis = "[--listen ENDPOINT] [--control ENDPOINT] [--state-dir DIR] [--power-kw KW] [--auto-plug] [--stdin]"
+    synopsis = (
+        "[--listen ENDPOINT] [--control ENDPOINT] [--state-dir DIR] [--power-kw KW] [--auto-plug] [--stdin] "
+        "[--kafka BOOTSTRAP]"
+    )
     longdesc = (
         "EV_CP_E: a charging point's Engine, the charger itself. It serves one Monitor, "
         "supplies the charges Central authorizes and keeps each charge's progress in its "
@@ -31,7 +34,9 @@ class Options(usage.Options):
         ["control", "c", DEFAULT_CONTROL, "Endpoint of the local control command (evctl engine); 'none' for no control endpoint."],
         ["state-dir", "d", DEFAULT_STATE_DIR, "Directory of the state file (created if missing)."],
         ["power-kw", "p", "11", "Power supplied while charging, in kW."],
-        ["kafka", None, None, "Kafka bootstrap servers (not supported yet)."],
+        ["kafka", "k", None,
+         "Kafka bootstrap servers (host:port[,host:port]): telemetry goes to cp.telemetry and "
+         "STOP/REQ to cp.events. Without it they go through the Monitor."],
     ]
     optFlags = [
         ["auto-plug", None, "Plug a vehicle in as soon as a charge is authorized (unattended scenarios)."],
@@ -47,10 +52,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--power-kw must be a number of kW above 0, not {self['power-kw']!r}")
         self["power-kw"] = power
         if self["kafka"] is not None:
-            raise usage.UsageError(
-                "--kafka is not supported yet: without it the Engine sends its telemetry "
-                "and events through its Monitor"
-            )
+            from evnet.services.bus import BusError, parse_bootstrap
+
+            try:
+                parse_bootstrap(self["kafka"])
+            except BusError as e:
+                raise usage.UsageError(f"--kafka: {e}") from None
         for name in ("listen", "control"):
             if name == "control" and self[name].lower() == "none":
                 continue
@@ -99,12 +106,21 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     top = service.MultiService()
+    bus = None
+    if options["kafka"] is not None:
+        from evnet.services.bus import KafkaBus
+
+        # Added first: started before the Engine (which may publish a STOP
+        # at once) and stopped after it (flushing what it published last).
+        bus = KafkaBus(options["kafka"], f"evengine-{os.getpid()}", reactor=reactor)
+        bus.setServiceParent(top)
     engine = EngineService(
         options.store,
         reactor,
         power_kw=options["power-kw"],
         auto_plug=options["auto-plug"],
         restored=options.restored,
+        bus=bus,
     )
     engine.setServiceParent(top)
     strports.service(options["listen"], LinkFactory(engine, initiator=False, clock=reactor)).setServiceParent(top)

@@ -40,7 +40,10 @@ def client_endpoint(option: str, description: str):
 
 
 class Options(usage.Options):
-    synopsis = "--cp-id ID --location TEXT --price EUR_PER_KWH [--engine ENDPOINT] [--central ENDPOINT] [options]"
+    synopsis = (
+        "--cp-id ID --location TEXT --price EUR_PER_KWH [--engine ENDPOINT] [--central ENDPOINT] "
+        "[--kafka BOOTSTRAP] [options]"
+    )
     longdesc = (
         "EV_CP_M: a charging point's Monitor. It registers and authenticates the CP with "
         "Central, checks its Engine's health every period (reporting faults as AVR and "
@@ -56,6 +59,9 @@ class Options(usage.Options):
         ["central", "c", DEFAULT_CENTRAL, "Client endpoint of Central."],
         ["health-period", None, str(DEFAULT_HEALTH_PERIOD), "Seconds between health checks of the Engine."],
         ["health-timeout", None, str(DEFAULT_HEALTH_TIMEOUT), "Seconds the Engine has to answer a health check."],
+        ["kafka", "k", None,
+         "Kafka bootstrap servers (host:port[,host:port]): AVR and RCV go to cp.events. "
+         "Without it they go on the Central link (STATUS always does)."],
     ]
 
     def postOptions(self) -> None:
@@ -82,12 +88,24 @@ class Options(usage.Options):
         self["health-timeout"] = _positive("health-timeout", self["health-timeout"])
         self.engine_endpoint = client_endpoint("engine", self["engine"])
         self.central_endpoint = client_endpoint("central", self["central"])
+        if self["kafka"] is not None:
+            from evnet.services.bus import BusError, parse_bootstrap
+
+            try:
+                parse_bootstrap(self["kafka"])
+            except BusError as e:
+                raise usage.UsageError(f"--kafka: {e}") from None
 
 
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
-    return MonitorService(
+    bus = None
+    if options["kafka"] is not None:
+        from evnet.services.bus import KafkaBus
+
+        bus = KafkaBus(options["kafka"], f"evmonitor-{options['cp-id']}", reactor=reactor)
+    monitor = MonitorService(
         options["cp-id"],
         options["location"],
         options["price"],
@@ -98,4 +116,9 @@ def makeService(options: Options) -> service.MultiService:
         central_name=options["central"],
         health_period=options["health-period"],
         health_timeout=options["health-timeout"],
+        bus=bus,
     )
+    if bus is not None:
+        # A child of the Monitor: started and stopped (flushing what waits) with it.
+        bus.setServiceParent(monitor)
+    return monitor

@@ -15,10 +15,14 @@ from twisted.test import iosim
 from evnet import driver_cli
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
+from tests.test_engine import FakeBus
+from evnet.services.bus import BusError
 from evnet.services.driver import (
     BadLine,
     DriverService,
     DriverView,
+    KafkaTransport,
+    LinkTransport,
     Phase,
     Request,
     parse_requests,
@@ -116,12 +120,16 @@ def test_cli_missing_file(capsys, tmp_path):
     assert "Traceback" not in out + err
 
 
-def test_cli_kafka_is_refused_for_now(capsys, tmp_path):
+def test_cli_bad_kafka_address_is_a_clear_error(capsys, tmp_path):
     f = tmp_path / "r.txt"
     f.write_text("CP01\n")
-    code, _, err = run_main(capsys, "--driver-id", "D1", "--requests-file", str(f), "--kafka", "localhost:9092")
+    code, _, err = run_main(capsys, "--driver-id", "D1", "--requests-file", str(f), "--kafka", "localhost")
     assert code == 2
-    assert "--kafka is not yet supported; use --central" in err
+    assert err == "evdriver: error: --kafka: Kafka address 'localhost': expected HOST:PORT, e.g. 127.0.0.1:9092\n"
+    code, _, err = run_main(
+        capsys, "--driver-id", "D1", "--requests-file", str(f), "--kafka", "h:1", "--central", CENTRAL
+    )
+    assert code == 2 and "not allowed with argument" in err
 
 
 def test_cli_bad_driver_id_and_bad_endpoint(capsys, tmp_path):
@@ -203,6 +211,10 @@ class FakeCentralEndpoint:
 
 
 class Rig:
+    """The driver on a framed link to a FakeCentral (iosim)."""
+
+    connected_line = f"connected to Central at {CENTRAL} as driver D1"
+
     def __init__(self, requests, central=None, wait=4.0, settle=1.0, charge_timeout=600.0, list_only=False):
         self.clock = Clock()
         self.central = central or FakeCentral()
@@ -212,15 +224,13 @@ class Rig:
         self.driver = DriverService(
             "D1",
             requests,
-            self.endpoint,
-            CENTRAL,
+            LinkTransport(self.endpoint, CENTRAL, self.clock, retry_policy=lambda attempt: 1.0),
             self.events.append,
             self.clock,
             wait=wait,
             settle=settle,
             charge_timeout=charge_timeout,
             list_only=list_only,
-            retry_policy=lambda attempt: 1.0,
         )
         self.codes = []
         self.driver.done.addCallback(self.codes.append)
@@ -254,13 +264,95 @@ class Rig:
         self.endpoint.central = central
 
 
+class _KafkaCentralEnd:
+    """FakeCentral's 'link' in Kafka mode: what it sends goes to the driver's consumer."""
+
+    def __init__(self, rig):
+        self.rig = rig
+
+    def send(self, msg):
+        self.rig.inbox.append(msg)
+
+
+class KafkaRig(Rig):
+    """
+    The same driver on a KafkaTransport over a FakeBus: what it publishes to
+    driver.requests goes to the FakeCentral; what the FakeCentral sends is
+    fed to the driver's consumer of driver.notifications.
+    """
+
+    connected_line = "connected to Central through Kafka at fake:9092 as driver D1"
+
+    def __init__(self, requests, central=None, wait=4.0, settle=1.0, charge_timeout=600.0, list_only=False,
+                 ready=True, hello_timeout=5.0, probe_after=10.0):
+        self.clock = Clock()
+        self.central = central or FakeCentral()
+        self.bus = FakeBus()
+        self.inbox = []
+        self.central.link = _KafkaCentralEnd(self)
+        self.events = []
+        self.view = DriverView()
+        self.transport = KafkaTransport(
+            self.bus, "D1", self.clock, hello_timeout=hello_timeout, probe_after=probe_after,
+            hello_backoff=lambda n: min(hello_timeout * 2**n, 30.0),
+        )
+        self.driver = DriverService(
+            "D1", requests, self.transport, self.events.append, self.clock,
+            wait=wait, settle=settle, charge_timeout=charge_timeout, list_only=list_only,
+        )
+        [self.consumer] = self.bus.consumers
+        self.codes = []
+        self.driver.done.addCallback(self.codes.append)
+        self.driver.startService()
+        if ready:
+            self.positioned()
+
+    def positioned(self):
+        self.consumer.ready.callback(self.consumer)
+        self.flush()
+
+    def flush(self):
+        """Deliver until both sides are quiet: requests to Central, its answers to the driver."""
+        while True:
+            requests = [msg for topic, key, msg in self.bus.take() if topic == "driver.requests" and key == "D1"]
+            for msg in requests:
+                self.central.messageReceived(self.central.link, msg)
+            inbox, self.inbox = self.inbox, []
+            for msg in inbox:
+                self.consumer.feed(msg)
+            if not requests and not inbox:
+                return
+
+    def send(self, *msgs):
+        for msg in msgs:
+            self.central.link.send(msg)
+        self.flush()
+
+    def advance(self, seconds):
+        """Second by second, delivering in between, as the real bus would."""
+        while seconds > 1e-9:
+            step = min(1.0, seconds)
+            self.clock.advance(step)
+            self.flush()
+            seconds -= step
+
+    def confirmations(self):
+        return [x.subject for x in self.central.received if isinstance(x, m.Accepted) and x.what == "TICKET"]
+
+
+@pytest.fixture(params=["inband", "kafka"])
+def make_rig(request):
+    """The driver on either transport: the same flow, the same events."""
+    return Rig if request.param == "inband" else KafkaRig
+
+
 def telem(seq, kwh, kw=7.2, euros=0.0, seconds=0, session="S1", cp="CP01"):
     return m.Telem(cp, session, seq, kwh, kw, euros, seconds)
 
 
-def started(requests, **kwargs):
+def started(requests, make=Rig, **kwargs):
     """A rig past the hello and the settle pause: the first REQ is out."""
-    rig = Rig(requests, **kwargs)
+    rig = make(requests, **kwargs)
     rig.advance(1.0)
     return rig
 
@@ -270,9 +362,9 @@ def started(requests, **kwargs):
 # ---------------------------------------------------------------------------
 
 
-def test_authorized_charge_step_by_step():
-    rig = Rig([Request("CP01", 0.05), Request("CP02")])
-    assert rig.lines() == [f"connected to Central at {CENTRAL} as driver D1"]
+def test_authorized_charge_step_by_step(make_rig):
+    rig = make_rig([Request("CP01", 0.05), Request("CP02")])
+    assert rig.lines() == [rig.connected_line]
     assert rig.central.received == [m.Driver("D1")]
     rig.advance(1.0)  # the settle pause after hello
     assert rig.central.requests() == [m.Req("D1", "CP01", 0.05)]
@@ -297,8 +389,8 @@ def test_authorized_charge_step_by_step():
     ]
 
 
-def test_denied_request_then_the_next_one():
-    rig = started([Request("CP01"), Request("CP02")])
+def test_denied_request_then_the_next_one(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig)
     rig.lines()
     rig.send(m.Denied("D1", "CP01", "CP not available (PARADO)"))
     assert rig.lines() == ["[1/2] CP01: DENIED: CP not available (PARADO)", "next request in 4 s"]
@@ -315,8 +407,8 @@ def test_denied_request_then_the_next_one():
     assert rig.codes == [0]
 
 
-def test_fault_during_charge():
-    rig = started([Request("CP01")])
+def test_fault_during_charge(make_rig):
+    rig = started([Request("CP01")], make_rig)
     rig.send(m.Authorized("D1", "CP01", "S1"), telem(1, 0.002, euros=0.01, seconds=1))
     rig.lines()
     rig.send(
@@ -332,8 +424,8 @@ def test_fault_during_charge():
     assert rig.codes == [0]
 
 
-def test_parar_during_charge():
-    rig = started([Request("CP01"), Request("CP02")])
+def test_parar_during_charge(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig)
     rig.send(m.Authorized("D1", "CP01", "S1"), telem(1, 0.5, 10.0, 0.15, 3))
     rig.lines()
     rig.send(m.Ticket("S1", 0.5, 0.15, 3, "CP01", "D1", "parar"))
@@ -344,8 +436,8 @@ def test_parar_during_charge():
     assert rig.driver.phase is Phase.WAITING
 
 
-def test_the_wait_after_an_outcome_runs_on_the_clock():
-    rig = started([Request("CP01"), Request("CP02")], wait=4.0)
+def test_the_wait_after_an_outcome_runs_on_the_clock(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig, wait=4.0)
     rig.send(m.Denied("D1", "CP01", "unknown CP"))
     rig.advance(3.9)
     assert rig.central.requests() == [m.Req("D1", "CP01")]
@@ -385,7 +477,7 @@ def test_unreachable_central_is_reported_once_and_retried():
     endpoint.up = False
     events = []
     driver = DriverService(
-        "D1", [Request("CP01")], endpoint, CENTRAL, events.append, clock, retry_policy=lambda n: 2.0
+        "D1", [Request("CP01")], LinkTransport(endpoint, CENTRAL, clock, retry_policy=lambda n: 2.0), events.append, clock
     )
     driver.startService()
     for _ in range(5):
@@ -451,11 +543,11 @@ def test_request_whose_answer_was_lost_is_sent_again():
     assert rig.driver.current.session == "S9"
 
 
-def test_ticket_recovered_after_a_driver_restart():
+def test_ticket_recovered_after_a_driver_restart(make_rig):
     central = FakeCentral(on_hello=[m.Ticket("S0", 2.5, 0.75, 300, "CP07", "D1", "unplug")])
-    rig = Rig([Request("CP01")], central=central)
+    rig = make_rig([Request("CP01")], central=central)
     assert rig.lines() == [
-        f"connected to Central at {CENTRAL} as driver D1",
+        rig.connected_line,
         "CP07 (earlier run): recovered TICKET 2.500 kWh  0.75 €  5:00  (vehicle unplugged), session S0",
     ]
     rig.advance(1.0)
@@ -469,9 +561,9 @@ def test_ticket_recovered_after_a_driver_restart():
     ]
 
 
-def test_charge_in_progress_after_a_driver_restart_is_followed_first():
+def test_charge_in_progress_after_a_driver_restart_is_followed_first(make_rig):
     central = FakeCentral(on_hello=[m.Authorized("D1", "CP05", "S0")])
-    rig = Rig([Request("CP01")], central=central)
+    rig = make_rig([Request("CP01")], central=central)
     rig.advance(1.0)
     assert rig.lines()[1:] == ["CP05: following a charge started in an earlier run, session S0"]
     assert central.requests() == []  # it would be denied while that charge runs
@@ -485,15 +577,15 @@ def test_charge_in_progress_after_a_driver_restart_is_followed_first():
     assert central.requests() == [m.Req("D1", "CP01")]
 
 
-def test_duplicate_ticket_is_shown_once():
-    rig = started([Request("CP01"), Request("CP02")])
+def test_duplicate_ticket_is_shown_once(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig)
     ticket = m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target")
     rig.send(m.Authorized("D1", "CP01", "S1"), ticket, ticket)
     assert [e["type"] for e in rig.events].count("ticket") == 1
 
 
-def test_a_charge_that_never_finishes_is_given_up():
-    rig = started([Request("CP01"), Request("CP02")], charge_timeout=600)
+def test_a_charge_that_never_finishes_is_given_up(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig, charge_timeout=600)
     rig.send(m.Authorized("D1", "CP01", "S1"))
     rig.advance(599)
     rig.send(telem(1, 0.1))  # news: the clock starts again
@@ -514,14 +606,14 @@ def test_a_charge_that_never_finishes_is_given_up():
     assert [u["cp"] for u in summary] == ["CP01", "CP02"]
 
 
-def test_refused_driver_id_ends_with_code_1():
-    rig = Rig([Request("CP01")], central=FakeCentral(refuse="bad id"))
+def test_refused_driver_id_ends_with_code_1(make_rig):
+    rig = make_rig([Request("CP01")], central=FakeCentral(refuse="bad id"))
     assert rig.lines() == ["Central refused driver D1: bad id"]
     assert rig.codes == [1]
 
 
-def test_list_shows_the_available_cps():
-    rig = Rig([], list_only=True)
+def test_list_shows_the_available_cps(make_rig):
+    rig = make_rig([], list_only=True)
     assert rig.central.received == [m.Driver("D1"), m.ListCps("D1")]
     rig.send(m.Available([m.CpInfo("CP01", "Calle Mayor 1", 0.3), m.CpInfo("CP02", "Plaza", 0.25)]))
     assert rig.lines()[1:] == [
@@ -532,8 +624,8 @@ def test_list_shows_the_available_cps():
     assert rig.codes == [0]
 
 
-def test_interrupt_shows_what_there_is_and_ends_with_130():
-    rig = started([Request("CP01")])
+def test_interrupt_shows_what_there_is_and_ends_with_130(make_rig):
+    rig = started([Request("CP01")], make_rig)
     rig.lines()
     rig.driver.interrupt()
     assert rig.lines() == [
@@ -541,6 +633,165 @@ def test_interrupt_shows_what_there_is_and_ends_with_130():
         "summary for driver D1: 0 tickets (0.000 kWh, 0.00 €), 0 refused, 0 unfinished",
     ]
     assert rig.codes == [130]
+
+
+# ---------------------------------------------------------------------------
+# Kafka only: positioning, ticket receipts, silence, outages, replays
+# ---------------------------------------------------------------------------
+
+
+def test_kafka_hello_waits_until_the_consumer_is_positioned():
+    rig = KafkaRig([Request("CP01")], ready=False)
+    rig.clock.advance(30)
+    rig.flush()
+    assert rig.central.received == []  # an answer now could land before our position
+    assert rig.consumer.topic == "driver.notifications" and rig.consumer.key == "D1"
+    assert rig.consumer.group_id == "evdriver-D1"
+    rig.positioned()
+    assert rig.central.received == [m.Driver("D1")]
+    assert rig.lines() == ["connected to Central through Kafka at fake:9092 as driver D1"]
+
+
+def test_kafka_every_ticket_received_is_confirmed_even_a_duplicate():
+    central = FakeCentral(on_hello=[m.Ticket("S0", 2.5, 0.75, 300, "CP07", "D1", "unplug")])
+    rig = started([Request("CP01")], KafkaRig, central=central)
+    assert rig.confirmations() == ["S0"]
+    ticket = m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target")
+    rig.send(m.Authorized("D1", "CP01", "S1"), ticket, ticket)
+    # Central re-sends a ticket until it hears of it: the driver, done, still confirms it.
+    assert rig.confirmations() == ["S0", "S1", "S1"]
+    assert [e["session"] for e in rig.events if e["type"] == "ticket"] == ["S0", "S1"]
+    assert rig.codes == [0]
+
+
+def test_kafka_the_last_ticket_is_confirmed_although_the_run_ends_with_it():
+    rig = started([Request("CP01")], KafkaRig)
+    # As evdriver does: the end of the run stops the service at once.
+    rig.driver.done.addCallback(lambda code: rig.driver.stopService())
+    rig.send(m.Authorized("D1", "CP01", "S1"), m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target"))
+    assert rig.codes == [0] and not rig.transport.running
+    assert rig.confirmations() == ["S1"]
+
+
+def test_kafka_central_silent_is_said_once_and_the_hello_retried_with_backoff():
+    central = FakeCentral()
+    rig = KafkaRig([Request("CP01")], central=central, ready=False)
+    central.messageReceived = lambda link, msg: central.received.append(msg)  # Central is not there
+    rig.positioned()
+    rig.advance(4.9)
+    assert rig.lines() == []
+    rig.advance(0.1)
+    assert rig.lines() == [
+        "Central does not answer through Kafka at fake:9092 (is it running with --kafka?), still waiting"
+    ]
+    assert central.received == [m.Driver("D1")] * 2
+    rig.advance(9.9)
+    assert central.received == [m.Driver("D1")] * 2  # the next one 10 s later, then 20 s...
+    rig.advance(0.1)
+    rig.advance(20)
+    assert central.received == [m.Driver("D1")] * 4
+    assert rig.lines() == []  # said once
+    # Central comes up and answers the last hello.
+    del central.messageReceived
+    rig.send(m.Accepted("DRIVER", "D1"))
+    assert rig.lines() == ["connected to Central through Kafka at fake:9092 as driver D1"]
+    rig.advance(1.0)
+    assert central.requests() == [m.Req("D1", "CP01")]
+    assert rig.lines() == ["[1/1] CP01: requesting a charge (no target)"]
+    # No answer to the REQ: every 10 s of silence, a hello checks Central is there.
+    rig.advance(60)
+    assert [x for x in central.received if isinstance(x, m.Driver)] == [m.Driver("D1")] * (4 + 6)
+    assert rig.lines() == []
+
+
+def test_kafka_silence_mid_charge_brings_a_hello_that_recovers_the_ticket():
+    # Central restarted mid-charge and no longer forwards anything to us until we speak.
+    rig = started([Request("CP01")], KafkaRig, probe_after=10.0)
+    rig.send(m.Authorized("D1", "CP01", "S1"), telem(1, 0.1, seconds=1))
+    rig.lines()
+    hellos = lambda: [x for x in rig.central.received if isinstance(x, m.Driver)]
+    rig.advance(9.9)
+    assert len(hellos()) == 1
+    rig.central.on_hello = [m.Ticket("S1", 0.3, 0.09, 3, "CP01", "D1", "target")]
+    rig.advance(0.1)
+    assert len(hellos()) == 2
+    assert rig.lines() == [
+        "[1/1] CP01: TICKET 0.300 kWh  0.09 €  0:03  (target reached), session S1",
+        "summary for driver D1: 1 ticket (0.300 kWh, 0.09 €), 0 refused, 0 unfinished",
+        "  ticket   CP01        0.300 kWh     0.09 €      0:03  target reached",
+    ]
+    assert rig.confirmations() == ["S1"]
+    assert rig.codes == [0]
+
+
+def test_kafka_hellos_that_check_on_central_do_not_postpone_giving_up():
+    rig = started([Request("CP01")], KafkaRig, charge_timeout=30)
+    rig.central.on_hello = [m.Authorized("D1", "CP01", "S1")]  # as Central does for a charge in progress
+    rig.send(m.Authorized("D1", "CP01", "S1"))
+    rig.lines()
+    rig.advance(29.9)
+    assert len([x for x in rig.central.received if isinstance(x, m.Driver)]) == 1 + 2
+    assert rig.lines() == []  # no "reconnected" for each check
+    rig.advance(0.1)
+    assert rig.lines()[0] == "[1/1] CP01: no news of the charge for 30 s, giving up on it"
+
+
+def test_kafka_outage_is_shown_once_and_its_end_too():
+    rig = KafkaRig([Request("CP01")], ready=False)
+    watcher = rig.bus.watchers[0]
+    watcher.kafka_unreachable(Exception("NoBrokersAvailable"))
+    watcher.kafka_unreachable(Exception("NoBrokersAvailable"))
+    rig.advance(30)
+    assert rig.lines() == ["cannot reach Kafka at fake:9092 (NoBrokersAvailable), retrying"]
+    watcher.kafka_reachable()
+    watcher.kafka_reachable()
+    rig.positioned()
+    assert rig.lines() == [
+        "reached Kafka at fake:9092 again",
+        "connected to Central through Kafka at fake:9092 as driver D1",
+    ]
+
+
+def test_kafka_answers_to_earlier_hellos_and_unasked_lists_are_ignored():
+    central = FakeCentral()
+    rig = KafkaRig([Request("CP01"), Request("CP02")], central=central)
+    rig.lines()
+    # An answer to an earlier hello (or an earlier run's, replayed from the
+    # partition), and an AVAILABLE nobody asked for, change nothing.
+    rig.send(m.Accepted("DRIVER", "D1"), m.Available([]))
+    assert rig.lines() == []
+    rig.advance(1.0)
+    assert central.requests() == [m.Req("D1", "CP01")]
+    rig.send(m.Accepted("DRIVER", "D1"))
+    rig.advance(5.0)
+    assert central.requests() == [m.Req("D1", "CP01")]
+    assert rig.driver.phase is Phase.REQUESTED
+
+
+def test_kafka_a_request_kafka_refused_is_sent_again_after_the_next_hello():
+    rig = KafkaRig([Request("CP01", 0.2)])
+    rig.bus.hold = True
+    rig.clock.advance(1.0)
+    assert rig.bus.take() == [("driver.requests", "D1", m.Req("D1", "CP01", 0.2))]  # never reaches Central
+    rig.bus.hold = False
+    rig.lines()
+    rig.bus.fail(BusError("Kafka at fake:9092 did not take the driver.requests message: not authorized"))
+    assert rig.lines() == [
+        "could not send REQ through Kafka at fake:9092: "
+        "Kafka at fake:9092 did not take the driver.requests message: not authorized"
+    ]
+    rig.flush()
+    assert rig.central.received[-1] == m.Driver("D1")  # a hello: once answered, the REQ goes again
+    assert rig.central.requests() == []
+    rig.advance(1.0)
+    assert rig.central.requests() == [m.Req("D1", "CP01", 0.2)]
+
+
+def test_kafka_stop_cancels_the_timers():
+    rig = KafkaRig([Request("CP01")])
+    rig.driver.interrupt()
+    rig.driver.stopService()
+    assert rig.clock.getDelayedCalls() == []
 
 
 # ---------------------------------------------------------------------------

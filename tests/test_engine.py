@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -14,6 +16,7 @@ from evnet import engine_tap
 from evnet.ctl import LineExchange, build_parser, client_endpoint_string
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
+from evnet.services.bus import BusError, BusFull, KafkaBus
 from evnet.services.engine import (
     STATE_FILE_NAME,
     Charger,
@@ -63,6 +66,64 @@ class MonitorEnd:
 
     def lose(self):
         self.link.connectionLost(Failure(ConnectionDone()))
+
+
+class FakeBus(service.MultiService):
+    """
+    A L{KafkaBus} stand-in: records every publish as (topic, key, msg).  Each
+    publish's Deferred fires at once (C{hold=False}) or waits in C{waiting}
+    for L{ack} / L{fail}.  L{subscribe_key} returns a L{FakeConsumer}.
+    """
+
+    bootstrap = "fake:9092"
+
+    def __init__(self, hold=False):
+        super().__init__()
+        self.hold = hold
+        self.published = []
+        self.waiting = []
+        self.consumers = []
+        self.watchers = []
+
+    def publish(self, topic, key, msg):
+        self.published.append((topic, key, msg))
+        d = defer.Deferred()
+        if self.hold:
+            self.waiting.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def ack(self):
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def fail(self, error):
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.errback(error)
+
+    def take(self, topic=None):
+        """What was published (to C{topic}) since last asked, as (topic, key, msg)."""
+        got = [p for p in self.published if topic is None or p[0] == topic]
+        self.published = [p for p in self.published if p not in got]
+        return got
+
+    def subscribe_key(self, topic, key, handler, group_id):
+        consumer = FakeConsumer(topic, key, handler, group_id)
+        self.consumers.append(consumer)
+        return consumer
+
+
+class FakeConsumer:
+    def __init__(self, topic, key, handler, group_id):
+        self.topic, self.key, self.handler, self.group_id = topic, key, handler, group_id
+        self.ready = defer.Deferred()
+
+    def feed(self, *msgs):
+        for msg in msgs:
+            self.handler(self.topic, self.key, msg)
 
 
 def make_engine(tmp_path, clock=None, **kwargs):
@@ -346,7 +407,8 @@ def parse_engine_options(*argv):
     [
         (["--power-kw", "0"], "--power-kw must be a number of kW above 0"),
         (["--power-kw", "fast"], "--power-kw must be a number of kW above 0"),
-        (["--kafka", "localhost:9092"], "--kafka is not supported yet"),
+        (["--kafka", "localhost"], "--kafka: Kafka address 'localhost': expected HOST:PORT"),
+        (["--kafka", "tcp:host=h"], "--kafka: Kafka address 'tcp:host=h': expected tcp:host=HOST:port=PORT"),
         (["--listen", "nonsense"], "--listen 'nonsense' is not a server endpoint string"),
     ],
 )
@@ -383,3 +445,122 @@ def test_evctl_sends_one_command_line_and_reads_one_answer():
     args = build_parser().parse_args(["engine", "7101", "request", "D1", "5"])
     assert (args.endpoint, args.action, args.args) == ("7101", "request", ["D1", "5"])
     assert client_endpoint_string("7101") == "tcp:host=127.0.0.1:port=7101"
+
+
+# ---------------------------------------------------------------------------
+# --kafka: TELEM, STOP and REQ through Kafka instead of the Monitor link
+# ---------------------------------------------------------------------------
+
+
+def test_with_kafka_telemetry_and_stop_go_to_their_topics_not_the_monitor(tmp_path):
+    bus = FakeBus()
+    engine, clock = make_engine(tmp_path, bus=bus)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(kwh=0.025))
+    engine.command("plug")
+    assert run(clock, monitor, 3) == []  # nothing for Central on the Monitor link
+    assert bus.take() == [
+        ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 1, 0.01, POWER, 0.005, 1)),
+        ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 2, 0.02, POWER, 0.01, 2)),
+        ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 3, 0.025, POWER, 0.0125, 2)),
+        ("cp.events", "CP1", m.Stop("CP1", "S1", 4, 0.025, 0.0125, 2, "target")),
+    ]
+    # Control still comes on the Monitor link: the TICKET ends the re-sending.
+    monitor.send(m.Hck())
+    assert monitor.received() == [m.HckResp("OK")]
+    monitor.send(m.Ticket("S1", 0.025, 0.0125, 2, "CP1", "D1", "target"))
+    run(clock, monitor, 10)
+    assert bus.take() == []
+    assert "awaiting-tickets=0" in engine.command("status")
+    assert "kafka=fake:9092" in engine.command("status")
+
+
+def test_with_kafka_a_stop_is_resent_until_its_ticket_one_copy_at_a_time(tmp_path):
+    bus = FakeBus(hold=True)  # Kafka is unreachable: nothing is acknowledged
+    engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(seconds=1))
+    clock.advance(1)
+    stop = m.Stop("CP1", "S1", 2, 0.01, 0.005, 1, "target")
+    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]
+    clock.advance(10)
+    assert bus.take("cp.events") == []  # the first copy still waits for Kafka: no pile-up
+    bus.ack()  # Kafka is back and took it; the TICKET has not come back yet
+    clock.advance(5)
+    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]
+    bus.fail(BusError("Kafka at fake:9092 did not take the cp.events message: too large"))
+    clock.advance(5)
+    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]  # sent again after a refusal
+    bus.ack()
+    monitor.send(m.Ticket("S1", 0.01, 0.005, 1, "CP1", "D1", "target"))
+    clock.advance(20)
+    assert bus.take("cp.events") == []
+    assert monitor.received() == []  # never on the Monitor link
+
+
+def test_with_kafka_a_refused_stop_is_logged_and_kept(tmp_path):
+    bus = FakeBus(hold=True)
+    engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
+    connect(engine, clock)
+    engine.messageReceived(engine.monitor, start_msg(seconds=1))
+    clock.advance(1)
+    with capturedLogs() as events:
+        bus.fail(BusFull("10000 messages are already waiting for Kafka at fake:9092; refusing a new cp.events message"))
+    text = [formatEvent(e) for e in events]
+    assert any(
+        "STOP for session S1 not sent to Kafka: 10000 messages are already waiting" in t and "sent again in 5 s" in t
+        for t in text
+    ), text
+    assert "awaiting-tickets=1" in engine.command("status")
+
+
+def test_with_kafka_refused_telemetry_is_logged_once_then_its_recovery(tmp_path):
+    bus = FakeBus(hold=True)
+    engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    with capturedLogs() as events:
+        for _ in range(3):
+            clock.advance(1)
+            bus.fail(BusFull("10000 messages are already waiting for Kafka at fake:9092; refusing a new cp.telemetry message"))
+        clock.advance(1)
+        bus.ack()
+    text = [formatEvent(e) for e in events]
+    refused = [t for t in text if "not sent to Kafka" in t]
+    assert refused == [
+        "TELEM 1 of session S1 not sent to Kafka: 10000 messages are already waiting for Kafka at fake:9092; "
+        "refusing a new cp.telemetry message. Central misses this update; the state file and the STOP keep the "
+        "totals. Further failures are counted until Kafka takes one"
+    ]
+    assert any("Kafka takes telemetry again; 3 TELEM records could not be sent meanwhile" in t for t in text)
+    # The state file still holds the truth.
+    assert json.loads((tmp_path / STATE_FILE_NAME).read_text())["session"]["seq"] == 4
+
+
+def test_with_kafka_a_request_at_the_cp_goes_to_cp_events(tmp_path):
+    bus = FakeBus()
+    engine, clock = make_engine(tmp_path, bus=bus)
+    assert engine.command("request D1").startswith("ERROR no Monitor connected")  # its answer comes that way
+    monitor = connect(engine, clock)
+    assert engine.command("request D1 2.5").startswith("OK asked Central")
+    assert bus.take() == [("cp.events", "CP1", m.Req("D1", "CP1", 2.5))]
+    assert monitor.received() == []
+
+
+def test_with_kafka_a_stop_restored_from_the_state_file_is_published_at_start(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    run(clock, monitor, 2)
+    engine.stopService()
+    bus = FakeBus()
+    make_engine(tmp_path, bus=bus)  # the charge ends: engine-restart, no Monitor yet
+    assert bus.take() == [("cp.events", "CP1", m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "engine-restart"))]
+
+
+def test_engine_options_accept_kafka_and_make_a_bus_started_before_the_engine(tmp_path):
+    options = parse_engine_options("--state-dir", str(tmp_path), "--kafka", "127.0.0.1:9092", "--control", "none")
+    top = engine_tap.makeService(options)
+    children = list(top)
+    assert isinstance(children[0], KafkaBus) and children[0].bootstrap == "127.0.0.1:9092"
+    assert isinstance(children[1], EngineService) and children[1].bus is children[0]

@@ -16,7 +16,8 @@ from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Fra
 from evnet.services.monitor import Health, MonitorService
 
 from tests.linkhelpers import frame_of
-from tests.test_engine import read_frames
+from evnet.services.bus import BusError, KafkaBus
+from tests.test_engine import FakeBus, read_frames
 
 
 class Peer:
@@ -100,9 +101,9 @@ def authenticate(central, state="ACTIVADO"):
     return central.received()
 
 
-def running(engine_ok=True):
+def running(engine_ok=True, **kwargs):
     """A Monitor with both links up, authenticated, the Engine answering OK."""
-    monitor, engine, central, clock = make_monitor()
+    monitor, engine, central, clock = make_monitor(**kwargs)
     monitor.startService()
     authenticate(central.peer)
     engine.peer.accept()
@@ -339,3 +340,66 @@ def test_monitor_options_reject_mistakes_clearly(argv, message):
 def test_monitor_options_accept_a_good_command_line():
     options = parse_monitor_options(*GOOD, "--health-timeout", "1.5")
     assert (options["price"], options["health-period"], options["health-timeout"]) == (0.3, 1.0, 1.5)
+
+
+# ---------------------------------------------------------------------------
+# --kafka: AVR and RCV through cp.events; STATUS stays on the link
+# ---------------------------------------------------------------------------
+
+
+def test_with_kafka_avr_and_rcv_go_to_cp_events_and_status_stays_on_the_link():
+    bus = FakeBus()
+    monitor, engine, central, clock = running(bus=bus)
+    central.received()
+    answer_health(engine, clock, "KO")
+    assert bus.take() == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
+    clock.advance(1)
+    msgs = central.received()
+    assert m.Status("CP1", "KO") in msgs  # Central sees the fault this way too
+    assert not [x for x in msgs if isinstance(x, (m.Avr, m.Rcv))]
+    answer_health(engine, clock, "OK")
+    assert bus.take() == [("cp.events", "CP1", m.Rcv("CP1"))]
+    assert not [x for x in central.received() if isinstance(x, (m.Avr, m.Rcv))]
+
+
+def test_with_kafka_a_fault_known_before_auth_is_published_right_after_it():
+    bus = FakeBus()
+    monitor, engine, central, clock = make_monitor(bus=bus)
+    monitor.startService()
+    engine.peer.accept()
+    engine.peer.received()
+    engine.peer.send(m.HckResp("KO"))
+    assert bus.take() == []  # Central is not authenticated yet
+    msgs = authenticate(central.peer)
+    assert bus.take() == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
+    assert msgs == [m.Status("CP1", "KO")]
+
+
+def test_with_kafka_the_engines_messages_are_still_relayed_on_the_link():
+    # An Engine without --kafka behind a Monitor with it: nothing is lost.
+    bus = FakeBus()
+    monitor, engine, central, clock = running(bus=bus)
+    central.received()
+    telem = m.Telem("CP1", "S1", 1, 0.01, 36.0, 0.01, 1)
+    engine.send(telem)
+    assert central.received() == [telem]
+    assert bus.take() == []
+
+
+def test_with_kafka_a_refused_avr_is_logged():
+    bus = FakeBus(hold=True)
+    monitor, engine, central, clock = running(bus=bus)
+    answer_health(engine, clock, "KO")
+    with capturedLogs() as events:
+        bus.fail(BusError("Kafka at fake:9092 did not take the cp.events message: not authorized"))
+    text = [formatEvent(e) for e in events]
+    assert any("AVR not sent to Kafka: Kafka at fake:9092 did not take" in t and "STATUS" in t for t in text), text
+
+
+def test_monitor_options_accept_kafka_and_refuse_a_bad_address():
+    with pytest.raises(usage.UsageError) as e:
+        parse_monitor_options(*GOOD, "--kafka", "nowhere")
+    assert "--kafka: Kafka address 'nowhere': expected HOST:PORT" in str(e.value)
+    options = parse_monitor_options(*GOOD, "--kafka", "127.0.0.1:9092")
+    monitor = monitor_tap.makeService(options)
+    assert isinstance(monitor.bus, KafkaBus) and monitor.bus.parent is monitor

@@ -6,12 +6,14 @@ Three parts, each testable alone:
 
 - :func:`parse_requests` — pure: the text of a request file to a list of
   :class:`Request` and a list of :class:`BadLine` problems.
-- :class:`DriverService` — the behaviour: a ``Service`` and a
-  :class:`~evnet.protocols.link.LinkHandler` that keeps one link to
-  Central's drivers endpoint (through ``ClientService`` with backoff), says
-  hello, works through the requests, and reports everything it sees as
-  *events*: plain dicts with a ``type`` and named fields (the same dicts are
-  printed by ``evdriver --json``).
+- :class:`DriverService` — the behaviour, whatever the transport: says
+  hello, works through the requests, follows each charge to its ticket,
+  and reports everything it sees as *events*: plain dicts with a ``type``
+  and named fields (the same dicts are printed by ``evdriver --json``).
+  It reaches Central through one of two thin transports:
+  :class:`LinkTransport` (a framed link to Central's drivers endpoint, kept
+  up by ``ClientService`` with backoff) or :class:`KafkaTransport` (the
+  ``driver.requests`` / ``driver.notifications`` topics).
 - :class:`DriverView` — pure: an event to the lines a person reads, each
   with a ``rich`` style name.
 
@@ -36,12 +38,20 @@ from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkFactory, LinkHandler
+from evnet.services.bus import BusError, KafkaBus
 
 DEFAULT_WAIT = 4.0
 DEFAULT_CHARGE_TIMEOUT = 600.0
 # After hello, how long to let Central re-send missed tickets and the
 # AUTHORIZED of a charge in progress before sending a request.
 DEFAULT_SETTLE = 1.0
+# Kafka: how long to wait for the answer to a hello before saying Central
+# does not answer (then the hello is sent again, with a growing delay), and
+# how long Central may stay silent while we wait for news of a charge before
+# we say hello again (Central answers with the charge in progress and any
+# ticket not yet confirmed).
+DEFAULT_HELLO_TIMEOUT = 5.0
+DEFAULT_PROBE_AFTER = 10.0
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
@@ -191,9 +201,34 @@ class DriverView:
     def _bad_line(self, e: Event) -> list[tuple[str, str]]:
         return [(f"skipped {e['message']}", "yellow")]
 
+    @staticmethod
+    def _at(e: Event) -> str:
+        """Where Central is: on a link, or through Kafka."""
+        if e.get("via") == "kafka":
+            return f"through Kafka at {e['central']}"
+        return f"at {e['central']}"
+
     def _connected(self, e: Event) -> list[tuple[str, str]]:
         verb = "reconnected" if e.get("again") else "connected"
-        return [(f"{verb} to Central at {e['central']} as driver {e['driver']}", "green")]
+        return [(f"{verb} to Central {self._at(e)} as driver {e['driver']}", "green")]
+
+    def _no_answer(self, e: Event) -> list[tuple[str, str]]:
+        return [
+            (
+                f"Central does not answer through Kafka at {e['central']} "
+                f"(is it running with --kafka?), still waiting",
+                "bold red",
+            )
+        ]
+
+    def _kafka_unreachable(self, e: Event) -> list[tuple[str, str]]:
+        return [(f"cannot reach Kafka at {e['kafka']} ({e['reason']}), retrying", "bold red")]
+
+    def _kafka_back(self, e: Event) -> list[tuple[str, str]]:
+        return [(f"reached Kafka at {e['kafka']} again", "green")]
+
+    def _not_sent(self, e: Event) -> list[tuple[str, str]]:
+        return [(f"could not send {e['code']} through Kafka at {e['kafka']}: {e['reason']}", "bold red")]
 
     def _unreachable(self, e: Event) -> list[tuple[str, str]]:
         return [(f"cannot reach Central at {e['central']} ({e['reason']}), retrying", "bold red")]
@@ -300,6 +335,14 @@ class DriverView:
 # ---------------------------------------------------------------------------
 
 
+def _cancel_timer(owner: Any, name: str) -> None:
+    """Cancel the delayed call in C{owner}'s attribute C{name} (if pending) and clear it."""
+    timer = getattr(owner, name)
+    if timer is not None and timer.active():
+        timer.cancel()
+    setattr(owner, name, None)
+
+
 class Phase(Enum):
     STARTING = "starting"  # no hello accepted yet in this run
     IDLE = "idle"  # ready for the next request (once the link is up)
@@ -330,9 +373,10 @@ class Charge:
     n: int = 0  # 1-based position in the file; 0 for a recovered charge
     session: Optional[str] = None
     timer: Any = None
-    # The REQ went out on a link that was lost before Central answered.
+    # The REQ went out on a link that was lost before Central answered (or
+    # the transport could not send it): send it again after the next hello.
     unanswered_on_lost_link: bool = False
-    req_link: Any = None
+    req_channel: Any = None
 
 
 @dataclass
@@ -342,30 +386,20 @@ class Summary:
     unfinished: list[Event] = field(default_factory=list)
 
 
-class _ReportingEndpoint:
-    """An endpoint that tells the driver when a connection attempt fails."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint, failed: Callable[[Failure], None]) -> None:
-        self._endpoint = endpoint
-        self._failed = failed
-
-    def connect(self, factory: Any) -> defer.Deferred:
-        d = self._endpoint.connect(factory)
-
-        def report(failure: Failure) -> Failure:
-            self._failed(failure)
-            return failure
-
-        return d.addErrback(report)
-
-
-class DriverService(service.MultiService, LinkHandler):
+class DriverService(service.MultiService):
     """
-    The driver: works through C{requests} against Central at C{endpoint}
-    (described to the user as C{central}), reporting events to C{emit}.
-    C{done} fires with the exit code when it has finished (0) or Central
-    refused the driver id (1).  With C{list_only}, it asks which CPs are
-    available instead and finishes.
+    The driver, whatever the transport: works through C{requests} against
+    Central, reached through C{transport} (a L{LinkTransport} or a
+    L{KafkaTransport}), reporting events to C{emit}.  C{done} fires with
+    the exit code when it has finished (0) or Central refused the driver id
+    (1).  With C{list_only}, it asks which CPs are available instead and
+    finishes.
+
+    The transport calls L{channel_opened} when Central can be spoken to
+    (the hello goes out then), L{message_received} for each message from
+    Central, L{channel_lost} when a link is lost and L{central_silent} when
+    Central stopped answering; the driver calls the transport's
+    C{hello_accepted()} and C{close()}, and a channel's C{send(msg)}.
     """
 
     log = Logger()
@@ -374,8 +408,7 @@ class DriverService(service.MultiService, LinkHandler):
         self,
         driver_id: str,
         requests: list[Request],
-        endpoint: IStreamClientEndpoint,
-        central: str,
+        transport: "LinkTransport | KafkaTransport",
         emit: Callable[[Event], None],
         clock: IReactorTime,
         *,
@@ -383,12 +416,10 @@ class DriverService(service.MultiService, LinkHandler):
         charge_timeout: float = DEFAULT_CHARGE_TIMEOUT,
         settle: float = DEFAULT_SETTLE,
         list_only: bool = False,
-        retry_policy: Optional[Callable[[int], float]] = None,
     ) -> None:
         super().__init__()
         self.driver_id = driver_id
         self.requests = list(requests)
-        self.central = central
         self._emit = emit
         self.clock = clock
         self.wait = wait
@@ -401,21 +432,31 @@ class DriverService(service.MultiService, LinkHandler):
         self.recovered: dict[str, Charge] = {}
         self.seen_tickets: set[str] = set()
         self.summary = Summary()
-        self.link: Optional[FramedLink] = None
-        self.ready = False  # hello accepted on self.link
+        self.channel: Any = None  # where the hello went: a FramedLink, or the Kafka transport
+        self.ready = False  # Central accepted the hello on self.channel
+        self.listed = False  # LIST sent (list_only)
         self.done: defer.Deferred = defer.Deferred()
         self._hellos = 0
-        self._outage_reported = False
         self._settle_timer: Any = None
         self._wait_timer: Any = None
-        self._client = ClientService(
-            _ReportingEndpoint(endpoint, self._connect_failed),
-            LinkFactory(self, initiator=True, clock=clock),
-            retryPolicy=retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=5.0),
-            clock=clock,
-            prepareConnection=self._prepare,
+        self.transport = transport
+        transport.attach(self)
+        transport.setServiceParent(self)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.DONE
+
+    @property
+    def awaiting_central(self) -> bool:
+        """Something is expected from Central: an answer, news of a charge, the list."""
+        if self.phase is Phase.DONE:
+            return False
+        return (
+            self.phase in (Phase.STARTING, Phase.REQUESTED, Phase.AUTHORIZED, Phase.CHARGING)
+            or bool(self.recovered)
+            or self.list_only
         )
-        self._client.setServiceParent(self)
 
     # -- events and the phase machine -------------------------------------
 
@@ -434,49 +475,48 @@ class DriverService(service.MultiService, LinkHandler):
             return {"cp": charge.cp_id, "recovered": True}
         return {"cp": charge.cp_id, "n": charge.n, "total": len(self.requests)}
 
-    # -- connection --------------------------------------------------------
+    # -- the transport's calls ----------------------------------------------
 
-    def _prepare(self, link: FramedLink) -> defer.Deferred:
-        # Wait for the link to open; a refused or silent peer counts as a failed attempt.
-        return link.opened.addErrback(lambda f: (self._connect_failed(f), f)[1])
-
-    def _connect_failed(self, failure: Failure) -> None:
-        if self.phase is Phase.DONE or self._outage_reported:
-            return
-        self._outage_reported = True
-        self.emit("unreachable", central=self.central, reason=failure.getErrorMessage())
-
-    def linkOpened(self, link: FramedLink) -> None:
-        self.link = link
+    def channel_opened(self, channel: Any) -> None:
+        """Central can be spoken to through C{channel}: say hello."""
+        self.channel = channel
         self.ready = False
-        link.send(m.Driver(self.driver_id))
+        channel.send(m.Driver(self.driver_id))
 
-    def linkLost(self, link: FramedLink, reason: Failure) -> None:
-        if link is not self.link:
+    def channel_lost(self, channel: Any) -> None:
+        """The link C{channel} is gone; a hello on the next one resumes."""
+        if channel is not self.channel:
             return
-        was_ready = self.ready
-        self.link = None
+        self.channel = None
         self.ready = False
         self._cancel("_settle_timer")
-        if self.phase is Phase.DONE:
-            return
         if self.phase is Phase.REQUESTED and self.current is not None:
             self.current.unanswered_on_lost_link = True
-        if was_ready and not self._outage_reported:
-            self.emit("link_lost", central=self.central)
+
+    def central_silent(self) -> None:
+        """Central does not answer our hello: no new request until it does."""
+        self.ready = False
+
+    def request_not_sent(self) -> None:
+        """The transport could not send the current REQ: send it again after the next hello."""
+        if self.phase is Phase.REQUESTED and self.current is not None:
+            self.current.unanswered_on_lost_link = True
 
     def _hello_accepted(self) -> None:
-        self.ready = True
-        self._outage_reported = False
-        self.emit("connected", central=self.central, again=self._hellos > 0)
-        self._hellos += 1
+        self.transport.hello_accepted()
+        if not self.ready:
+            self.ready = True
+            self.emit("connected", again=self._hellos > 0, **self.transport.describe())
+            self._hellos += 1
+            # Central has a fresh chance to answer: restart the give-up timers.
+            for charge in [self.current, *self.recovered.values()]:
+                if charge is not None and charge.timer is not None:
+                    self._arm(charge)
+        # (Otherwise it answers a hello that checked Central is still there.)
         if self.list_only:
-            self.link.send(m.ListCps(self.driver_id))
+            self.listed = True
+            self.channel.send(m.ListCps(self.driver_id))
             return
-        # Central has a fresh chance to answer: restart the give-up timers.
-        for charge in [self.current, *self.recovered.values()]:
-            if charge is not None and charge.timer is not None:
-                self._arm(charge)
         self._cancel("_settle_timer")
         self._settle_timer = self.clock.callLater(self.settle, self._settled)
 
@@ -507,9 +547,9 @@ class DriverService(service.MultiService, LinkHandler):
     def _send_request(self, charge: Charge) -> None:
         request = charge.request
         charge.unanswered_on_lost_link = False
-        charge.req_link = self.link
+        charge.req_channel = self.channel
         self.emit("request", target_kwh=request.target_kwh, **self._where(charge))
-        self.link.send(m.Req(self.driver_id, request.cp_id, request.target_kwh))
+        self.channel.send(m.Req(self.driver_id, request.cp_id, request.target_kwh))
         self._arm(charge)
 
     def _outcome(self) -> None:
@@ -558,7 +598,8 @@ class DriverService(service.MultiService, LinkHandler):
 
     # -- messages from Central ---------------------------------------------
 
-    def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
+    def message_received(self, link: Any, msg: m.Message) -> None:
+        """A message from Central, through C{link} (the channel it came by)."""
         if self.phase is Phase.DONE:
             return
         handler = getattr(self, "_on_" + type(msg).__name__, None)
@@ -567,18 +608,18 @@ class DriverService(service.MultiService, LinkHandler):
             return
         handler(link, msg)
 
-    def _on_Accepted(self, link: FramedLink, msg: m.Accepted) -> None:
-        if msg.what == "DRIVER" and link is self.link:
+    def _on_Accepted(self, link: Any, msg: m.Accepted) -> None:
+        if msg.what == "DRIVER" and link is self.channel:
             self._hello_accepted()
 
-    def _on_Refused(self, link: FramedLink, msg: m.Refused) -> None:
+    def _on_Refused(self, link: Any, msg: m.Refused) -> None:
         if msg.what == "DRIVER":
             self.emit("refused", reason=msg.reason)
             self._finish(1)
         else:
             self.log.info("driver {driver}: Central refused {what}: {reason}", driver=self.driver_id, what=msg.what, reason=msg.reason)
 
-    def _on_Authorized(self, link: FramedLink, msg: m.Authorized) -> None:
+    def _on_Authorized(self, link: Any, msg: m.Authorized) -> None:
         charge = self.current
         if charge is not None and msg.session_id == charge.session:
             return  # re-sent after a reconnect: we are following it already
@@ -596,7 +637,7 @@ class DriverService(service.MultiService, LinkHandler):
         self.emit("recovered_charge", cp=msg.cp_id, session=msg.session_id)
         self._arm(recovered)
 
-    def _on_Denied(self, link: FramedLink, msg: m.Denied) -> None:
+    def _on_Denied(self, link: Any, msg: m.Denied) -> None:
         charge = self.current
         if self.phase is not Phase.REQUESTED or msg.cp_id != charge.cp_id:
             self.log.info("driver {driver}: DENIED for {cp} not expected, ignored", driver=self.driver_id, cp=msg.cp_id)
@@ -605,7 +646,7 @@ class DriverService(service.MultiService, LinkHandler):
         self.summary.refused.append({"cp": charge.cp_id, "reason": msg.reason})
         self._outcome()
 
-    def _on_Telem(self, link: FramedLink, msg: m.Telem) -> None:
+    def _on_Telem(self, link: Any, msg: m.Telem) -> None:
         charge = self.current
         if charge is not None and msg.session_id == charge.session:
             if self.phase is Phase.AUTHORIZED:
@@ -625,7 +666,7 @@ class DriverService(service.MultiService, LinkHandler):
             **self._where(charge),
         )
 
-    def _on_Ticket(self, link: FramedLink, msg: m.Ticket) -> None:
+    def _on_Ticket(self, link: Any, msg: m.Ticket) -> None:
         if msg.session_id in self.seen_tickets:
             return  # a duplicate: our ACK of the first one was lost
         self.seen_tickets.add(msg.session_id)
@@ -635,7 +676,7 @@ class DriverService(service.MultiService, LinkHandler):
             # The charge ended while we were away, before we heard AUTHORIZED.
             or (
                 self.phase is Phase.REQUESTED
-                and charge.req_link is not link
+                and charge.req_channel is not link
                 and msg.cp_id == charge.cp_id
             )
         )
@@ -659,12 +700,12 @@ class DriverService(service.MultiService, LinkHandler):
         else:
             self._next()
 
-    def _on_Notice(self, link: FramedLink, msg: m.Notice) -> None:
+    def _on_Notice(self, link: Any, msg: m.Notice) -> None:
         self.emit("notice", subject=msg.subject, text=msg.text)
 
-    def _on_Available(self, link: FramedLink, msg: m.Available) -> None:
-        if not self.list_only:
-            return
+    def _on_Available(self, link: Any, msg: m.Available) -> None:
+        if not self.listed:
+            return  # not an answer to our LIST (e.g. an old record replayed from Kafka)
         cps = [{"cp": cp.cp_id, "location": cp.location, "price": cp.price} for cp in msg.cps]
         self.emit("available", cps=cps)
         self._finish(0)
@@ -688,8 +729,7 @@ class DriverService(service.MultiService, LinkHandler):
                 refused=self.summary.refused,
                 unfinished=self.summary.unfinished,
             )
-        if self.link is not None:
-            self.link.close()
+        self.transport.close()
         self.done.callback(code)
 
     def interrupt(self) -> None:
@@ -697,7 +737,293 @@ class DriverService(service.MultiService, LinkHandler):
         self._finish(130, interrupted=True)
 
     def _cancel(self, name: str) -> None:
-        timer = getattr(self, name)
-        if timer is not None and timer.active():
-            timer.cancel()
-        setattr(self, name, None)
+        _cancel_timer(self, name)
+
+
+# ---------------------------------------------------------------------------
+# The transports: how the driver reaches Central
+# ---------------------------------------------------------------------------
+
+
+class _ReportingEndpoint:
+    """An endpoint that tells the transport when a connection attempt fails."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, failed: Callable[[Failure], None]) -> None:
+        self._endpoint = endpoint
+        self._failed = failed
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        d = self._endpoint.connect(factory)
+
+        def report(failure: Failure) -> Failure:
+            self._failed(failure)
+            return failure
+
+        return d.addErrback(report)
+
+
+class LinkTransport(service.MultiService, LinkHandler):
+    """
+    Central's drivers endpoint over a framed link, kept up by
+    ``ClientService`` with backoff: each new link is a new channel (the
+    hello goes on it); a lost link and an unreachable Central are reported
+    once per outage.  Central counts a ticket as delivered when the link
+    ACKs its frame.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        central: str,
+        clock: IReactorTime,
+        *,
+        retry_policy: Optional[Callable[[int], float]] = None,
+    ) -> None:
+        super().__init__()
+        self.central = central
+        self.core: Optional[DriverService] = None
+        self.link: Optional[FramedLink] = None
+        self._outage_reported = False
+        self._client = ClientService(
+            _ReportingEndpoint(endpoint, self._connect_failed),
+            LinkFactory(self, initiator=True, clock=clock),
+            retryPolicy=retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=5.0),
+            clock=clock,
+            prepareConnection=self._prepare,
+        )
+        self._client.setServiceParent(self)
+
+    def attach(self, core: DriverService) -> None:
+        self.core = core
+
+    def describe(self) -> dict[str, Any]:
+        return {"central": self.central}
+
+    def hello_accepted(self) -> None:
+        self._outage_reported = False
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+
+    def _prepare(self, link: FramedLink) -> defer.Deferred:
+        # Wait for the link to open; a refused or silent peer counts as a failed attempt.
+        return link.opened.addErrback(lambda f: (self._connect_failed(f), f)[1])
+
+    def _connect_failed(self, failure: Failure) -> None:
+        if self.core.finished or self._outage_reported:
+            return
+        self._outage_reported = True
+        self.core.emit("unreachable", central=self.central, reason=failure.getErrorMessage())
+
+    # -- LinkHandler ---------------------------------------------------------
+
+    def linkOpened(self, link: FramedLink) -> None:
+        self.link = link
+        self.core.channel_opened(link)
+
+    def linkLost(self, link: FramedLink, reason: Failure) -> None:
+        if link is not self.link:
+            return
+        self.link = None
+        was_ready = self.core.ready
+        self.core.channel_lost(link)
+        if was_ready and not self.core.finished and not self._outage_reported:
+            self.core.emit("link_lost", central=self.central)
+
+    def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
+        self.core.message_received(link, msg)
+
+
+class WatchedBus(KafkaBus):
+    """
+    A L{KafkaBus} that also tells its C{watchers} when Kafka cannot be
+    reached (C{watcher.kafka_unreachable(reason)}) and when it can
+    (C{watcher.kafka_reachable()}), so a command can show it to its user;
+    the bus itself only logs it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watchers: list[Any] = []
+
+    def unreachable(self, reason: Any) -> None:
+        super().unreachable(reason)
+        for watcher in self.watchers:
+            watcher.kafka_unreachable(reason)
+
+    def reachable(self) -> None:
+        super().reachable()
+        for watcher in self.watchers:
+            watcher.kafka_reachable()
+
+
+class KafkaTransport(service.MultiService):
+    """
+    Central through Kafka: requests (DRIVER, REQ, LIST, and
+    ``ACCEPTED#TICKET#sessionId`` for every TICKET received, which is how
+    Central learns a ticket was delivered) go to ``driver.requests`` keyed
+    by the driver id; Central's messages come from ``driver.notifications``,
+    this driver's key only, in consumer group ``evdriver-ID`` (a restart
+    resumes where the last run stopped).
+
+    The transport itself is the one channel.  The hello goes out once the
+    consumer is positioned (on a first start the partition is read from its
+    end: an answer published before that would be missed).  A hello with no
+    answer within C{hello_timeout} is reported once ("Central does not
+    answer") and sent again with a growing delay.  While the driver waits
+    for news and Central has been silent for C{probe_after} seconds, it says
+    hello again: Central answers with the charge in progress and any ticket
+    not yet confirmed (this also covers a Central that restarted).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        bus: Any,
+        driver_id: str,
+        clock: IReactorTime,
+        *,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        probe_after: float = DEFAULT_PROBE_AFTER,
+        hello_backoff: Optional[Callable[[int], float]] = None,
+    ) -> None:
+        super().__init__()
+        self.bus = bus
+        self.driver_id = driver_id
+        self.clock = clock
+        self.probe_after = probe_after
+        self.hello_backoff = hello_backoff or backoffPolicy(
+            initialDelay=hello_timeout, maxDelay=max(30.0, hello_timeout), factor=2.0
+        )
+        self.core: Optional[DriverService] = None
+        self.hello_pending = False  # a hello went out and Central has not answered it
+        self._hellos_unanswered = 0
+        self._silence_reported = False
+        self._kafka_down = False
+        self._hello_timer: Any = None
+        self._probe_timer: Any = None
+        bus.setServiceParent(self)
+        if hasattr(bus, "watchers"):
+            bus.watchers.append(self)
+        self.consumer = bus.subscribe_key(
+            "driver.notifications", driver_id, self._record, group_id=f"evdriver-{driver_id}"
+        )
+
+    def attach(self, core: DriverService) -> None:
+        self.core = core
+
+    def describe(self) -> dict[str, Any]:
+        return {"central": self.bus.bootstrap, "via": "kafka"}
+
+    def startService(self) -> None:
+        super().startService()
+        self.consumer.ready.addCallback(self._positioned)
+
+    def _positioned(self, _: Any) -> None:
+        if self.running and not self.core.finished:
+            self.core.channel_opened(self)
+
+    def stopService(self) -> defer.Deferred:
+        self.close()
+        return super().stopService()
+
+    def close(self) -> None:
+        self._cancel("_hello_timer")
+        self._cancel("_probe_timer")
+
+    # -- the channel: what the driver sends ------------------------------------
+
+    def send(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Driver):
+            self._hello_sent()
+        d = self.bus.publish("driver.requests", self.driver_id, msg)
+        d.addErrback(self._not_sent, msg)
+
+    def _not_sent(self, failure: Failure, msg: m.Message) -> None:
+        failure.trap(BusError)
+        self.log.warn(
+            "{code} not sent to Kafka at {where}: {why}",
+            code=msg.code, where=self.bus.bootstrap, why=failure.getErrorMessage(),
+        )
+        if self.core.finished:
+            return
+        self.core.emit("not_sent", code=msg.code, kafka=self.bus.bootstrap, reason=failure.getErrorMessage())
+        if isinstance(msg, m.Req):
+            self.core.request_not_sent()
+            self._hello()  # its answer (after the settle pause) sends the REQ again
+
+    # -- hellos ----------------------------------------------------------------
+
+    def _hello(self) -> None:
+        if not self.core.finished:
+            self.send(m.Driver(self.driver_id))
+
+    def _hello_sent(self) -> None:
+        self.hello_pending = True
+        self._cancel("_probe_timer")
+        if self._hello_timer is None:
+            delay = self.hello_backoff(self._hellos_unanswered)
+            self._hello_timer = self.clock.callLater(delay, self._hello_unanswered)
+
+    def _hello_unanswered(self) -> None:
+        self._hello_timer = None
+        self._hellos_unanswered += 1
+        if self.core.finished:
+            return
+        if not self._silence_reported and not self._kafka_down:
+            self._silence_reported = True
+            self.core.central_silent()
+            self.core.emit("no_answer", central=self.bus.bootstrap)
+        self._hello()
+
+    def hello_accepted(self) -> None:
+        self.hello_pending = False
+        self._hellos_unanswered = 0
+        self._silence_reported = False
+        self._cancel("_hello_timer")
+
+    def _cancel(self, name: str) -> None:
+        _cancel_timer(self, name)
+
+    def _heard(self) -> None:
+        """Central said something: wait C{probe_after} more seconds before checking on it."""
+        self._cancel("_probe_timer")
+        if self.running and not self.hello_pending and not self.core.finished:
+            self._probe_timer = self.clock.callLater(self.probe_after, self._probe)
+
+    def _probe(self) -> None:
+        self._probe_timer = None
+        if self.core.awaiting_central:
+            self._hello()
+        else:
+            self._heard()
+
+    # -- what Central sends ------------------------------------------------------
+
+    def _record(self, topic: str, key: str, msg: m.Message) -> None:
+        if isinstance(msg, m.Accepted) and msg.what == "DRIVER" and not self.hello_pending:
+            return  # the answer to an earlier hello (or an earlier run's, replayed)
+        if isinstance(msg, m.Ticket) and self.running:
+            # Kafka's acknowledgement says nothing about the driver: confirm it
+            # ourselves, every copy (Central re-sends it until it hears of it);
+            # before the driver sees it, since the last ticket ends the run.
+            self.send(m.Accepted("TICKET", msg.session_id))
+        self.core.message_received(self, msg)
+        self._heard()
+
+    # -- Kafka's reachability (from WatchedBus) ---------------------------------
+
+    def kafka_unreachable(self, reason: Any) -> None:
+        if self._kafka_down or self.core is None or self.core.finished:
+            return
+        self._kafka_down = True
+        why = reason.getErrorMessage() if isinstance(reason, Failure) else (str(reason) or type(reason).__name__)
+        self.core.emit("kafka_unreachable", kafka=self.bus.bootstrap, reason=why)
+
+    def kafka_reachable(self) -> None:
+        if not self._kafka_down or self.core.finished:
+            return
+        self._kafka_down = False
+        self.core.emit("kafka_back", kafka=self.bus.bootstrap)

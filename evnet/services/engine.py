@@ -12,6 +12,9 @@ Three layers, each testable alone:
 - L{EngineService}: wires the Charger to its one Monitor link, to the
   control command (L{ControlFactory}, used by ``evctl engine``) and to the
   terminal (L{ConsoleProtocol}); ticks every second; saves, then sends.
+  With a Kafka bus (``--kafka``), TELEM goes to ``cp.telemetry`` and
+  STOP/REQ to ``cp.events`` (key: the CP id) instead of the Monitor link;
+  START/PARAR/REANUDAR/TICKET still come from the Monitor.
 
 ``docs/chargingpoint.md`` describes the commands and the state file.
 """
@@ -36,6 +39,10 @@ from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
+from evnet.services.bus import BusError
+
+#: Where each message for Central goes with a Kafka bus (key: the CP id).
+KAFKA_TOPICS = {m.Telem: "cp.telemetry", m.Stop: "cp.events", m.Req: "cp.events"}
 
 TICK_SECONDS = 1.0
 STOP_RESEND_SECONDS = 5.0
@@ -516,6 +523,13 @@ class EngineService(service.Service, LinkHandler):
     refused), answers HCK, applies CFG/START/PARAR/REANUDAR/TICKET, runs
     the commands, ticks every second.  Each change is saved to the state
     file before any message about it is sent.
+
+    With C{bus} (a L{evnet.services.bus.KafkaBus}, or anything with its
+    C{publish(topic, key, msg)}), TELEM, STOP and REQ are published to
+    Kafka (L{KAFKA_TOPICS}) instead of going through the Monitor link.  A
+    STOP is still re-sent every 5 s until its TICKET comes back on the
+    Monitor link, which makes a Kafka outage lossless for it; a TELEM that
+    Kafka refuses is logged (the state file and the STOP keep the totals).
     """
 
     log = Logger()
@@ -528,10 +542,14 @@ class EngineService(service.Service, LinkHandler):
         power_kw: float = 11.0,
         auto_plug: bool = False,
         restored: Optional[dict[str, Any]] = None,
+        bus: Any = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.bus = bus
         self.monitor: Optional[FramedLink] = None
+        self._stops_in_flight: set[str] = set()  # STOPs published, not yet acknowledged by Kafka
+        self._telem_failures = 0  # TELEMs Kafka refused since the last one it took
         self._outbox: list[m.Message] = []
         self.charger = Charger(clock, power_kw, self._outbox.append, auto_plug=auto_plug)
         if restored is not None:
@@ -561,9 +579,10 @@ class EngineService(service.Service, LinkHandler):
         self._commit()
 
     def resend_stops(self) -> None:
+        """Send the STOPs whose TICKET has not come back (the TICKET comes on the Monitor link)."""
         if self.monitor is not None and self.charger.pending:
-            for stop in self.charger.pending.values():
-                self.monitor.send(stop)
+            for stop in list(self.charger.pending.values()):
+                self._send(stop)
 
     def _commit(self) -> None:
         """Save the snapshot if it changed, then send what the Charger emitted."""
@@ -575,12 +594,66 @@ class EngineService(service.Service, LinkHandler):
                 self.log.error("Cannot save the state file {path}: {why}", path=self.store.path, why=e)
         outbox, self._outbox[:] = list(self._outbox), []
         for msg in outbox:
-            if self.monitor is not None:
-                self.monitor.send(msg)
+            if self.bus is not None or self.monitor is not None:
+                self._send(msg)
             elif isinstance(msg, m.Stop):
                 self.log.info("No Monitor connected: STOP for {session} kept until one is", session=msg.session_id)
             else:
                 self.log.info("No Monitor connected: {code} not sent", code=msg.code)
+
+    def _send(self, msg: m.Message) -> None:
+        """One message for Central: through Kafka with a bus, else on the Monitor link."""
+        if self.bus is None:
+            self.monitor.send(msg)
+        elif isinstance(msg, m.Stop):
+            self._publish_stop(msg)
+        else:
+            d = self.bus.publish(KAFKA_TOPICS[type(msg)], msg.cp_id, msg)
+            if isinstance(msg, m.Telem):
+                d.addCallbacks(self._telem_published, self._telem_not_published, errbackArgs=(msg,))
+            else:
+                d.addErrback(self._not_published, msg)
+
+    def _publish_stop(self, stop: m.Stop) -> None:
+        if stop.session_id in self._stops_in_flight:
+            return  # the last copy still waits for Kafka: one is enough
+        self._stops_in_flight.add(stop.session_id)
+        d = self.bus.publish("cp.events", stop.cp_id, stop)
+        d.addErrback(self._not_published, stop)
+        d.addBoth(lambda _: self._stops_in_flight.discard(stop.session_id))
+
+    def _telem_published(self, _: Any) -> None:
+        if self._telem_failures:
+            self.log.info(
+                "Kafka takes telemetry again; {count} TELEM records could not be sent meanwhile "
+                "(the state file and the STOP keep the totals)",
+                count=self._telem_failures,
+            )
+            self._telem_failures = 0
+
+    def _telem_not_published(self, failure: Failure, msg: m.Telem) -> None:
+        failure.trap(BusError)
+        self._telem_failures += 1
+        if self._telem_failures == 1:
+            self.log.warn(
+                "TELEM {seq} of session {session} not sent to Kafka: {why}. Central misses this update; "
+                "the state file and the STOP keep the totals. Further failures are counted until Kafka takes one",
+                seq=msg.seq,
+                session=msg.session_id,
+                why=failure.getErrorMessage(),
+            )
+
+    def _not_published(self, failure: Failure, msg: m.Message) -> None:
+        failure.trap(BusError)
+        if isinstance(msg, m.Stop):
+            self.log.warn(
+                "STOP for session {session} not sent to Kafka: {why}; it is sent again in {every:g} s",
+                session=msg.session_id,
+                why=failure.getErrorMessage(),
+                every=STOP_RESEND_SECONDS,
+            )
+        else:
+            self.log.warn("{code} not sent to Kafka: {why}", code=msg.code, why=failure.getErrorMessage())
 
     # -- the Monitor link --------------------------------------------------
 
@@ -664,7 +737,8 @@ class EngineService(service.Service, LinkHandler):
 
     def _status(self) -> str:
         monitor = f"monitor={self.monitor.peer_name}" if self.monitor else "monitor=none"
-        return f"{self.charger.status()} {monitor}"
+        kafka = f" kafka={self.bus.bootstrap}" if self.bus is not None else ""
+        return f"{self.charger.status()} {monitor}{kafka}"
 
     def _request(self, args: list[str]) -> str:
         if not 1 <= len(args) <= 2:

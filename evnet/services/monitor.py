@@ -17,12 +17,17 @@ first answer, OK, or KO (it answered KO, did not answer within the
 timeout, or its link is down).  The Monitor stays thin: while Central is
 not reachable it drops what the Engine sends, with a log line (the Engine
 keeps its STOPs until their TICKET comes back).
+
+With a Kafka bus (``--kafka``), AVR and RCV go to ``cp.events`` (key: the
+CP id) instead of the Central link; STATUS stays on the link (liveness,
+and Central also derives a fault from STATUS KO, so a Kafka outage does
+not hide one).
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
@@ -34,6 +39,7 @@ from zope.interface import implementer
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkFactory, LinkHandler
+from evnet.services.bus import BusError
 
 STATUS_SECONDS = 1.0
 DEFAULT_HEALTH_PERIOD = 1.0
@@ -105,7 +111,9 @@ class MonitorService(service.MultiService):
     The Monitor of CP C{cp_id}.  C{engine} and C{central} are client
     endpoints; C{engine_name} and C{central_name} are how a person knows
     them (the endpoint strings).  C{backoff} is the retry policy base: the
-    delay grows with failed connections and with refusals alike.
+    delay grows with failed connections and with refusals alike.  With
+    C{bus} (a L{evnet.services.bus.KafkaBus}), AVR and RCV are published to
+    ``cp.events`` instead of the Central link.
     """
 
     log = Logger()
@@ -125,8 +133,10 @@ class MonitorService(service.MultiService):
         health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
         answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
         backoff: Optional[Callable[[int], float]] = None,
+        bus: Any = None,
     ) -> None:
         super().__init__()
+        self.bus = bus
         self.reg = m.Reg(cp_id, location, price)
         self.cp_id = cp_id
         self.price = self.reg.price
@@ -266,7 +276,7 @@ class MonitorService(service.MultiService):
                 state=msg.detail or "?",
             )
             if self.health is Health.KO:
-                link.send(m.Avr(self.cp_id, self.health_reason))
+                self.send_to_central(m.Avr(self.cp_id, self.health_reason))
             self.send_status()
         elif isinstance(msg, m.Refused) and msg.what in ("REG", "AUTH"):
             self.refusals["central"] += 1
@@ -292,11 +302,26 @@ class MonitorService(service.MultiService):
         self.engine.send(msg)
 
     def send_to_central(self, msg: m.Message) -> None:
-        """Send to Central once AUTH is accepted; otherwise drop, with a log line."""
+        """
+        Send to Central once AUTH is accepted; otherwise drop, with a log
+        line.  With a bus, AVR and RCV go to Kafka's ``cp.events``.
+        """
         if self.central is None or not self.central_ready:
             self.log.info("Central is not reachable: {code} dropped", code=msg.code)
             return
+        if self.bus is not None and isinstance(msg, (m.Avr, m.Rcv)):
+            d = self.bus.publish("cp.events", self.cp_id, msg)
+            d.addErrback(self._not_published, msg)
+            return
         self.central.send(msg)
+
+    def _not_published(self, failure: Failure, msg: m.Message) -> None:
+        failure.trap(BusError)
+        self.log.warn(
+            "{code} not sent to Kafka: {why} (Central still sees the Engine's state in STATUS)",
+            code=msg.code,
+            why=failure.getErrorMessage(),
+        )
 
     def send_status(self) -> None:
         """STATUS every second: liveness, and KO while the Engine is KO."""
