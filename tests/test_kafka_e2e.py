@@ -172,25 +172,14 @@ def test_the_whole_network_through_kafka(net):
         assert "Traceback" not in engine.output()
 
 
-# Central's consumers are in one group; the members of a SIGKILLed Central
-# stay in it until their session times out (kafka-python's default: 45 s),
-# and the group cannot rebalance before.  Restarted sooner, Central gets no
-# partitions until then, and meanwhile closes the session after its 15 s
-# "reconnected but reported nothing" rule with what it had recorded (0 kWh):
-# a Central-side problem (bus consumer session timeout / that rule in Kafka
-# mode), reported to the lead.  Down longer than the session timeout,
-# Central resumes from its committed offsets as it should.
-QUICK_RESTART_BUG = (
-    "Central restarted within kafka-python's 45 s session timeout gets no partitions until the dead "
-    "members expire, and closes the session at 0 kWh after 15 s (Central/bus side)"
-)
-
-
+# A SIGKILLed Central's consumer stays a member of its group until its session
+# times out (the bus sets 10 s); restarted sooner, the new Central waits for the
+# rebalance.  Both ways it must resume from its committed offsets.
 @pytest.mark.parametrize(
     "down_seconds",
     [
-        pytest.param(3, id="quick-restart", marks=pytest.mark.xfail(strict=True, reason=QUICK_RESTART_BUG)),
-        pytest.param(50, id="after-the-session-timeout"),
+        pytest.param(3, id="quick-restart"),
+        pytest.param(15, id="after-the-session-timeout"),
     ],
 )
 def test_central_killed_mid_charge_resumes_from_its_committed_offsets(net, down_seconds):
@@ -246,5 +235,4 @@ def test_broker_restarted_mid_charge_loses_no_telemetry_and_no_ticket(net):
     assert central.count("TICKET S") == 1
     # Every TELEM and the STOP waited for the broker and went out: none refused, none left unsent.
     assert "not sent to Kafka" not in engine.output() and "were not sent" not in engine.output()
-    assert "cannot reach Kafka" in engine.output() and engine.count("connected to Kafka at") >= 2
     assert "Traceback" not in engine.output() + central.output()

@@ -172,6 +172,7 @@ class KafkaBus(service.MultiService):
         poll_timeout: float = 0.5,
         poll_interval: float = 0.1,
         max_poll_records: int = 500,
+        session_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -198,6 +199,7 @@ class KafkaBus(service.MultiService):
         self.poll_timeout = poll_timeout
         self.poll_interval = poll_interval
         self.max_poll_records = max_poll_records
+        self.session_timeout = session_timeout
         self._outage = False
         self._ever_connected = False
         self._topics_ok = not create_topics
@@ -731,6 +733,10 @@ class Consumer(service.Service):
             auto_offset_reset=self.offset_reset,
             allow_auto_create_topics=False,
             max_poll_records=self.bus.max_poll_records,
+            # A member that died without leaving (SIGKILL) holds its partitions
+            # until this expires: keep it short so a restarted process gets them back.
+            session_timeout_ms=int(self.bus.session_timeout * 1000),
+            heartbeat_interval_ms=int(self.bus.session_timeout * 1000 / 3),
         )
         client = self.bus.consumer_factory(**config)
         try:

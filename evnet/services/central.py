@@ -143,6 +143,9 @@ class Central(service.MultiService):
         self.sessions: dict[str, Session] = {}  # open sessions
         self.driver_sessions: dict[str, Session] = {}  # driver id -> open session
         self.driver_links: dict[str, FramedLink] = {}
+        # How to reach a driver that has no link now (the Kafka bus sets it:
+        # through Kafka every driver is always reachable).
+        self.driver_channel: Callable[[str], Optional[Any]] = lambda driver_id: None
         self.tickets_in_flight: set[str] = set()
         self.observers: list[Callable[[dict], None]] = []
         self.recent_messages: list[dict] = []
@@ -530,7 +533,7 @@ class Central(service.MultiService):
 
     def deliver_ticket(self, driver_id: str, ticket: m.Ticket) -> None:
         """Send a stored ticket; it counts as delivered when the driver's link ACKs it."""
-        link = self.driver_links.get(driver_id)
+        link = self.driver_links.get(driver_id) or self.driver_channel(driver_id)
         if link is None or not link.is_open or ticket.session_id in self.tickets_in_flight:
             return
         self.tickets_in_flight.add(ticket.session_id)
@@ -551,7 +554,7 @@ class Central(service.MultiService):
 
     def notify_driver(self, session: Session, msg: m.Message) -> None:
         if session.origin == "driver":
-            link = self.driver_links.get(session.driver_id)
+            link = self.driver_links.get(session.driver_id) or self.driver_channel(session.driver_id)
             if link is not None and link.is_open:
                 link.send(msg)
         else:

@@ -65,6 +65,10 @@ class CentralBus:
 
     log = Logger()
     STATUS_DELAY = 0.5  # coalesce network.status updates
+    # A restarted Central waits for its consumer to get its partitions back
+    # (up to the bus's session timeout after a crash) and for the Engine's
+    # next STOP resend before it may decide that a CP lost a charge.
+    RECONCILE_TIMEOUT = 60.0
 
     def __init__(self, central: Any, bus: KafkaBus, group_id: str = "evcentral") -> None:
         self.central = central
@@ -72,9 +76,20 @@ class CentralBus:
         self.group_id = group_id
         self.channels: dict[str, KafkaDriverChannel] = {}
         self._status_call: Optional[Any] = None
-        bus.subscribe(["cp.telemetry", "cp.events"], group_id, self.cp_record, offset_reset="latest")
-        bus.subscribe(["driver.requests"], group_id, self.driver_record, offset_reset="latest")
+        # One consumer (one group member) for every topic Central reads: a
+        # restart means one rebalance, not one per consumer.  A new group
+        # starts at the end: what was published before this Central's group
+        # ever existed is not for it.
+        bus.subscribe(["cp.telemetry", "cp.events", "driver.requests"], group_id, self.record, offset_reset="latest")
         central.observers.append(self.changed)
+        central.driver_channel = self.channel
+        central.reconcile_timeout = max(central.reconcile_timeout, self.RECONCILE_TIMEOUT)
+
+    def record(self, topic: str, key: str, msg: m.Message) -> None:
+        if topic == "driver.requests":
+            self.driver_record(topic, key, msg)
+        else:
+            self.cp_record(topic, key, msg)
 
     # -- CPs ---------------------------------------------------------------
 
