@@ -418,3 +418,16 @@ def test_a_charge_the_cp_still_reports_is_not_closed_after_reconnection():
         cp2.send(m.Telem("CP1", sid, seq, 0.01 * seq, 36, 0.003 * seq, seq))
     assert w2.state() is CpState.SUMINISTRANDO
     assert store.sessions[sid]["status"] == "open"
+
+
+def test_a_cp_still_supplying_a_closed_session_is_sent_its_ticket():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 36, 0.03, 1))
+    cp.lose()  # Central ends the charge ("disconnected")
+    again = w.cp()
+    again.send(m.Telem("CP1", sid, 2, 0.2, 36, 0.06, 2))
+    again.send(m.Telem("CP1", sid, 3, 0.3, 36, 0.09, 3))  # within 5 s: not answered twice
+    assert again.take(m.Ticket) == [m.Ticket(sid, 0.1, 0.03, 1, "CP1", "D1", "disconnected")]
+    assert w.store.sessions[sid]["kwh"] == 0.1  # nothing counted after the close

@@ -292,6 +292,44 @@ def test_stop_is_resent_until_its_ticket_comes_back(tmp_path):
     assert json.loads((tmp_path / STATE_FILE_NAME).read_text())["pending_stops"] == []
 
 
+def test_losing_the_monitor_ends_the_charge_and_reports_it_to_the_next_one(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(kwh=1.0))
+    run(clock, monitor, 3)
+    clock.advance(0.5)
+    monitor.lose()  # Central makes the CP DESCONECTADO and ends the charge: so does the Engine
+    clock.advance(5)
+    assert "state=idle" in engine.command("status")
+    again = connect(engine, clock, cfg=False)
+    assert of(again.received(), m.Stop) == [m.Stop("CP1", "S1", 4, 0.035, 0.0175, 3, "monitor-lost")]
+    # A new charge can start at once.
+    again.send(start_msg("S2", kwh=0.01))
+    assert of(run(clock, again, 2), m.Stop)[0].session_id == "S2"
+
+
+def test_a_ticket_for_the_charge_in_progress_ends_it(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    run(clock, monitor, 2)
+    monitor.send(m.Ticket("S1", 0.02, 0.01, 2, "CP1", "D1", "fault: engine does not answer"))
+    msgs = monitor.received()
+    assert of(msgs, m.Stop) == [m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "closed-by-central")]
+    assert run(clock, monitor, 6) == []  # confirmed already: not re-sent
+    assert "state=idle" in engine.command("status")
+
+
+def test_a_start_while_another_charge_runs_is_refused_with_a_stop(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg("S1"))
+    monitor.received()
+    monitor.send(start_msg("S2"))
+    assert of(monitor.received(), m.Stop) == [m.Stop("CP1", "S2", 1, 0.0, 0.0, 0, "busy")]
+    assert "session=S1" in engine.command("status")
+
+
 def test_crash_during_a_charge_and_restore_from_the_state_dir(tmp_path):
     engine, clock = make_engine(tmp_path, auto_plug=True)
     monitor = connect(engine, clock)

@@ -147,6 +147,7 @@ class Central(service.MultiService):
         # through Kafka every driver is always reachable).
         self.driver_channel: Callable[[str], Optional[Any]] = lambda driver_id: None
         self.tickets_in_flight: set[str] = set()
+        self._stale_answered: dict[str, float] = {}
         self.observers: list[Callable[[dict], None]] = []
         self.recent_messages: list[dict] = []
         self.cp_links = CpLinks(self)
@@ -383,7 +384,7 @@ class Central(service.MultiService):
     def telemetry(self, cp: ChargingPoint, msg: m.Telem) -> None:
         session = self.sessions.get(msg.session_id)
         if session is None or session.cp_id != cp.id:
-            self.log.debug("CP {cp}: telemetry for a session not open here: {sid}", cp=cp.id, sid=msg.session_id)
+            self._closed_session_reported(cp, msg.session_id)
             return
         if msg.seq <= session.last_seq:
             return  # a replay: already counted
@@ -401,6 +402,26 @@ class Central(service.MultiService):
             self.log.info("CP {cp}: supplying session {sid} for driver {driver}", cp=cp.id, sid=session.id, driver=session.driver_id)
         self.notify_driver(session, msg)
         self.notify({"type": "telemetry", "cp": cp.as_dict()})
+
+    def _closed_session_reported(self, cp: ChargingPoint, session_id: str) -> None:
+        """
+        A CP still supplies a session Central has closed (it ended it when the
+        CP was lost, say): answer with the stored ticket, which tells the
+        Engine to stop.  At most once every 5 s per session.
+        """
+        now = self.clock.seconds()
+        if now - self._stale_answered.get(session_id, -10.0) < 5.0:
+            return
+        self._stale_answered[session_id] = now
+        if len(self._stale_answered) > 10000:
+            self._stale_answered.clear()
+
+        def answer(row):
+            if row is not None and row["status"] == "closed" and row["cp_id"] == cp.id and cp.link is not None:
+                self.log.info("CP {cp} still reports session {sid}, closed here: ticket sent again", cp=cp.id, sid=session_id)
+                cp.link.send(_ticket_from_row(row))
+
+        self.store.get_session(session_id).addCallbacks(answer, self._db_error, errbackArgs=("looking up a session",))
 
     def charge_stopped(self, cp: ChargingPoint, msg: m.Stop) -> None:
         session = self.sessions.get(msg.session_id)

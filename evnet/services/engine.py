@@ -55,6 +55,9 @@ REASON_UNPLUG = "unplug"
 REASON_FAULT = "fault"
 REASON_PARAR = "parar"
 REASON_RESTART = "engine-restart"
+REASON_MONITOR_LOST = "monitor-lost"
+REASON_CLOSED = "closed-by-central"
+REASON_BUSY = "busy"
 
 DRIVER_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
@@ -202,11 +205,16 @@ class Charger:
             return
         if self.session is not None:
             if self.session.session_id != msg.session_id:
+                # Refuse it in a way Central understands, so that session does not stay open.
                 self.log.warn(
-                    "Ignored START for session {new}: session {current} is in progress",
+                    "Refused START for session {new}: session {current} is in progress",
                     new=msg.session_id,
                     current=self.session.session_id,
                 )
+                stop = m.Stop(msg.cp_id, msg.session_id, 1, 0.0, 0.0, 0, REASON_BUSY)
+                self.pending[stop.session_id] = stop
+                self.dirty = True
+                self.emit(stop)
             return
         if self.cp_id is None:
             self.cp_id = msg.cp_id
@@ -246,8 +254,28 @@ class Charger:
             self.parado = False
             self.log.info("Central resumed this CP (REANUDAR)")
 
+    def monitor_lost(self) -> None:
+        """
+        The Monitor link is gone: Central ends the charge at once (the CP is
+        DESCONECTADO for it), so the Engine stops supplying too; nothing is
+        delivered that nobody will bill.
+        """
+        if self.session is not None:
+            self.log.warn("Lost the Monitor: ending session {session}", session=self.session.session_id)
+            self._finish(REASON_MONITOR_LOST)
+
     def ticket(self, msg: m.Ticket) -> None:
-        """TICKET: Central confirms a finished charge; forget it."""
+        """
+        TICKET: Central confirms a finished charge; forget it.  A ticket for
+        the charge in progress means Central has closed it (a fault it saw, a
+        lost link): stop supplying.
+        """
+        if self.session is not None and self.session.session_id == msg.session_id:
+            self.log.warn(
+                "Central closed session {session} ({reason}): ending the charge",
+                session=msg.session_id, reason=msg.reason or "no reason given",
+            )
+            self._finish(REASON_CLOSED)
         stop = self.pending.pop(msg.session_id, None)
         if stop is None:
             self.log.debug("Ticket for session {session}: nothing pending", session=msg.session_id)
@@ -673,6 +701,8 @@ class EngineService(service.Service, LinkHandler):
         if link is self.monitor:
             self.monitor = None
             self.log.warn("Monitor link from {peer} lost: {why}", peer=link.peer_name, why=reason.getErrorMessage())
+            self.charger.monitor_lost()
+            self._commit()
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
         if link is not self.monitor:
