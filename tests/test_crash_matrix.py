@@ -75,10 +75,6 @@ def ongoing_kwh(net: Network, session: str) -> float | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the Engine keeps supplying the charge Central closed as 'disconnected'; once the Monitor is "
-    "back Central authorizes a new REQ, the Engine ignores its START ('session … is in progress') and "
-    "the new charge never starts nor ends (driver waits until --charge-timeout)"))
 def test_monitor_killed_disconnects_the_cp_and_its_restart_brings_it_back(procs):
     net, central, d1 = mid_charge(procs, "CP1 0.12\n")
     kill_and_expect(net, net.cps["CP1"].monitor, r"CP CP1 DESCONECTADO", "DESCONECTADO", within=3)
