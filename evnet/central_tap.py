@@ -75,6 +75,20 @@ def read_token_file(path: str) -> str:
     return token
 
 
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """
+    A TCP server endpoint with a listen backlog fit for thousands of CPs
+    connecting at once (Twisted's default, 50, drops their handshakes in a
+    reconnect storm), unless the endpoint string sets its own.
+    """
+    if endpoint.startswith(("tcp:", "tcp6:")) and "backlog=" not in endpoint:
+        return f"{endpoint}:backlog={backlog}"
+    return endpoint
+
+
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
@@ -86,8 +100,8 @@ def makeService(options: Options) -> service.MultiService:
     link_options = {"max_data": int(options["max-frame"])}
     cp_factory = LinkFactory(central.cp_links, initiator=False, clock=reactor, **link_options)
     driver_factory = LinkFactory(central.driver_links_handler, initiator=False, clock=reactor, **link_options)
-    strports.service(options["listen"], cp_factory).setServiceParent(central)
-    strports.service(options["drivers"], driver_factory).setServiceParent(central)
+    strports.service(with_backlog(options["listen"]), cp_factory).setServiceParent(central)
+    strports.service(with_backlog(options["drivers"]), driver_factory).setServiceParent(central)
     if options["kafka"]:
         from evnet.services.bus import KafkaBus
         from evnet.services.central_bus import CentralBus

@@ -142,6 +142,7 @@ def test_full_charge_lifecycle():
     assert w.store.sessions[sid]["status"] == "open"
     for seq in (1, 2, 3):
         cp.send(m.Telem("CP1", sid, seq, 0.1 * seq, 36.0, 0.05 * seq, seq))
+        driver.pump()  # the driver ACKs each
     telems = driver.take(m.Telem)
     assert [t.seq for t in telems] == [1, 2, 3]
     cp.send(m.Stop("CP1", sid, 4, 0.4, 0.2, 4, "target"))
@@ -165,13 +166,29 @@ def test_telemetry_goes_to_that_driver_only():
     assert d2.take(m.Telem) == []
 
 
+def test_telemetry_for_a_driver_whose_link_is_busy_is_superseded_by_the_next():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    driver.auto_ack = False
+    for seq in (1, 2, 3):
+        cp.send(m.Telem("CP1", sid, seq, 0.1 * seq, 36.0, 0.05 * seq, seq))
+        driver.pump()
+    assert [t.seq for t in driver.take(m.Telem)] == [1]  # 2 and 3 came while 1 awaited its ACK
+    driver.auto_ack = True
+    driver.link.dataReceived(b"\x06")
+    cp.send(m.Telem("CP1", sid, 4, 0.4, 36.0, 0.2, 4))
+    assert [t.seq for t in driver.take(m.Telem)] == [4]
+    assert w.central.sessions[sid].kwh == 0.4  # Central's own state saw every record
+
+
 def test_replayed_telemetry_is_not_counted_twice():
     w = World()
     cp, driver = w.cp(), w.driver()
     sid = w.charge(cp, driver)
-    cp.send(m.Telem("CP1", sid, 1, 0.1, 7, 0.03, 1))
-    cp.send(m.Telem("CP1", sid, 2, 0.2, 7, 0.06, 2))
-    cp.send(m.Telem("CP1", sid, 1, 0.1, 7, 0.03, 1))
+    for seq, kwh in ((1, 0.1), (2, 0.2), (1, 0.1)):
+        cp.send(m.Telem("CP1", sid, seq, kwh, 7, 0.3 * kwh, seq))
+        driver.pump()
     assert w.central.sessions[sid].kwh == 0.2
     assert [t.seq for t in driver.take(m.Telem)] == [1, 2]
 

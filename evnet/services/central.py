@@ -171,7 +171,7 @@ class Central(service.MultiService):
         def loaded(_):
             for child in self:
                 child.startService()
-            self._liveness.start(min(0.5, self.liveness_timeout / 3), now=False)
+            self._liveness.start(min(0.5, self.liveness_timeout / 6), now=False)
             self._flusher.start(self.flush_interval, now=False)
             self.ready.callback(self)
 
@@ -576,8 +576,13 @@ class Central(service.MultiService):
     def notify_driver(self, session: Session, msg: m.Message) -> None:
         if session.origin == "driver":
             link = self.driver_links.get(session.driver_id) or self.driver_channel(session.driver_id)
-            if link is not None and link.is_open:
-                link.send(msg)
+            if link is None or not link.is_open:
+                return
+            if isinstance(msg, m.Telem) and getattr(link, "pending", 0) > 0:
+                # The driver's link is still busy with earlier messages: this
+                # reading is superseded by the next one (the ticket has the totals).
+                return
+            link.send(msg)
         else:
             cp = self.cps.get(session.cp_id)
             if cp is not None and cp.link is not None and not isinstance(msg, m.Telem):
