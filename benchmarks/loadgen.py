@@ -381,6 +381,12 @@ class SimDriver:
                 sim.telem_lat.append(t - sent)
             else:
                 sim.telem_unknown += 1
+            # Central forwards to a driver only the newest reading when the
+            # driver's link is still busy: older ones are superseded, not lost.
+            earlier = msg.seq - 1
+            while sim.telem_sent.pop((msg.session_id, earlier), None) is not None:
+                sim.telem_superseded += 1
+                earlier -= 1
         elif isinstance(msg, m.Notice):
             cp = sim.cps_by_id.get(self.cp_id)
             if cp is not None and cp.t_ko and cp.id in sim.fault_pending:
@@ -473,6 +479,7 @@ class Sim:
         self.quitting = False
         self.tick_no = 0
         self.telem_lost = 0
+        self.telem_superseded = 0
         self.ticker = task.LoopingCall(self.tick)
         self.out = None
 
@@ -569,6 +576,7 @@ class Sim:
             "error_samples": self.error_samples,
             "max_queue": self.max_queue,
             "telem_lost": self.telem_lost,
+            "telem_superseded": self.telem_superseded,
             "telem_unknown": self.telem_unknown,
             "req_lat": self.req_lat,
             "telem_lat": self.telem_lat,
@@ -945,6 +953,7 @@ class Master:
         fig["errors"] = after["errors"] - before["errors"]
         fig["error_samples"] = [e for e in after["error_samples"] if e not in before["error_samples"]][:10]
         fig["telem_lost"] = after["telem_lost"] - before["telem_lost"]
+        fig["telem_superseded"] = after["telem_superseded"] - before["telem_superseded"]
         fig["max_link_queue"] = after["max_queue"]
         for key, label in (("req_lat", "req_to_authorized"), ("telem_lat", "telemetry"), ("fault_lat", "fault_detection"),
                            ("flood_rtt", "round_trip")):
