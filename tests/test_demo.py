@@ -5,6 +5,7 @@ no process it started is left running.
 """
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -30,15 +31,40 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_path):
+@pytest.fixture(params=["embedded", pytest.param("kafka-mysql", marks=[pytest.mark.kafka, pytest.mark.mysql])])
+def backend(request):
+    """The embedded default (SQLite, in-band), and the same demo on the real Kafka and MariaDB."""
+    if request.param == "embedded":
+        yield []
+        return
+    kafka, mysql = os.environ.get("EVNET_TEST_KAFKA"), os.environ.get("EVNET_TEST_MYSQL")
+    if not (kafka and mysql):
+        pytest.skip("EVNET_TEST_KAFKA / EVNET_TEST_MYSQL are not set (scripts/services.sh up sets them)")
+    import MySQLdb
+
+    from evnet.services.store import parse_db_url
+
+    url = parse_db_url(mysql)
+    name = "evnet_demo_" + secrets.token_hex(4)
+    conn = MySQLdb.connect(host=url.host, port=url.port, user=url.user, passwd=url.password)
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield ["--kafka", kafka, "--db", f"mysql://{url.user}:{url.password}@{url.host}:{url.port}/{name}"]
+    finally:
+        conn.cursor().execute(f"DROP DATABASE {name}")
+        conn.close()
+
+
+def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_path, backend):
     workdir = tmp_path / "demo"
     demo = subprocess.run(
-        [str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir)],
+        [str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir), *backend],
         capture_output=True, text=True, timeout=300,
     )
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-6000:]
     assert "VERDICT: OK" in output, output[-6000:]
+    assert "sessions in the database, each ticketed once" in output
     assert "all 10 charging points are connected" in output
     for driver in ("D1", "D2", "D3"):
         assert f"driver {driver}: " in output and f"(exit code 0)" in output
