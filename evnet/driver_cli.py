@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from evnet.services.driver import (
@@ -86,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on a request when Central says nothing about it for this long "
         f"(default {DEFAULT_CHARGE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--progress-file",
+        metavar="FILE",
+        help="where this driver remembers how far it got in its request file, so that, killed and "
+        "started again, it goes on with the file instead of starting it over "
+        "(default: .evdriver-ID.progress in the current directory; removed when the file is done)",
+    )
+    parser.add_argument(
+        "--from-start", action="store_true", help="ignore the progress file: start with the first request"
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per event (for scripts)")
@@ -261,8 +272,17 @@ def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
-    from evnet.services.driver import DriverService
+    from evnet.services.driver import DriverService, Progress
 
+    progress = None
+    if not args.list:
+        progress = Progress(
+            args.progress_file or f".evdriver-{args.driver_id}.progress",
+            args.requests_file,
+            Path(args.requests_file).read_text(encoding="utf-8"),
+        )
+        if args.from_start:
+            progress.clear()
     driver = DriverService(
         args.driver_id,
         requests,
@@ -272,6 +292,7 @@ async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: 
         wait=args.wait,
         charge_timeout=args.charge_timeout,
         list_only=args.list,
+        progress=progress,
     )
     for problem in problems:
         driver.emit("bad_line", line=problem.line, message=problem.message)

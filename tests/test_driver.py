@@ -215,7 +215,8 @@ class Rig:
 
     connected_line = f"connected to Central at {CENTRAL} as driver D1"
 
-    def __init__(self, requests, central=None, wait=4.0, settle=1.0, charge_timeout=600.0, list_only=False):
+    def __init__(self, requests, central=None, wait=4.0, settle=1.0, charge_timeout=600.0, list_only=False,
+                 progress=None):
         self.clock = Clock()
         self.central = central or FakeCentral()
         self.endpoint = FakeCentralEndpoint(self.central, self.clock)
@@ -231,6 +232,7 @@ class Rig:
             settle=settle,
             charge_timeout=charge_timeout,
             list_only=list_only,
+            progress=progress,
         )
         self.codes = []
         self.driver.done.addCallback(self.codes.append)
@@ -577,6 +579,54 @@ def test_charge_in_progress_after_a_driver_restart_is_followed_first(make_rig):
     assert central.requests() == [m.Req("D1", "CP01")]
 
 
+REQUESTS_TEXT = "CP01 0.1\nCP02 0.1\nCP03 0.1\n"
+
+
+def progress_file(tmp_path):
+    from evnet.services.driver import Progress
+
+    requests_file = tmp_path / "requests.txt"
+    requests_file.write_text(REQUESTS_TEXT)
+    return Progress(str(tmp_path / "progress.json"), str(requests_file), REQUESTS_TEXT)
+
+
+THREE = [Request("CP01", 0.1), Request("CP02", 0.1), Request("CP03", 0.1)]
+
+
+def test_a_driver_killed_mid_charge_goes_on_with_its_file_after_the_recovered_ticket(tmp_path):
+    progress = progress_file(tmp_path)
+    rig = started(THREE, progress=progress)
+    rig.send(m.Authorized("D1", "CP01", "S1"), m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target"))
+    rig.advance(4.0)
+    rig.send(m.Authorized("D1", "CP02", "S2"))
+    assert progress.load() == (1, "S2")
+    # Killed here; Central finishes S2 meanwhile and re-sends its ticket at the next hello.
+    central = FakeCentral(on_hello=[m.Ticket("S2", 0.1, 0.03, 10, "CP02", "D1", "target")])
+    again = Rig(THREE, central=central, progress=progress)
+    again.advance(1.0)
+    assert again.lines() == [
+        "going on with request 2 of 3: its charge (session S2) was in progress when this driver stopped "
+        "(--from-start to start over)",
+        again.connected_line,
+        "CP02 (earlier run): recovered TICKET 0.100 kWh  0.03 €  0:10  (target reached), session S2",
+        "[3/3] CP03: requesting a charge (target 0.100 kWh)",
+    ]
+    assert central.requests() == [m.Req("D1", "CP03", 0.1)]
+    again.send(m.Authorized("D1", "CP03", "S3"), m.Ticket("S3", 0.1, 0.03, 10, "CP03", "D1", "target"))
+    assert again.codes == [0]
+    assert not (tmp_path / "progress.json").exists()  # done: the next run starts from the top
+
+
+def test_a_changed_request_file_starts_from_the_top(tmp_path):
+    from evnet.services.driver import Progress
+
+    progress = progress_file(tmp_path)
+    progress.save(2, None)
+    edited = Progress(progress.path, str(tmp_path / "requests.txt"), REQUESTS_TEXT + "CP04\n")
+    assert edited.load() == (0, None)
+    assert progress.load() == (2, None)
+
+
 def test_duplicate_ticket_is_shown_once(make_rig):
     rig = started([Request("CP01"), Request("CP02")], make_rig)
     ticket = m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target")
@@ -829,3 +879,15 @@ def test_rich_output_keeps_one_progress_line_per_charge():
     assert "charging 0.003 kWh" in text and "TICKET 0.003 kWh" in text
     assert "how it ended" in text  # the summary table
     assert sink.live is None
+
+
+def test_a_driver_stopped_between_requests_goes_on_with_the_next(tmp_path):
+    progress = progress_file(tmp_path)
+    progress.save(2, None)
+    central = FakeCentral()
+    rig = Rig(THREE, central=central, progress=progress)
+    rig.advance(1.0)
+    assert rig.lines()[0] == (
+        "going on with request 3 of 3: an earlier run of this driver did the first 2 (--from-start to start over)"
+    )
+    assert central.requests() == [m.Req("D1", "CP03", 0.1)]

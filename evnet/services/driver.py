@@ -23,6 +23,9 @@ describes the command.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -139,6 +142,58 @@ def read_requests(path: str) -> tuple[list[Request], list[BadLine]]:
     return parse_requests(text, path)
 
 
+class Progress:
+    """
+    Where a driver is in its request file, kept in a small JSON file so that
+    a driver killed and started again goes on with its file instead of
+    starting it over: the index of the request in progress (0-based), and
+    the session Central authorized for it, if any.  A file whose requests
+    changed since (another path or other contents) starts from the top.
+    Written atomically (temp file + rename); removed once the file is done.
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str, requests_path: str, requests_text: str) -> None:
+        self.path = Path(path)
+        self.requests_path = str(Path(requests_path).resolve())
+        self.digest = hashlib.sha256(requests_text.encode("utf-8")).hexdigest()
+
+    def load(self) -> tuple[int, Optional[str]]:
+        """(index of the request to go on with, its session if it was authorized); (0, None) by default."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return 0, None
+        except (OSError, ValueError) as e:
+            self.log.warn("progress file {path} unreadable ({why}): starting from the first request", path=str(self.path), why=e)
+            return 0, None
+        if data.get("requests_file") != self.requests_path or data.get("sha256") != self.digest:
+            return 0, None
+        index = data.get("next")
+        session = data.get("session")
+        if not isinstance(index, int) or index < 0:
+            return 0, None
+        return index, session if isinstance(session, str) else None
+
+    def save(self, index: int, session: Optional[str]) -> None:
+        data = {"requests_file": self.requests_path, "sha256": self.digest, "next": index, "session": session}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            self.log.warn("cannot write the progress file {path}: {why}", path=str(self.path), why=e)
+
+    def clear(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.log.warn("cannot remove the progress file {path}: {why}", path=str(self.path), why=e)
+
+
 # ---------------------------------------------------------------------------
 # The view (pure)
 # ---------------------------------------------------------------------------
@@ -247,6 +302,14 @@ class DriverView:
             (f"{self._who(e)}: AUTHORIZED, session {e['session']}", "green"),
             (f"{self._who(e)}: waiting for the vehicle to be plugged in", "dim"),
         ]
+
+    def _resumed(self, e: Event) -> list[tuple[str, str]]:
+        where = f"going on with request {e['n']} of {e['total']}"
+        if e.get("session"):
+            why = f"its charge (session {e['session']}) was in progress when this driver stopped"
+        else:
+            why = f"an earlier run of this driver did the first {e['n'] - 1}"
+        return [(f"{where}: {why} (--from-start to start over)", "cyan")]
 
     def _recovered_charge(self, e: Event) -> list[tuple[str, str]]:
         return [
@@ -416,6 +479,7 @@ class DriverService(service.MultiService):
         charge_timeout: float = DEFAULT_CHARGE_TIMEOUT,
         settle: float = DEFAULT_SETTLE,
         list_only: bool = False,
+        progress: Optional[Progress] = None,
     ) -> None:
         super().__init__()
         self.driver_id = driver_id
@@ -427,7 +491,11 @@ class DriverService(service.MultiService):
         self.settle = settle
         self.list_only = list_only
         self.phase = Phase.STARTING
-        self.index = 0  # the next request to send
+        self.progress = progress
+        # The next request to send; a restarted driver goes on where it was.
+        self.index, self.resume_session = progress.load() if progress is not None else (0, None)
+        if self.index > len(requests):
+            self.index, self.resume_session = 0, None
         self.current: Optional[Charge] = None
         self.recovered: dict[str, Charge] = {}
         self.seen_tickets: set[str] = set()
@@ -443,9 +511,18 @@ class DriverService(service.MultiService):
         transport.attach(self)
         transport.setServiceParent(self)
 
+    def startService(self) -> None:
+        if (self.index or self.resume_session) and not self.list_only:
+            self.emit("resumed", n=self.index + 1, total=len(self.requests), session=self.resume_session)
+        super().startService()
+
     @property
     def finished(self) -> bool:
         return self.phase is Phase.DONE
+
+    def _save_progress(self, session: Optional[str] = None) -> None:
+        if self.progress is not None:
+            self.progress.save(self.index, session)
 
     @property
     def awaiting_central(self) -> bool:
@@ -557,6 +634,7 @@ class DriverService(service.MultiService):
         charge, self.current = self.current, None
         self._disarm(charge)
         self.index += 1
+        self._save_progress()
         if self.index >= len(self.requests):
             self._goto(Phase.WAITING)
             self._goto(Phase.IDLE)
@@ -627,6 +705,7 @@ class DriverService(service.MultiService):
             return
         if self.phase is Phase.REQUESTED and msg.cp_id == charge.cp_id:
             charge.session = msg.session_id
+            self._save_progress(msg.session_id)
             self._goto(Phase.AUTHORIZED)
             self.emit("authorized", session=msg.session_id, **self._where(charge))
             self._arm(charge)
@@ -697,8 +776,14 @@ class DriverService(service.MultiService):
         self.summary.tickets.append({k: v for k, v in ticket.items() if k not in ("n", "total")})
         if mine:
             self._outcome()
-        else:
-            self._next()
+            return
+        if msg.session_id == self.resume_session and self.current is None:
+            # The ticket of the request this driver was following when it
+            # stopped: that request is done, go on with the next one.
+            self.resume_session = None
+            self.index += 1
+            self._save_progress()
+        self._next()
 
     def _on_Notice(self, link: Any, msg: m.Notice) -> None:
         self.emit("notice", subject=msg.subject, text=msg.text)
@@ -716,6 +801,8 @@ class DriverService(service.MultiService):
         if self.phase is Phase.DONE:
             return
         self._goto(Phase.DONE)
+        if self.progress is not None and code == 0 and self.index >= len(self.requests):
+            self.progress.clear()
         for name in ("_settle_timer", "_wait_timer"):
             self._cancel(name)
         for charge in [self.current, *self.recovered.values()]:
