@@ -5,12 +5,12 @@ no process it started is left running.
 """
 
 import os
-import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.network import fresh_mysql_database
 from tests.procs import BIN
 
 pytestmark = pytest.mark.slow
@@ -40,19 +40,8 @@ def backend(request):
     kafka, mysql = os.environ.get("EVNET_TEST_KAFKA"), os.environ.get("EVNET_TEST_MYSQL")
     if not (kafka and mysql):
         pytest.skip("EVNET_TEST_KAFKA / EVNET_TEST_MYSQL are not set (scripts/services.sh up sets them)")
-    import MySQLdb
-
-    from evnet.services.store import parse_db_url
-
-    url = parse_db_url(mysql)
-    name = "evnet_demo_" + secrets.token_hex(4)
-    conn = MySQLdb.connect(host=url.host, port=url.port, user=url.user, passwd=url.password)
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield ["--kafka", kafka, "--db", f"mysql://{url.user}:{url.password}@{url.host}:{url.port}/{name}"]
-    finally:
-        conn.cursor().execute(f"DROP DATABASE {name}")
-        conn.close()
+    with fresh_mysql_database(mysql) as url:
+        yield ["--kafka", kafka, "--db", url]
 
 
 def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_path, backend):
@@ -67,5 +56,5 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     assert "sessions in the database, each ticketed once" in output
     assert "all 10 charging points are connected" in output
     for driver in ("D1", "D2", "D3"):
-        assert f"driver {driver}: " in output and f"(exit code 0)" in output
+        assert f"driver {driver}: " in output and "(exit code 0)" in output
     assert processes_mentioning(str(workdir)) == []

@@ -5,12 +5,12 @@ backend.
 """
 
 import os
-import secrets
 
 import pytest
 import pytest_twisted
 
 from evnet.services.store import Store, StoreError, parse_db_url
+from tests.network import fresh_mysql_database
 
 MYSQL_URL = os.environ.get("EVNET_TEST_MYSQL")
 
@@ -37,17 +37,8 @@ def db_url(request, tmp_path):
         return
     if not MYSQL_URL:
         pytest.skip("EVNET_TEST_MYSQL is not set (scripts/services.sh up sets it)")
-    import MySQLdb
-
-    base = parse_db_url(MYSQL_URL)
-    name = "evnet_test_" + secrets.token_hex(4)
-    conn = MySQLdb.connect(host=base.host, port=base.port, user=base.user, passwd=base.password)
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"mysql://{base.user}:{base.password}@{base.host}:{base.port}/{name}"
-    finally:
-        conn.cursor().execute(f"DROP DATABASE {name}")
-        conn.close()
+    with fresh_mysql_database(MYSQL_URL) as url:
+        yield url
 
 
 @pytest_twisted.inlineCallbacks
