@@ -309,17 +309,25 @@ class SimCp:
         self.seq += 1
         self.kwh += 0.003
         sid = self.session
-        frame = frame_of(m.Telem(self.id, sid, self.seq, self.kwh, 11.0, self.kwh * 0.35, self.seq))
+        telem = m.Telem(self.id, sid, self.seq, self.kwh, 11.0, self.kwh * 0.35, self.seq)
         self.sim.telem_sent[(sid, self.seq)] = now()
-        self.link.send(frame)
+        self.report(telem)
+
+    def report(self, msg: m.Message) -> None:
+        """TELEM or STOP for Central: on the link, or through Kafka (--kafka) as evengine --kafka does."""
+        if self.sim.bus is not None:
+            topic = "cp.telemetry" if isinstance(msg, m.Telem) else "cp.events"
+            self.sim.bus.publish(topic, self.id, msg).addErrback(lambda f: self.sim.error(f"{self.id}: Kafka: {f.getErrorMessage()}"))
+        elif self.link is not None:
+            self.link.send(frame_of(msg))
 
     def stop_charge(self, reason: str, send: bool = True) -> None:
         sid = self.session
         self.sim.charging.pop(self.id, None)
         self.session = None
         self.await_ticket = sid
-        if send and self.link is not None:
-            self.link.send(frame_of(m.Stop(self.id, sid, self.seq, self.kwh, self.kwh * 0.35, self.seq, reason)))
+        if send:
+            self.report(m.Stop(self.id, sid, self.seq, self.kwh, self.kwh * 0.35, self.seq, reason))
         return sid
 
 
@@ -449,6 +457,12 @@ class Sim:
         self.driver_endpoint = endpoints.clientFromString(
             reactor, f"tcp:host=127.0.0.1:port={cfg['driver_port']}:timeout=30"
         )
+        self.bus = None
+        if cfg.get("kafka"):
+            from evnet.services.bus import KafkaBus
+
+            self.bus = KafkaBus(cfg["kafka"], f"loadgen-w{w}", reactor=reactor, max_pending=100000)
+            self.bus.startService()
         self.cps = [SimCp(self, i) for i in range(w, cfg["cps"], nw)]
         self.cps_by_id = {cp.id: cp for cp in self.cps}
         self.drivers = [SimDriver(self, i) for i in range(w, cfg["charges"], nw)]
@@ -662,7 +676,7 @@ class Sim:
         # After AUTH, an Engine that had a charge reports its end (STOP); Central answers its ticket.
         def cp_up(cp, _orig=self.cp_up):
             if cp.await_ticket is not None and cp.link is not None:
-                cp.link.send(frame_of(m.Stop(cp.id, cp.await_ticket, cp.seq, cp.kwh, cp.kwh * 0.35, cp.seq, "unplug")))
+                cp.report(m.Stop(cp.id, cp.await_ticket, cp.seq, cp.kwh, cp.kwh * 0.35, cp.seq, "unplug"))
             _orig(cp)
 
         self.cp_up = cp_up
@@ -890,7 +904,8 @@ class Master:
     def start_workers(self) -> None:
         for w in range(self.args.workers):
             cfg = {"worker": w, "workers": self.args.workers, "cps": self.args.cps,
-                   "charges": self.args.charges, "cp_port": self.cp_port, "driver_port": self.driver_port}
+                   "charges": self.args.charges, "cp_port": self.cp_port, "driver_port": self.driver_port,
+                   "kafka": self.args.kafka}
             wp = WorkerProcess(w)
             reactor.spawnProcess(
                 wp, sys.executable, [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
@@ -1115,6 +1130,10 @@ def main(argv=None) -> int:
     parser.add_argument("--flood-links", type=int, default=100, help="links used by flood/echo [100]")
     parser.add_argument("--liveness-timeout", type=float, default=10.0, help="Central's --liveness-timeout [10]")
     parser.add_argument("--backlog", type=int, default=0, help="listen backlog of Central's CP endpoint (0: Twisted's default, 50)")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="run Central with --kafka and send the simulated Engines' TELEM and STOP through "
+                        "Kafka (as evengine --kafka does); drivers stay in-band, so the telemetry latency is "
+                        "Engine -> Kafka -> Central -> driver")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (Central's log and DB)")
     parser.add_argument("--json-out", help="write the results as JSON to this file")
     parser.add_argument("--py-spy", metavar="FILE",
@@ -1159,6 +1178,8 @@ def main(argv=None) -> int:
             "--db", f"sqlite:{tmp / 'evcentral.db'}", "--http", "none",
             "--liveness-timeout", f"{args.liveness_timeout:g}",
         ]
+        if args.kafka:
+            argv_server += ["--kafka", args.kafka, "--kafka-group", f"loadgen-{int(time.time())}"]
     print(f"loadgen: starting {' '.join(argv_server)}", flush=True)
     server = start_server(argv_server, tmp, log)
     spy = None
