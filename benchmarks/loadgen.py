@@ -776,7 +776,11 @@ class Sim:
             if d.link is not None:
                 d.link.gone = True
                 d.link.transport.loseConnection()
-        reactor.callLater(0.5, reactor.stop)
+        if self.bus is not None:
+            # The bus's client threads must end, or the process outlives the reactor.
+            self.bus.stopService().addBoth(lambda _: reactor.callLater(0.5, reactor.stop))
+        else:
+            reactor.callLater(0.5, reactor.stop)
         return {"bye": True}
 
 
