@@ -118,39 +118,35 @@ def test_list_through_kafka():
     assert bus.take(kind=m.Available) == [("D7", m.Available([m.CpInfo("CP1", "Centro", 0.3)]))]
 
 
-def test_after_a_restart_kafka_drivers_are_reached_before_they_speak():
+def restarted_with_an_open_charge():
+    """A charge authorized through Kafka, then Central restarted on the same database."""
     w, bus = kafka_world()
     w.cp()
     bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
     [(_, auth)] = bus.take(kind=m.Authorized)
-    # Central restarts on the same database; the driver says nothing.
-    from tests.test_central import World as _World
-
-    w2 = _World(w.store)
+    w2 = World(w.store)
     bus2 = FakeBus()
     CentralBus(w2.central, bus2)
+    return w2, bus2, auth.session_id
+
+
+def test_after_a_restart_kafka_drivers_are_reached_before_they_speak():
+    w2, bus2, sid = restarted_with_an_open_charge()  # the driver says nothing after the restart
     w2.cp()
-    bus2.feed("cp.telemetry", "CP1", m.Telem("CP1", auth.session_id, 1, 0.1, 36, 0.03, 1))
+    bus2.feed("cp.telemetry", "CP1", m.Telem("CP1", sid, 1, 0.1, 36, 0.03, 1))
     assert [key for key, _ in bus2.take(kind=m.Telem)] == ["D1"]
-    bus2.feed("cp.events", "CP1", m.Stop("CP1", auth.session_id, 2, 0.2, 0.06, 2, "target"))
+    bus2.feed("cp.events", "CP1", m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))
     assert [(key, t.kwh) for key, t in bus2.take(kind=m.Ticket)] == [("D1", 0.2)]
 
 
 def test_in_kafka_mode_a_reconnected_cp_has_a_minute_to_report_an_open_charge():
-    w, bus = kafka_world()
-    w.cp()
-    bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
-    [(_, auth)] = bus.take(kind=m.Authorized)
-    from tests.test_central import World as _World
-
-    w2 = _World(w.store)
-    CentralBus(w2.central, FakeBus())
+    w2, _, sid = restarted_with_an_open_charge()
     cp = w2.cp()
     for _ in range(30):  # the consumer may need a session timeout and a rebalance
         w2.clock.advance(1)
         cp.send(m.Status("CP1", "OK"))
-    assert w.store.sessions[auth.session_id]["status"] == "open"
+    assert w2.store.sessions[sid]["status"] == "open"
     for _ in range(31):
         w2.clock.advance(1)
         cp.send(m.Status("CP1", "OK"))
-    assert w.store.sessions[auth.session_id]["status"] == "closed"
+    assert w2.store.sessions[sid]["status"] == "closed"
