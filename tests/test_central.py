@@ -30,6 +30,12 @@ class World:
         peer.send(m.Driver(driver_id))
         return peer
 
+    def alive(self, cp, seconds, cp_id="CP1"):
+        """Let C{seconds} pass, the Monitor sending its STATUS every second."""
+        for _ in range(seconds):
+            self.clock.advance(1)
+            cp.send(m.Status(cp_id, "OK"))
+
     def state(self, cp_id="CP1"):
         return self.central.cps[cp_id].state
 
@@ -114,9 +120,7 @@ def test_engine_ko_means_averiado_and_ok_means_activado():
 def test_no_liveness_for_three_seconds_means_desconectado():
     w = World()
     cp = w.cp()
-    for _ in range(5):
-        w.clock.advance(1)
-        cp.send(m.Status("CP1", "OK"))
+    w.alive(cp, 5)
     assert w.state() is CpState.ACTIVADO
     w.clock.advance(3.0)
     assert w.state() is CpState.ACTIVADO
@@ -411,9 +415,7 @@ def test_a_charge_the_cp_no_longer_knows_is_closed_after_reconnection():
     w2 = World(store)  # Central restarted; the Engine lost its state meanwhile
     cp2 = w2.cp()
     assert w2.state() is CpState.SUMINISTRANDO
-    for _ in range(14):
-        w2.clock.advance(1)
-        cp2.send(m.Status("CP1", "OK"))
+    w2.alive(cp2, 14)
     assert w2.state() is CpState.SUMINISTRANDO
     w2.clock.advance(1.1)
     assert w2.state() is CpState.ACTIVADO

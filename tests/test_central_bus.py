@@ -142,11 +142,7 @@ def test_after_a_restart_kafka_drivers_are_reached_before_they_speak():
 def test_in_kafka_mode_a_reconnected_cp_has_a_minute_to_report_an_open_charge():
     w2, _, sid = restarted_with_an_open_charge()
     cp = w2.cp()
-    for _ in range(30):  # the consumer may need a session timeout and a rebalance
-        w2.clock.advance(1)
-        cp.send(m.Status("CP1", "OK"))
+    w2.alive(cp, 30)  # the consumer may need a session timeout and a rebalance
     assert w2.store.sessions[sid]["status"] == "open"
-    for _ in range(31):
-        w2.clock.advance(1)
-        cp.send(m.Status("CP1", "OK"))
+    w2.alive(cp, 31)
     assert w2.store.sessions[sid]["status"] == "closed"
