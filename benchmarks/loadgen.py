@@ -459,7 +459,7 @@ class Sim:
         )
         self.bus = None
         if cfg.get("kafka"):
-            from evnet.services.bus import KafkaBus
+            from evnet.kafka.bus import KafkaBus
 
             self.bus = KafkaBus(cfg["kafka"], f"loadgen-w{w}", reactor=reactor, max_pending=100000)
             self.bus.startService()

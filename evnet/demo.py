@@ -365,7 +365,7 @@ class Demo:
         if self.o.db and self.o.db.startswith("mysql://"):
             import MySQLdb
 
-            from evnet.services.store import parse_db_url
+            from evnet.central.store import parse_db_url
 
             url = parse_db_url(self.o.db)
             conn = MySQLdb.connect(host=url.host, port=url.port, user=url.user, passwd=url.password, db=url.database)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from evnet.services.store import parse_db_url
+from evnet.central.store import parse_db_url
 from tests.procs import BIN, Proc, ProcGroup, free_port, wait_for_port
 
 # Engine: "Charge ended: session S… ended (target): 0.050 kWh, 0.02 EUR, 5 s"

@@ -16,7 +16,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
-from evnet.services.bus import (
+from evnet.kafka.bus import (
     TOPICS,
     BusError,
     BusFull,

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
 from evnet.protocols import messages as m
-from evnet.services.bus import TOPICS, BusError, KafkaBus, partition_for_key
+from evnet.kafka.bus import TOPICS, BusError, KafkaBus, partition_for_key
 from tests.procs import free_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")

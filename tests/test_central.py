@@ -4,8 +4,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from evnet.protocols import messages as m
-from evnet.services.central import Central
-from evnet.services.states import CpState
+from evnet.central.rules import Central
+from evnet.central.states import CpState
 
 from tests.fakes import MemoryStore, Peer
 
@@ -400,7 +400,7 @@ def test_cp_cannot_request_for_another_cp():
 def test_illegal_transition_is_logged_not_raised():
     w = World()
     w.cp()
-    from evnet.services.states import CpInput
+    from evnet.central.states import CpInput
     assert w.central._fire(w.central.cps["CP1"], CpInput.CHARGE_END) is False
     assert w.state() is CpState.ACTIVADO
 

@@ -3,8 +3,8 @@
 from twisted.internet import defer
 
 from evnet.protocols import messages as m
-from evnet.services.central_bus import CentralBus
-from evnet.services.states import CpState
+from evnet.central.kafka import CentralBus
+from evnet.central.states import CpState
 
 from tests.test_central import World
 

@@ -12,12 +12,12 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from evnet import driver_cli
+from evnet.driver import cli as driver_cli
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
 from tests.test_engine import FakeBus
-from evnet.services.bus import BusError
-from evnet.services.driver import (
+from evnet.kafka.errors import BusError
+from evnet.driver.core import (
     BadLine,
     DriverService,
     DriverView,
@@ -583,7 +583,7 @@ REQUESTS_TEXT = "CP01 0.1\nCP02 0.1\nCP03 0.1\n"
 
 
 def progress_file(tmp_path):
-    from evnet.services.driver import Progress
+    from evnet.driver.core import Progress
 
     requests_file = tmp_path / "requests.txt"
     requests_file.write_text(REQUESTS_TEXT)
@@ -618,7 +618,7 @@ def test_a_driver_killed_mid_charge_goes_on_with_its_file_after_the_recovered_ti
 
 
 def test_a_changed_request_file_starts_from_the_top(tmp_path):
-    from evnet.services.driver import Progress
+    from evnet.driver.core import Progress
 
     progress = progress_file(tmp_path)
     progress.save(2, None)

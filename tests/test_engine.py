@@ -12,12 +12,12 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from evnet import engine_tap
-from evnet.ctl import LineExchange, build_parser, client_endpoint_string
+from evnet.engine import tap as engine_tap
+from evnet.ctl.cli import LineExchange, build_parser, client_endpoint_string
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
-from evnet.services.bus import BusError, BusFull, KafkaBus
-from evnet.services.engine import (
+from evnet.kafka.bus import BusError, BusFull, KafkaBus
+from evnet.engine.service import (
     STATE_FILE_NAME,
     Charger,
     ConsoleProtocol,

@@ -16,7 +16,7 @@ import urllib.error
 import pytest
 from rich.console import Console
 
-from evnet.services import panel
+from evnet.ctl import panel
 from tests.procs import free_port, wait_for_port
 
 

@@ -10,13 +10,13 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from evnet import monitor_tap
+from evnet.monitor import tap as monitor_tap
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, FrameDecoder
-from evnet.services.monitor import Health, MonitorService
+from evnet.monitor.service import Health, MonitorService
 
 from tests.linkhelpers import frame_of
-from evnet.services.bus import BusError, KafkaBus
+from evnet.kafka.bus import BusError, KafkaBus
 from tests.test_engine import FakeBus, read_frames
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import pytest_twisted
 
-from evnet.services.store import Store, StoreError, parse_db_url
+from evnet.central.store import Store, StoreError, parse_db_url
 from tests.network import fresh_mysql_database
 
 MYSQL_URL = os.environ.get("EVNET_TEST_MYSQL")

@@ -17,9 +17,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from evnet.central_tap import Options
+from evnet.central.tap import Options
 from evnet.protocols import messages as m
-from evnet.services.web import OPENAPI, ROUTES, EventHub, make_site
+from evnet.central.web import OPENAPI, ROUTES, EventHub, make_site
 
 from tests.test_central import World
 

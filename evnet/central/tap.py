@@ -4,9 +4,9 @@ from twisted.application import service, strports
 from twisted.python import usage
 
 from evnet.protocols.link import LinkFactory
-from evnet.services.central import Central
-from evnet.services.store import Store, StoreError, parse_db_url
-from evnet.services.web import WebPanel
+from evnet.central.rules import Central
+from evnet.central.store import Store, StoreError, parse_db_url
+from evnet.central.web import WebPanel
 
 
 class Options(usage.Options):
@@ -50,7 +50,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
         if self["kafka"]:
-            from evnet.services.bus import BusError, parse_bootstrap
+            from evnet.kafka.errors import BusError, parse_bootstrap
 
             try:
                 parse_bootstrap(self["kafka"])
@@ -103,8 +103,8 @@ def makeService(options: Options) -> service.MultiService:
     strports.service(with_backlog(options["listen"]), cp_factory).setServiceParent(central)
     strports.service(with_backlog(options["drivers"]), driver_factory).setServiceParent(central)
     if options["kafka"]:
-        from evnet.services.bus import KafkaBus
-        from evnet.services.central_bus import CentralBus
+        from evnet.kafka.bus import KafkaBus
+        from evnet.central.kafka import CentralBus
 
         bus = KafkaBus(options["kafka"], "evcentral", reactor=reactor)
         bus.setServiceParent(central)

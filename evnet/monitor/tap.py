@@ -8,7 +8,7 @@ import re
 from twisted.application import service
 from twisted.python import usage
 
-from evnet.services.monitor import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
+from evnet.monitor.service import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
 
 DEFAULT_ENGINE = "tcp:host=127.0.0.1:port=7100"
 DEFAULT_CENTRAL = "tcp:host=127.0.0.1:port=7000"
@@ -89,7 +89,7 @@ class Options(usage.Options):
         self.engine_endpoint = client_endpoint("engine", self["engine"])
         self.central_endpoint = client_endpoint("central", self["central"])
         if self["kafka"] is not None:
-            from evnet.services.bus import BusError, parse_bootstrap
+            from evnet.kafka.errors import BusError, parse_bootstrap
 
             try:
                 parse_bootstrap(self["kafka"])
@@ -102,7 +102,7 @@ def makeService(options: Options) -> service.MultiService:
 
     bus = None
     if options["kafka"] is not None:
-        from evnet.services.bus import KafkaBus
+        from evnet.kafka.bus import KafkaBus
 
         bus = KafkaBus(options["kafka"], f"evmonitor-{options['cp-id']}", reactor=reactor)
     monitor = MonitorService(

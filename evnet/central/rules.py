@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
-from evnet.services.states import (
+from evnet.central.states import (
     CpInput,
     CpMachine,
     CpState,

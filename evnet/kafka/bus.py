@@ -42,28 +42,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from evnet.kafka.errors import BusError, BusFull, parse_bootstrap  # noqa: F401 (re-exported)
 from evnet.protocols import messages as m
-
-#: Topic name -> number of partitions.  The key of each record is in the
-#: comment; ``docs/kafka.md`` says who writes and who reads each topic.
-TOPICS: dict[str, int] = {
-    "cp.telemetry": 6,  # key cpId: TELEM
-    "cp.events": 3,  # key cpId: STOP, AVR, RCV, REQ (charge started at the CP)
-    "driver.requests": 3,  # key driverId: DRIVER, REQ, LIST, ACCEPTED#TICKET#sessionId
-    "driver.notifications": 6,  # key driverId: ACCEPTED, REFUSED, AUTHORIZED, DENIED, TELEM, TICKET, NOTICE, AVAILABLE
-    "central.commands": 3,  # key cpId
-    "network.status": 1,  # key "all": AVAILABLE
-}
+from evnet.protocols.vocabulary import TOPICS
 
 Handler = Callable[[str, str, m.Message], Any]
-
-
-class BusError(Exception):
-    """A message could not go through Kafka; the text says why."""
-
-
-class BusFull(BusError):
-    """Too many messages are already waiting for Kafka: new work is refused."""
 
 
 def partition_for_key(key: str, partitions: int) -> int:
@@ -72,29 +55,6 @@ def partition_for_key(key: str, partitions: int) -> int:
     default partitioner picks for C{key}: murmur2, as the Java client.
     """
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-def parse_bootstrap(text: str) -> list[str]:
-    """
-    ``host:port[,host:port…]`` (or one Twisted client endpoint string
-    ``tcp:host=H:port=P``) to kafka-python's list of ``host:port``.
-    """
-    text = text.strip()
-    if text.startswith("tcp:"):
-        params = dict(
-            part.split("=", 1) for part in text[4:].split(":") if "=" in part
-        )
-        if "host" not in params or "port" not in params:
-            raise BusError(f"Kafka address {text!r}: expected tcp:host=HOST:port=PORT")
-        text = f"{params['host']}:{params['port']}"
-    servers = [s.strip() for s in text.split(",") if s.strip()]
-    if not servers:
-        raise BusError("no Kafka address given: expected HOST:PORT[,HOST:PORT…]")
-    for server in servers:
-        host, sep, port = server.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise BusError(f"Kafka address {server!r}: expected HOST:PORT, e.g. 127.0.0.1:9092")
-    return servers
 
 
 def _retriable(exc: BaseException) -> bool:

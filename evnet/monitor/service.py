@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkFactory, LinkHandler
-from evnet.services.bus import BusError
+from evnet.kafka.errors import BusError
 
 STATUS_SECONDS = 1.0
 DEFAULT_HEALTH_PERIOD = 1.0
@@ -112,7 +112,7 @@ class MonitorService(service.MultiService):
     endpoints; C{engine_name} and C{central_name} are how a person knows
     them (the endpoint strings).  C{backoff} is the retry policy base: the
     delay grows with failed connections and with refusals alike.  With
-    C{bus} (a L{evnet.services.bus.KafkaBus}), AVR and RCV are published to
+    C{bus} (a L{evnet.kafka.bus.KafkaBus}), AVR and RCV are published to
     ``cp.events`` instead of the Central link.
     """
 

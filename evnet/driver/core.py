@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkFactory, LinkHandler
-from evnet.services.bus import BusError, KafkaBus
+from evnet.kafka.bus import BusError, KafkaBus
 
 DEFAULT_WAIT = 4.0
 DEFAULT_CHARGE_TIMEOUT = 600.0

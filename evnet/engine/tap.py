@@ -10,7 +10,7 @@ from twisted.application import service, strports
 from twisted.python import usage
 
 from evnet.protocols.link import LinkFactory
-from evnet.services.engine import ConsoleProtocol, ControlFactory, EngineService, StateError, StateFile
+from evnet.engine.service import ConsoleProtocol, ControlFactory, EngineService, StateError, StateFile
 
 DEFAULT_LISTEN = "tcp:7100:interface=127.0.0.1"
 DEFAULT_CONTROL = "tcp:7101:interface=127.0.0.1"
@@ -52,7 +52,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--power-kw must be a number of kW above 0, not {self['power-kw']!r}")
         self["power-kw"] = power
         if self["kafka"] is not None:
-            from evnet.services.bus import BusError, parse_bootstrap
+            from evnet.kafka.errors import BusError, parse_bootstrap
 
             try:
                 parse_bootstrap(self["kafka"])
@@ -108,7 +108,7 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     bus = None
     if options["kafka"] is not None:
-        from evnet.services.bus import KafkaBus
+        from evnet.kafka.bus import KafkaBus
 
         # Added first: started before the Engine (which may publish a STOP
         # at once) and stopped after it (flushing what it published last).

@@ -1,6 +1,6 @@
 """
 Central's side of the Kafka bus: the same rules as the framed links
-(L{evnet.services.central}), reached through topics instead.
+(L{evnet.central.rules}), reached through topics instead.
 
 - ``cp.telemetry`` and ``cp.events`` (TELEM, STOP, AVR, RCV, REQ from CPs)
   are handled like the same messages on a Monitor's link.
@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
-from evnet.services.bus import BusError, KafkaBus
+from evnet.kafka.errors import BusError
+from evnet.kafka.bus import KafkaBus
 
 
 class KafkaDriverChannel:

@@ -1,7 +1,7 @@
 """
 ``evdriver``: the driver's command.  Parses options, reads the request file,
 picks the output (rich in a terminal, plain lines otherwise, JSON lines with
-``--json``) and runs L{evnet.services.driver.DriverService} on the reactor,
+``--json``) and runs L{evnet.driver.core.DriverService} on the reactor,
 reaching Central on a framed link (``--central``) or through Kafka
 (``--kafka``).
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from evnet.services.driver import (
+from evnet.driver.core import (
     DEFAULT_CHARGE_TIMEOUT,
     DEFAULT_WAIT,
     ID_PATTERN,
@@ -246,7 +246,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     endpoint = None
     if args.kafka is not None:
-        from evnet.services.bus import BusError, parse_bootstrap
+        from evnet.kafka.errors import BusError, parse_bootstrap
 
         try:
             parse_bootstrap(args.kafka)
@@ -263,7 +263,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any:
     """The way to Central: a framed link (--central), or Kafka (--kafka)."""
-    from evnet.services.driver import KafkaTransport, LinkTransport, WatchedBus
+    from evnet.driver.core import KafkaTransport, LinkTransport, WatchedBus
 
     if args.kafka is None:
         return LinkTransport(endpoint, args.central, reactor)
@@ -272,7 +272,7 @@ def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
-    from evnet.services.driver import DriverService, Progress
+    from evnet.driver.core import DriverService, Progress
 
     progress = None
     if not args.list:

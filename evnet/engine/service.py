@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
-from evnet.services.bus import BusError
+from evnet.kafka.errors import BusError
 
 #: Where each message for Central goes with a Kafka bus (key: the CP id).
 KAFKA_TOPICS = {m.Telem: "cp.telemetry", m.Stop: "cp.events", m.Req: "cp.events"}
@@ -552,7 +552,7 @@ class EngineService(service.Service, LinkHandler):
     the commands, ticks every second.  Each change is saved to the state
     file before any message about it is sent.
 
-    With C{bus} (a L{evnet.services.bus.KafkaBus}, or anything with its
+    With C{bus} (a L{evnet.kafka.bus.KafkaBus}, or anything with its
     C{publish(topic, key, msg)}), TELEM, STOP and REQ are published to
     Kafka (L{KAFKA_TOPICS}) instead of going through the Monitor link.  A
     STOP is still re-sent every 5 s until its TICKET comes back on the

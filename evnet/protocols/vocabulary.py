@@ -1,0 +1,64 @@
+"""
+The words of the evnet wire that are not message codes: Kafka topics and
+their keys, the C{what} of ACCEPTED/REFUSED, the reasons a charge ends, and
+the rules for ids and prices.  Every module names them from here, so a
+reader finds each word once.  Pure: no I/O, no Twisted.
+
+``docs/protocol.md`` and ``docs/kafka.md`` are the contract for each word.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- Kafka topics ----------------------------------------------------------
+
+TOPIC_CP_TELEMETRY = "cp.telemetry"  # key cpId: TELEM
+TOPIC_CP_EVENTS = "cp.events"  # key cpId: STOP, AVR, RCV, REQ (a charge asked for at the CP)
+TOPIC_DRIVER_REQUESTS = "driver.requests"  # key driverId: DRIVER, REQ, LIST, ACCEPTED#TICKET#sessionId
+# key driverId: ACCEPTED, REFUSED, AUTHORIZED, DENIED, TELEM, TICKET, NOTICE, AVAILABLE
+TOPIC_DRIVER_NOTIFICATIONS = "driver.notifications"
+TOPIC_NETWORK_STATUS = "network.status"  # key STATUS_KEY: AVAILABLE
+
+#: Topic name -> number of partitions, created at start when missing.
+TOPICS: dict[str, int] = {
+    TOPIC_CP_TELEMETRY: 6,
+    TOPIC_CP_EVENTS: 3,
+    TOPIC_DRIVER_REQUESTS: 3,
+    TOPIC_DRIVER_NOTIFICATIONS: 6,
+    TOPIC_NETWORK_STATUS: 1,
+}
+
+#: The key of every ``network.status`` record.
+STATUS_KEY = "all"
+
+# -- the "what" of ACCEPTED#what#subject and REFUSED#what#subject#reason ----
+
+WHAT_REG = "REG"
+WHAT_AUTH = "AUTH"
+WHAT_DRIVER = "DRIVER"
+WHAT_TICKET = "TICKET"  # Kafka mode: the driver confirms a ticket
+
+# -- why a charge ended (STOP#…#reason and TICKET#…#reason) -----------------
+
+REASON_TARGET = "target"  # the kWh target was reached
+REASON_UNPLUG = "unplug"  # the vehicle was unplugged
+REASON_FAULT = "fault"  # the Engine failed
+REASON_PARAR = "parar"  # the operator stopped the CP
+REASON_ENGINE_RESTART = "engine-restart"  # the Engine restarted without the vehicle
+REASON_MONITOR_LOST = "monitor-lost"  # the Engine lost its Monitor
+REASON_CLOSED = "closed-by-central"  # Central closed the session first
+REASON_BUSY = "busy"  # the Engine could not take a START
+REASON_DISCONNECTED = "disconnected"  # Central lost the CP
+REASON_NOT_REPORTED = "not reported after reconnection"  # Central reconciled a lost charge
+
+# -- ids and prices ----------------------------------------------------------
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+ID_RULE = "1 to 32 letters, digits, '_', '.' or '-'"
+MAX_PRICE = 100.0  # €/kWh
+
+
+def valid_id(text: str) -> bool:
+    """A CP or driver id: L{ID_RULE}."""
+    return bool(ID_PATTERN.match(text))
