@@ -6,9 +6,10 @@ import math
 import os
 import sys
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.python import usage
 
+from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
 from evnet.engine.service import ConsoleProtocol, ControlFactory, EngineService, StateError, StateFile
 
@@ -61,7 +62,7 @@ class Options(usage.Options):
         for name in ("listen", "control"):
             if name == "control" and self[name].lower() == "none":
                 continue
-            check_server_endpoint(name, self[name])
+            check_server_endpoint(name, self[name], DEFAULT_LISTEN)
         state_dir = self["state-dir"]
         try:
             os.makedirs(state_dir, exist_ok=True)
@@ -74,19 +75,6 @@ class Options(usage.Options):
             self.restored = self.store.load()
         except StateError as e:
             raise usage.UsageError(f"{e}; move it away to start afresh") from None
-
-
-def check_server_endpoint(option: str, description: str) -> None:
-    """Raise a clear UsageError when C{description} is not a server endpoint string."""
-    from twisted.internet import endpoints, reactor
-
-    try:
-        endpoints.serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
-        raise usage.UsageError(
-            f"--{option} {description!r} is not a server endpoint string "
-            f"(e.g. {DEFAULT_LISTEN}): {e}"
-        ) from None
 
 
 class _ConsoleService(service.Service):
@@ -123,9 +111,10 @@ def makeService(options: Options) -> service.MultiService:
         bus=bus,
     )
     engine.setServiceParent(top)
-    strports.service(options["listen"], LinkFactory(engine, initiator=False, clock=reactor)).setServiceParent(top)
+    fail = stop_process(reactor, "evengine")
+    Listener("listen", options["listen"], LinkFactory(engine, initiator=False, clock=reactor), reactor, fail).setServiceParent(top)
     if options["control"].lower() != "none":
-        strports.service(options["control"], ControlFactory(engine)).setServiceParent(top)
+        Listener("control", options["control"], ControlFactory(engine), reactor, fail).setServiceParent(top)
     if options["stdin"] or (sys.stdin is not None and sys.stdin.isatty()):
         _ConsoleService(engine).setServiceParent(top)
     return top
