@@ -228,3 +228,30 @@ def test_client_and_server_over_iosim():
     client.close()
     pump.flush()
     assert server.state is LinkState.CLOSED and client.state is LinkState.CLOSED
+
+
+def test_a_message_longer_than_a_frame_is_a_failed_deferred_not_an_exception():
+    link, transport, _, _ = open_server(max_data=64)
+    cps = [m.CpInfo(f"CP{i}", "Centro", 0.3) for i in range(10)]
+    d = link.sendMessage(m.Available(cps))  # would raise before: the caller's catch-all only logged it
+    failures = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].check(m.MessageError)
+    assert "longer than the 64" in failures[0].getErrorMessage()
+    assert transport.value() == b""  # nothing half-sent
+    assert link.is_open  # and the link carries on
+    link.send(m.Available(cps))  # send() logs it, never raises
+
+
+def test_a_long_list_of_cps_fits_in_parts_on_a_small_link():
+    link, transport, _, _ = open_server(max_data=80)
+    cps = [m.CpInfo(f"CP{i:03d}", "Calle Mayor", 0.3) for i in range(40)]
+    parts = m.split_available(cps, 80)
+    assert len(parts) > 1
+    for part in parts:
+        d = link.sendMessage(part)
+        assert not d.called  # queued, not failed
+        assert transport.value().startswith(frame_of(part))
+        transport.clear()
+        link.dataReceived(ACK_BYTE)
+        assert d.called

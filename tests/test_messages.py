@@ -49,7 +49,7 @@ def test_encoder_refuses_bad_text_naming_the_field(value):
         (b"TELEM#CP1#s#one#1#1#1#1", "TELEM: field 'seq' is not an integer"),
         (b"HCK_RESP#MAYBE", "HCK_RESP: field 'result' must be one of OK, KO"),
         (b"REQ#\xff#CP1", "not UTF-8"),
-        (b"AVAILABLE#2#CP1#x#0.3", "AVAILABLE: count 2 needs 6 fields, got 3"),
+        (b"AVAILABLE#2#CP1#x#0.3", r"AVAILABLE: count 2 needs 6 fields \(\+2 for part#parts\), got 3"),
         (b"AVAILABLE", "AVAILABLE: the first field must be the count"),
     ],
 )
@@ -108,3 +108,28 @@ def test_decoding_garbage_raises_only_message_error(data):
         decode(data)
     except MessageError:
         pass
+
+
+def test_a_long_list_of_cps_splits_into_numbered_parts_that_each_fit():
+    cps = [m.CpInfo(f"CP{i:04d}", "Alicante, Calle Mayor ñ", 0.35) for i in range(600)]
+    parts = m.split_available(cps, 4096)
+    assert len(parts) > 1
+    assert [p.part for p in parts] == list(range(1, len(parts) + 1))
+    assert {p.parts for p in parts} == {len(parts)}
+    assert all(len(p.to_data()) <= 4096 for p in parts)
+    assert [cp for p in parts for cp in decode(p.to_data()).cps] == [
+        m.CpInfo(c.cp_id, c.location, c.price) for c in cps
+    ]
+    assert parts[-1].last and not parts[0].last
+
+
+def test_a_short_list_is_one_message_without_part_fields():
+    (only,) = m.split_available([m.CpInfo("CP1", "Centro", 0.3)], 4096)
+    assert only.to_data() == b"AVAILABLE#1#CP1#Centro#0.300"
+    assert m.split_available([], 4096) == [m.Available()]
+
+
+@pytest.mark.parametrize("data", [b"AVAILABLE#0#2#1", b"AVAILABLE#0#0#0", b"AVAILABLE#0#x#1"])
+def test_bad_part_numbers_are_refused(data):
+    with pytest.raises(MessageError):
+        decode(data)

@@ -25,8 +25,6 @@ ENQ = 0x05
 ACK = 0x06
 NACK = 0x15
 
-STX_BYTE = b"\x02"
-ETX_BYTE = b"\x03"
 EOT_BYTE = b"\x04"
 ENQ_BYTE = b"\x05"
 ACK_BYTE = b"\x06"

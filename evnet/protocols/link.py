@@ -23,8 +23,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from evnet.protocols import framing
+from evnet.protocols.channel import IChannel
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
 from evnet.protocols.messages import Message, MessageError, decode
 
@@ -95,13 +97,16 @@ class LinkHandler:
         """The connection is gone."""
 
 
+@implementer(IChannel)
 class FramedLink(Protocol):
     """
     One end of an evnet link.  C{initiator} is true on the connecting side,
-    which sends ENQ.
+    which sends ENQ.  It is an L{IChannel}: an ACK means the peer has the
+    message.
     """
 
     log = Logger()
+    confirms_receipt = True
 
     def __init__(
         self,
@@ -126,7 +131,6 @@ class FramedLink(Protocol):
         self.peer_name = "?"
         # Whatever the handler wants to remember about this link (a CP id...).
         self.context: dict[str, Any] = {}
-        self.stats = {"frames_in": 0, "frames_out": 0, "nack_sent": 0, "nack_received": 0}
         self._queue: deque[tuple[bytes, Message, defer.Deferred]] = deque()
         self._retries = 0
         self._timer = None
@@ -246,7 +250,6 @@ class FramedLink(Protocol):
                 self.handler.linkRefused(self)
                 self.transport.loseConnection()
             elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
-                self.stats["nack_received"] += 1
                 if self._retries >= self.max_retransmissions:
                     msg = self._queue[0][1]
                     self.drop(f"{msg.code} frame NACKed {self._retries + 1} times")
@@ -270,12 +273,10 @@ class FramedLink(Protocol):
         except MessageError as e:
             self._nack(str(e))
             return
-        self.stats["frames_in"] += 1
         self.transport.write(ACK_BYTE)
         self.handler.messageReceived(self, msg)
 
     def _nack(self, why: str) -> None:
-        self.stats["nack_sent"] += 1
         self.log.warn("evnet link {peer}: NACK: {why}", peer=self.peer_name, why=why)
         self.transport.write(NACK_BYTE)
 
@@ -284,12 +285,17 @@ class FramedLink(Protocol):
     def sendMessage(self, msg: Message) -> defer.Deferred:
         """
         Queue C{msg}; the Deferred fires when the peer ACKs it, or fails with
-        L{LinkClosed} if the link goes first.  Raises L{MessageError} at once
-        if C{msg} cannot be encoded.
+        L{LinkClosed} if the link goes first, or with L{MessageError} at
+        once if C{msg} cannot be encoded or is longer than a frame.  It never
+        raises.
         """
-        frame = framing.encode_frame(msg.to_data())
-        if len(frame) - 3 > self.max_data:
-            raise MessageError(f"{msg.code}: DATA longer than {self.max_data} bytes")
+        try:
+            data = msg.to_data()
+        except MessageError as e:
+            return defer.fail(e)
+        if len(data) > self.max_data:
+            return defer.fail(MessageError(f"{msg.code}: DATA of {len(data)} bytes is longer than the {self.max_data} a frame may carry"))
+        frame = framing.encode_frame(data)
         if self.state in (LinkState.CLOSING, LinkState.CLOSED):
             return defer.fail(LinkClosed(f"cannot send {msg.code}: link {self.state.value}"))
         d: defer.Deferred = defer.Deferred()
@@ -303,7 +309,7 @@ class FramedLink(Protocol):
         self.sendMessage(msg).addErrback(self._log_unsent, msg)
 
     def _log_unsent(self, failure: Failure, msg: Message) -> None:
-        failure.trap(LinkError)
+        failure.trap(LinkError, MessageError)
         self.log.info(
             "evnet link {peer}: {code} not delivered: {why}",
             peer=self.peer_name,
@@ -324,7 +330,6 @@ class FramedLink(Protocol):
 
     def _transmit(self) -> None:
         frame, msg, _ = self._queue[0]
-        self.stats["frames_out"] += 1
         self.transport.write(frame)
         self._start_timer(self.ack_timeout, f"no ACK for {msg.code} within {self.ack_timeout:g} s")
 

@@ -9,7 +9,7 @@ with :func:`message`.  A field's annotation says how it travels:
 - ``int``: a decimal integer (``-`` allowed).
 - ``float``: a decimal number with a dot, written with ``places`` decimals
   (given in the field's metadata, see :func:`dec`); values are rounded to
-  that precision when the message is built, so decode(encode(m)) == m.
+  that precision when the message is built, so decode(m.to_data()) == m.
 
 Fields with a default are optional at the end of DATA: an older peer may
 omit them.  No I/O and no Twisted import here.  ``docs/protocol.md`` is the
@@ -166,11 +166,6 @@ def message(code: str) -> Callable[[type], type]:
         return cls
 
     return decorate
-
-
-def encode(msg: Message) -> bytes:
-    """The DATA of C{msg}."""
-    return msg.to_data()
 
 
 def decode(data: bytes) -> Message:
@@ -458,13 +453,15 @@ class CpInfo:
 class Available(Message):
     """
     C → D: the CPs available now, as repeated triples of fields
-    ``cpId#location#price`` after the count.
+    ``cpId#location#price`` after the count.  A list too long for one frame
+    is sent in parts (L{split_available}): each part ends with two more
+    fields, ``part#parts`` (1-based); a list in one frame may omit them.
     """
 
     count: int
 
     # The triples are not fixed fields: see to_data and _from_parts below.
-    def __init__(self, cps: tuple[CpInfo, ...] | list[CpInfo] = ()) -> None:
+    def __init__(self, cps: tuple[CpInfo, ...] | list[CpInfo] = (), part: int = 1, parts: int = 1) -> None:
         cps = tuple(cps)
         object.__setattr__(self, "count", len(cps))
         normalized = []
@@ -472,20 +469,36 @@ class Available(Message):
             reg = Reg(cp.cp_id, cp.location, cp.price)  # validates and rounds
             normalized.append(CpInfo(reg.cp_id, reg.location, reg.price))
         object.__setattr__(self, "cps", tuple(normalized))
+        if not 1 <= part <= parts:
+            raise MessageError(f"AVAILABLE: part {part} of {parts}: need 1 <= part <= parts")
+        object.__setattr__(self, "part", part)
+        object.__setattr__(self, "parts", parts)
+
+    @property
+    def last(self) -> bool:
+        """True on the last (or only) part of a list."""
+        return self.part == self.parts
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Available) and self.cps == other.cps
+        return (
+            isinstance(other, Available)
+            and (self.cps, self.part, self.parts) == (other.cps, other.part, other.parts)
+        )
 
     def __hash__(self) -> int:
-        return hash(self.cps)
+        return hash((self.cps, self.part, self.parts))
 
     def __repr__(self) -> str:
-        return f"Available(cps={self.cps!r})"
+        if self.parts == 1:
+            return f"Available(cps={self.cps!r})"
+        return f"Available(cps={self.cps!r}, part={self.part}, parts={self.parts})"
 
     def to_data(self) -> bytes:
         parts = [self.code, str(self.count)]
         for cp in self.cps:
             parts += [cp.cp_id, cp.location, f"{cp.price:.3f}"]
+        if self.parts != 1:
+            parts += [str(self.part), str(self.parts)]
         return SEP.join(parts).encode("utf-8")
 
     @classmethod
@@ -494,13 +507,44 @@ class Available(Message):
             raise MessageError("AVAILABLE: the first field must be the count of CPs")
         count = int(values[0])
         rest = values[1:]
-        if count < 0 or len(rest) != 3 * count:
+        if count < 0 or len(rest) not in (3 * count, 3 * count + 2):
             raise MessageError(
-                f"AVAILABLE: count {count} needs {3 * max(count, 0)} fields, got {len(rest)}"
+                f"AVAILABLE: count {count} needs {3 * max(count, 0)} fields "
+                f"(+2 for part#parts), got {len(rest)}"
             )
+        part = parts = 1
+        if len(rest) == 3 * count + 2:
+            if not (_INTEGER.match(rest[-2]) and _INTEGER.match(rest[-1])):
+                raise MessageError("AVAILABLE: part and parts must be integers")
+            part, parts = int(rest[-2]), int(rest[-1])
         cps = []
         for i in range(count):
             cp_id, location, price = rest[3 * i : 3 * i + 3]
             reg = Reg._from_parts([cp_id, location, price])
             cps.append(CpInfo(reg.cp_id, reg.location, reg.price))
-        return cls(tuple(cps))
+        return cls(tuple(cps), part, parts)
+
+
+# "AVAILABLE#" + count + "#part#parts", with room for six digits each.
+_AVAILABLE_HEADER = len("AVAILABLE#") + 3 * (6 + 1)
+
+
+def split_available(cps: list[CpInfo] | tuple[CpInfo, ...], max_data: int) -> list[Available]:
+    """
+    The list C{cps} as AVAILABLE messages whose DATA fits in C{max_data}
+    bytes each: one message when it fits, else numbered parts, in order.
+    A CP whose own fields exceed the budget still gets a part of its own
+    (the link will refuse to send it, and say so).
+    """
+    budget = max_data - _AVAILABLE_HEADER
+    groups: list[list[CpInfo]] = [[]]
+    used = 0
+    for cp in Available(cps).cps:  # normalized
+        size = len(cp.cp_id.encode("utf-8")) + len(cp.location.encode("utf-8")) + len(f"{cp.price:.3f}") + 3
+        if groups[-1] and used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(cp)
+        used += size
+    parts = len(groups)
+    return [Available(group, i + 1, parts) for i, group in enumerate(groups)]
