@@ -6,7 +6,7 @@ from twisted.test import iosim
 
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, encode_frame
-from evnet.protocols.link import LinkClosed, LinkFactory, LinkState
+from evnet.protocols.link import FramedLink, LinkClosed, LinkFactory, LinkState
 
 from tests.linkhelpers import RecordingHandler, frame_of, make_link, take
 
@@ -255,3 +255,22 @@ def test_a_long_list_of_cps_fits_in_parts_on_a_small_link():
         transport.clear()
         link.dataReceived(ACK_BYTE)
         assert d.called
+
+
+def test_tcp_links_turn_nagle_off_on_both_sides():
+    from twisted.internet.interfaces import ITCPTransport
+    from twisted.internet.testing import StringTransport
+    from zope.interface import implementer
+
+    @implementer(ITCPTransport)
+    class TcpTransport(StringTransport):
+        no_delay = False
+
+        def setTcpNoDelay(self, enabled):
+            self.no_delay = enabled
+
+    for initiator in (True, False):
+        link = FramedLink(RecordingHandler(), Clock(), initiator=initiator)
+        transport = TcpTransport()
+        link.makeConnection(transport)
+        assert transport.no_delay is True

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -173,6 +173,11 @@ class FramedLink(Protocol):
     # -- connection events -------------------------------------------------
 
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            # Frames are small and answered one at a time: without this,
+            # Nagle's algorithm holds an answer written after the ACK byte
+            # until the peer's delayed ACK (~40 ms a frame).
+            self.transport.setTcpNoDelay(True)
         peer = self.transport.getPeer()
         self.peer_name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         if self.initiator:
