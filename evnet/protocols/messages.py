@@ -235,9 +235,87 @@ class Reg(Message):
 
 @message("AUTH")
 class Auth(Message):
-    """M → C: authenticate the link as the registered CP C{cp_id}."""
+    """
+    M → C: authenticate the link as the registered CP C{cp_id}, starting a
+    challenge–response with a fresh C{nonce} (base64url).  Answered by
+    CHALLENGE, or REFUSED#AUTH.
+    """
 
     cp_id: str
+    nonce: str = ""
+
+
+@message("CHALLENGE")
+class Challenge(Message):
+    """
+    C → M: prove the credentials of C{cp_id}: the salt and scrypt cost of its
+    verifier and Central's fresh nonce (base64url).  Answered by PROOF.
+    """
+
+    cp_id: str
+    salt: str
+    cost: int
+    nonce: str
+
+
+@message("PROOF")
+class Proof(Message):
+    """M → C: the proof for the last CHALLENGE (base64url).  Answered by KEY, or REFUSED#AUTH."""
+
+    cp_id: str
+    proof: str
+
+
+@message("KEY")
+class Key(Message):
+    """
+    C → M: authenticated.  C{state} is the CP's state at Central; the new
+    session key C{key_id} comes C{wrapped} under the credentials; C{signature}
+    proves Central holds the CP's registration; C{liveness} is how often the
+    Monitor sends STATUS, in seconds.  From here on every message on the link
+    is sealed (SEC).
+    """
+
+    cp_id: str
+    state: str
+    key_id: str
+    wrapped: str
+    signature: str
+    liveness: float = dec(3, 1.0)
+
+
+@message("SEC")
+class Sec(Message):
+    """Either way, after KEY: a message sealed under the session key (see evnet.protocols.security)."""
+
+    key_id: str
+    role: str
+    nonce: str
+    box: str
+
+
+@message("REAUTH")
+class Reauth(Message):
+    """C → M (sealed): authenticate again on this link (key rotation)."""
+
+    cp_id: str
+
+
+@message("REVOKED")
+class Revoked(Message):
+    """C → M (sealed, the last message under that key): the key is revoked; the link closes."""
+
+    cp_id: str
+    reason: str
+
+
+@message("CPKEY")
+class CpKey(Message):
+    """M → E over their local link: the session key (base64url) the Engine seals its Kafka records with."""
+
+    cp_id: str
+    key_id: str
+    key: str
 
 
 @message("ACCEPTED")
