@@ -13,8 +13,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
+from evnet.kafka.bus import KafkaBus, partition_for_key
+from evnet.kafka.errors import BusError
 from evnet.protocols import messages as m
-from evnet.kafka.bus import TOPICS, BusError, KafkaBus, partition_for_key
+from evnet.protocols.vocabulary import TOPICS
 from tests.procs import free_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")
