@@ -499,6 +499,75 @@ def test_the_errors_module_does_not_load_kafka_python():
     assert out.stdout.strip() == "False"
 
 
+# -- Kafka's status, for whoever shows it ------------------------------------------
+
+
+def observed(bus):
+    seen = []
+    bus.add_status_observer(lambda up, reason: seen.append((up, reason)))
+    return seen
+
+
+def test_observers_hear_once_per_outage_and_when_kafka_is_back():
+    kafka = FakeKafka()
+    kafka.up = False
+    clock = task.Clock()
+    bus = kafka.bus(clock=clock)
+    seen = observed(bus)
+    bus.startService()
+    clock.advance(1)
+    clock.advance(1)  # two more failed tries: still one outage
+    assert seen == [(False, "KafkaTimeoutError: Unable to bootstrap from 127.0.0.1:1")]
+    kafka.up = True
+    clock.advance(1)
+    assert seen[1:] == [(True, "")]
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    kafka.producers[0].sent[0][3].fail(kafka_errors.KafkaTimeoutError("Expiring 1 record(s)"))
+    assert seen[2:] == [(False, "KafkaTimeoutError: Expiring 1 record(s)")]
+    clock.advance(1)
+    kafka.producers[0].sent[1][3].succeed()
+    assert seen[3:] == [(True, "")]
+
+
+def test_observers_are_not_told_of_a_first_connection_that_just_works():
+    kafka = FakeKafka()
+    bus = kafka.bus()
+    seen = observed(bus)
+    bus.startService()
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    kafka.producers[0].ack_all()
+    assert seen == []
+
+
+def test_a_consumer_that_cannot_reach_kafka_is_an_outage_too():
+    kafka = FakeKafka(topics={"cp.events": 3})
+    bus = started(kafka, create_topics=False)
+    seen = observed(bus)
+    consumer = bus.subscribe(["cp.telemetry"], "central", lambda *a: None)
+    consumer.startService()
+    bus.clock.advance(0)
+    assert seen == [(False, "topic cp.telemetry does not exist (yet) on Kafka at 127.0.0.1:9092")]
+
+
+def test_an_observer_that_raises_is_logged_and_the_others_are_still_told():
+    kafka = FakeKafka()
+    kafka.up = False
+    bus = kafka.bus()
+
+    def broken(up, reason):
+        raise RuntimeError("observer bug")
+
+    bus.add_status_observer(broken)
+    seen = observed(bus)
+    with capturedLogs() as events:
+        bus.startService()
+    assert [up for up, _ in seen] == [False]
+    failures = [e for e in events if "log_failure" in e]
+    assert failures and failures[0]["log_failure"].check(RuntimeError)
+    assert "Kafka status observer" in formatEvent(failures[0])
+    assert any("cannot reach Kafka" in line for line in messages(events))
+
+
 # -- consumers -----------------------------------------------------------------
 
 

@@ -19,6 +19,10 @@ use.  Its child services, one module each:
   :meth:`KafkaBus.subscribe_key`, at-least-once;
 - :mod:`evnet.kafka.client`: what those three share (thread, backoff, close).
 
+The bus says once per outage that Kafka cannot be reached, and when it can
+again: in the log, and to the functions given to
+:meth:`KafkaBus.add_status_observer`.
+
 Record values are the frame DATA of :mod:`evnet.protocols.messages`
 (``CODE#field…``), keys are the ids in UTF-8.  ``docs/kafka.md`` describes
 the topics, keys and guarantees.
@@ -47,6 +51,10 @@ from evnet.protocols.vocabulary import TOPICS
 # Still imported from here by modules outside evnet.kafka (BusError, BusFull:
 # evnet.driver.core, tests); new code takes them from evnet.kafka.errors.
 __all__ = ["KafkaBus", "Consumer", "partition_for_key", "BusError", "BusFull"]
+
+#: C{observer(up, reason)}: see L{KafkaBus.add_status_observer}.
+StatusObserver = Callable[[bool, str], Any]
+
 
 class KafkaBus(service.MultiService):
     """
@@ -114,6 +122,7 @@ class KafkaBus(service.MultiService):
         self.session_timeout = session_timeout
         self._outage = False
         self._ever_connected = False
+        self._status_observers: list[StatusObserver] = []
         self._consumer_ids = itertools.count(1)
         self.admin = TopicAdmin(self)
         self.admin.setServiceParent(self)
@@ -173,6 +182,17 @@ class KafkaBus(service.MultiService):
         """Fires with {topic: partitions} as the cluster reports them (0: missing)."""
         return self.admin.partition_counts(topics)
 
+    def add_status_observer(self, observer: StatusObserver) -> None:
+        """
+        Call C{observer(False, reason)} when Kafka becomes unreachable (once
+        per outage, not once per retry; C{reason} says why, as in the log
+        line) and C{observer(True, "")} when it is reachable again (not on a
+        first connection that just worked); on the reactor thread, for the
+        changes after it was added.  An observer that raises is logged; the
+        others are still told.
+        """
+        self._status_observers.append(observer)
+
     # -- shared with the clients -------------------------------------------------
 
     def client_config(self) -> dict[str, Any]:
@@ -186,19 +206,29 @@ class KafkaBus(service.MultiService):
     def make_pool(self, role: str) -> Any:
         return self.pool_factory(f"evnet-kafka-{self.client_id}-{role}")
 
+    # What the clients report; to hear of it, use add_status_observer (not a subclass).
+
     def unreachable(self, reason: Any) -> None:
         """A client could not reach Kafka: said once per outage."""
         if not self._outage:
             self._outage = True
-            self.log.warn(
-                "cannot reach Kafka at {where}; retrying ({reason})",
-                where=self.bootstrap,
-                reason=reason_text(reason),
-            )
+            text = reason_text(reason)
+            self.log.warn("cannot reach Kafka at {where}; retrying ({reason})", where=self.bootstrap, reason=text)
+            self._tell(False, text)
 
     def reachable(self) -> None:
         """A client talked to Kafka."""
         if self._outage or not self._ever_connected:
+            was_out = self._outage
             self._outage = False
             self._ever_connected = True
             self.log.info("connected to Kafka at {where}", where=self.bootstrap)
+            if was_out:
+                self._tell(True, "")
+
+    def _tell(self, up: bool, reason: str) -> None:
+        for observer in list(self._status_observers):
+            try:
+                observer(up, reason)
+            except Exception:
+                self.log.failure("Kafka status observer {observer!r} failed", observer=observer)
