@@ -5,6 +5,9 @@ callFromThread calls at once, fake kafka-python clients, and task.Clock for
 the poll loop and the backoff.  Synchronous, no broker, no sleeps.
 """
 
+import os
+import subprocess
+import sys
 from collections import namedtuple
 
 import pytest
@@ -15,35 +18,44 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
+from evnet.kafka.bus import KafkaBus, partition_for_key
+from evnet.kafka.errors import BusError, BusFull, parse_bootstrap
 from evnet.protocols import messages as m
-from evnet.kafka.bus import (
-    TOPICS,
-    BusError,
-    BusFull,
-    KafkaBus,
-    parse_bootstrap,
-    partition_for_key,
-)
+from evnet.protocols.vocabulary import TOPICS
 
 Record = namedtuple("Record", "topic partition offset key value")
 
 
 class InlinePool:
-    """A ThreadPool whose one "thread" runs each call at once."""
+    """
+    A ThreadPool whose one "thread" runs each call at once, or, while
+    C{held}, when L{release} is called (a thread still busy).
+    """
 
     def __init__(self, name):
         self.name = name
         self.started = self.stopped = False
         self.inside = False
+        self.held = False
+        self.queued = []
 
     def start(self):
         self.started = True
 
     def stop(self):
+        assert not self.queued, f"{self.name}: stopped with work waiting (ThreadPool.stop would block)"
         self.stopped = True
+
+    def release(self):
+        self.held = False
+        while self.queued:
+            self.callInThreadWithCallback(*self.queued.pop(0))
 
     def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
         assert self.started and not self.stopped, f"{self.name}: work after stop"
+        if self.held:
+            self.queued.append((onResult, f, *args))
+            return
         self.inside = True
         try:
             result = f(*args, **kwargs)
@@ -88,6 +100,7 @@ class FakeKafka:
         self.pools = {}
         self.producers, self.consumers, self.admins = [], [], []
         self.created = []
+        self.made_in = []  # (client kind, the pool whose thread made it)
 
     def pool(self, name):
         self.pools[name] = InlinePool(name)
@@ -96,25 +109,26 @@ class FakeKafka:
     def in_thread(self):
         return any(p.inside for p in self.pools.values())
 
-    def _check(self):
+    def _check(self, kind):
         assert self.in_thread(), "a Kafka client must be created in its own thread"
+        self.made_in.append((kind, next(name for name, p in self.pools.items() if p.inside)))
         if not self.up:
             raise kafka_errors.KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")
 
     def producer(self, **config):
-        self._check()
+        self._check("producer")
         p = FakeProducer(self, config)
         self.producers.append(p)
         return p
 
     def admin(self, **config):
-        self._check()
+        self._check("admin")
         a = FakeAdmin(self)
         self.admins.append(a)
         return a
 
     def consumer(self, **config):
-        self._check()
+        self._check("consumer")
         c = FakeConsumer(self, config)
         self.consumers.append(c)
         return c
@@ -427,6 +441,133 @@ def test_stop_while_unreachable_fails_what_waits_loudly():
     assert "not running" in str(later[0].value)
 
 
+def test_stop_while_the_topics_are_being_created_makes_no_producer():
+    kafka = FakeKafka()
+    bus = kafka.bus()
+    admin_pool = kafka.pools["evnet-kafka-test-admin"]
+    admin_pool.held = True  # its thread is busy creating the topics
+    bus.startService()
+    stopped = []
+    with capturedLogs() as events:
+        bus.stopService().addCallback(stopped.append)
+        assert stopped == [] and not admin_pool.stopped  # waits for the admin's thread
+        admin_pool.release()
+    assert stopped and admin_pool.stopped and bus.producer.pool.stopped
+    assert kafka.producers == [] and kafka.created  # the topics were made, no producer after the stop
+    assert not any("connected to Kafka" in line for line in messages(events))
+
+
+def test_an_error_while_closing_the_producer_is_logged_and_the_pool_still_stops():
+    kafka = FakeKafka()
+    bus = started(kafka)
+
+    def close(timeout=None):
+        raise kafka_errors.KafkaTimeoutError("close timed out")
+
+    kafka.producers[0].close = close
+    with capturedLogs() as events:
+        bus.stopService()
+    lines = messages(events)
+    assert any(line.startswith("Kafka producer: error while closing") for line in lines), lines
+    assert any("close timed out" in e["log_failure"].getErrorMessage() for e in events if "log_failure" in e)
+    assert bus.producer.pool.stopped
+
+
+# -- each client in its own thread ----------------------------------------------
+
+
+def test_each_client_is_made_in_the_thread_of_the_service_that_owns_it():
+    kafka = FakeKafka()
+    bus = started(kafka)
+    consumer_with(kafka, bus, lambda *a: None)
+    bus.partition_counts(["cp.events"])
+    assert kafka.made_in == [
+        ("admin", "evnet-kafka-test-admin"),
+        ("producer", "evnet-kafka-test-producer"),
+        ("consumer", "evnet-kafka-test-consumer-1"),
+        ("admin", "evnet-kafka-test-admin"),
+    ]
+    bus.stopService()
+    assert all(pool.stopped for pool in kafka.pools.values())
+
+
+def test_the_errors_module_does_not_load_kafka_python():
+    code = "import sys, evnet.kafka.errors; print('kafka' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+# -- Kafka's status, for whoever shows it ------------------------------------------
+
+
+def observed(bus):
+    seen = []
+    bus.add_status_observer(lambda up, reason: seen.append((up, reason)))
+    return seen
+
+
+def test_observers_hear_once_per_outage_and_when_kafka_is_back():
+    kafka = FakeKafka()
+    kafka.up = False
+    clock = task.Clock()
+    bus = kafka.bus(clock=clock)
+    seen = observed(bus)
+    bus.startService()
+    clock.advance(1)
+    clock.advance(1)  # two more failed tries: still one outage
+    assert seen == [(False, "KafkaTimeoutError: Unable to bootstrap from 127.0.0.1:1")]
+    kafka.up = True
+    clock.advance(1)
+    assert seen[1:] == [(True, "")]
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    kafka.producers[0].sent[0][3].fail(kafka_errors.KafkaTimeoutError("Expiring 1 record(s)"))
+    assert seen[2:] == [(False, "KafkaTimeoutError: Expiring 1 record(s)")]
+    clock.advance(1)
+    kafka.producers[0].sent[1][3].succeed()
+    assert seen[3:] == [(True, "")]
+
+
+def test_observers_are_not_told_of_a_first_connection_that_just_works():
+    kafka = FakeKafka()
+    bus = kafka.bus()
+    seen = observed(bus)
+    bus.startService()
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    kafka.producers[0].ack_all()
+    assert seen == []
+
+
+def test_a_consumer_that_cannot_reach_kafka_is_an_outage_too():
+    kafka = FakeKafka(topics={"cp.events": 3})
+    bus = started(kafka, create_topics=False)
+    seen = observed(bus)
+    consumer = bus.subscribe(["cp.telemetry"], "central", lambda *a: None)
+    consumer.startService()
+    bus.clock.advance(0)
+    assert seen == [(False, "topic cp.telemetry does not exist (yet) on Kafka at 127.0.0.1:9092")]
+
+
+def test_an_observer_that_raises_is_logged_and_the_others_are_still_told():
+    kafka = FakeKafka()
+    kafka.up = False
+    bus = kafka.bus()
+
+    def broken(up, reason):
+        raise RuntimeError("observer bug")
+
+    bus.add_status_observer(broken)
+    seen = observed(bus)
+    with capturedLogs() as events:
+        bus.startService()
+    assert [up for up, _ in seen] == [False]
+    failures = [e for e in events if "log_failure" in e]
+    assert failures and failures[0]["log_failure"].check(RuntimeError)
+    assert "Kafka status observer" in formatEvent(failures[0])
+    assert any("cannot reach Kafka" in line for line in messages(events))
+
+
 # -- consumers -----------------------------------------------------------------
 
 
@@ -576,6 +717,24 @@ def test_stopping_before_the_handler_finished_does_not_commit():
     bus.clock.advance(5)
     assert stopped and fake.closed and fake.commits == []
     assert consumer.pool.stopped and bus.producer.pool.stopped
+
+
+def test_an_error_while_closing_a_consumer_is_logged_and_its_pool_still_stops():
+    kafka = FakeKafka()
+    bus = started(kafka)
+    consumer, fake = consumer_with(kafka, bus, lambda *a: None)
+
+    def close(autocommit=True):
+        raise kafka_errors.KafkaConnectionError("gone")
+
+    fake.close = close
+    with capturedLogs() as events:
+        bus.stopService()
+    assert any(
+        line.startswith("Kafka consumer <Consumer cp.telemetry,cp.events group central>: error while closing")
+        for line in messages(events)
+    )
+    assert consumer.pool.stopped
 
 
 def test_subscribe_key_reads_only_its_partition_and_its_key():

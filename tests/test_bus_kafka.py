@@ -13,8 +13,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.logger import capturedLogs, formatEvent
 
+from evnet.kafka.bus import KafkaBus, partition_for_key
+from evnet.kafka.errors import BusError
 from evnet.protocols import messages as m
-from evnet.kafka.bus import TOPICS, BusError, KafkaBus, partition_for_key
+from evnet.protocols.vocabulary import TOPICS
 from tests.procs import free_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")
@@ -194,7 +196,13 @@ def test_subscribe_key_gets_only_its_key_and_resumes_after_a_restart():
 def test_a_broker_that_is_not_running_queues_and_says_so():
     port = free_port()
     with capturedLogs() as events:
-        bus = make_bus("down", bootstrap=f"127.0.0.1:{port}", connect_timeout=0.5)
+        tries = []  # one per failed connection attempt
+        bus = make_bus(
+            "down", bootstrap=f"127.0.0.1:{port}", connect_timeout=0.5,
+            backoff=lambda attempt: tries.append(attempt) or 0.2,
+        )
+        status = []
+        bus.add_status_observer(lambda up, reason: status.append((up, reason)))
         sent = bus.publish(NAMES["cp.telemetry"], "CP1", telem(1))
         lines = []
         for _ in range(100):
@@ -204,6 +212,13 @@ def test_a_broker_that_is_not_running_queues_and_says_so():
             yield task.deferLater(reactor, 0.05)
         assert f"cannot reach Kafka at 127.0.0.1:{port}; retrying" in "\n".join(lines)
         assert not sent.called and bus.pending == 1
+        for _ in range(200):
+            if len(tries) >= 3:
+                break
+            yield task.deferLater(reactor, 0.05)
+        assert len(tries) >= 3  # three failed tries: still the one outage
+        assert len(status) == 1 and status[0][0] is False
+        assert f"retrying ({status[0][1]})" in "\n".join(lines)
         yield stop(bus)
     with pytest.raises(BusError, match="unreachable"):
         yield sent
