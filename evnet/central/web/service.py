@@ -6,9 +6,9 @@ and the site listening on the C{--http} endpoint.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
@@ -16,6 +16,7 @@ from twisted.web import server
 from evnet.central.web.api import Api
 from evnet.central.web.sse import EventHub
 from evnet.central.web.static import Root
+from evnet.endpoints import Listener
 
 
 class _QuietSite(server.Site):
@@ -35,23 +36,33 @@ def make_site(central: Any, hub: EventHub, reactor: IReactorTime, token: Optiona
 
 
 class WebPanel(service.MultiService):
-    """The HTTP face of Central: a child of the Central service (so it starts once the state is loaded)."""
+    """
+    Central's panel on the C{--http} endpoint string C{endpoint}.  When it
+    cannot listen (the port is taken...) it logs one line and calls
+    C{on_failure(text)}, as L{Listener} does; the rest of Central runs on.
+    """
 
     log = Logger()
 
-    def __init__(self, central: Any, endpoint: str, reactor: IReactorTime, token: Optional[str] = None) -> None:
+    def __init__(self, central: Any, endpoint: str, reactor: IReactorTime, token: Optional[str] = None,
+                 on_failure: Optional[Callable[[str], None]] = None) -> None:
         super().__init__()
         self.endpoint = endpoint
+        self.token = token
         self.hub = EventHub(central, reactor)
         self.hub.setServiceParent(self)
         self.site = make_site(central, self.hub, reactor, token)
-        self.token = token
-        strports.service(endpoint, self.site).setServiceParent(self)
+        self.listener = Listener("http", endpoint, self.site, reactor, on_failure)
+        self.listener.setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
-        self.log.info(
-            "web panel and API on {endpoint} (write calls: {auth})",
-            endpoint=self.endpoint,
-            auth="admin token required" if self.token else "loopback only",
-        )
+        self.listener.listening.addCallback(self._listening)
+
+    def _listening(self, port: Any) -> None:
+        if port is not None:
+            self.log.info(
+                "web panel and API on {endpoint} (write calls: {auth})",
+                endpoint=self.endpoint,
+                auth="admin token required" if self.token else "loopback only",
+            )
