@@ -5,7 +5,7 @@ Central's panel over HTTP (twisted.web), one concern a module:
 - L{sse}: the Server-Sent Events hub behind C{/api/stream};
 - L{views}: Central's CPs, charges and messages as the JSON both of them say;
 - L{openapi}: the OpenAPI document served at C{/api/openapi.json};
-- L{static}: the dashboard's files (C{static/}) at C{/};
+- L{dashboard}: the dashboard's files (the C{static/} folder) at C{/}, the API at C{/api};
 - L{service}: L{WebPanel}, the service Central gets as a child, and L{make_site}.
 """
 

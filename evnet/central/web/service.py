@@ -15,7 +15,7 @@ from twisted.web import server
 
 from evnet.central.web.api import Api
 from evnet.central.web.sse import EventHub
-from evnet.central.web.static import Root
+from evnet.central.web.dashboard import Root
 from evnet.endpoints import Listener
 
 
