@@ -6,20 +6,22 @@ Monitor/driver links, a task.Clock.  No global reactor, no sleeps.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 
 import pytest
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from evnet.central.tap import Options
 from evnet.protocols import messages as m
-from evnet.central.web import OPENAPI, ROUTES, EventHub, make_site
+from evnet.central.web import OPENAPI, ROUTES, EventHub, WebPanel, make_site
 
 from tests.test_central import World
 
@@ -448,6 +450,47 @@ def test_the_dashboard_is_served_at_the_root():
     assert b"EventSource" in script.body
     assert "css" in web.get("/style.css").headers["content-type"]
     assert web.get("/nothing-here").status == 404
+
+
+# -- the panel as a service: listening on --http ------------------------------------------
+
+
+class FakeCentral:
+    """Just what the panel reads of Central to start and stop."""
+
+    def __init__(self):
+        self.cps, self.sessions, self.observers, self.recent_messages = {}, {}, [], []
+
+
+class TakenPortReactor(MemoryReactorClock):
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
+
+
+def test_the_panel_listens_on_its_endpoint_and_stops_with_the_service():
+    reactor, central = MemoryReactorClock(), FakeCentral()
+    panel = WebPanel(central, "tcp:8080:interface=127.0.0.1", reactor, TOKEN)
+    with capturedLogs() as events:
+        panel.startService()
+    [(port, factory, _, interface)] = reactor.tcpServers
+    assert (port, interface, factory) == (8080, "127.0.0.1", panel.site)
+    assert central.observers == [panel.hub.publish]
+    assert [formatEvent(e) for e in events if e["log_level"] == LogLevel.info] == [
+        "web panel and API on tcp:8080:interface=127.0.0.1 (write calls: admin token required)"]
+    panel.stopService()
+    assert panel.listener.port is None and central.observers == []
+
+
+def test_a_taken_http_port_is_one_line_passed_to_on_failure_not_a_traceback():
+    reactor, failures = TakenPortReactor(), []
+    panel = WebPanel(FakeCentral(), "tcp:8080:interface=127.0.0.1", reactor, on_failure=failures.append)
+    with capturedLogs() as events:
+        panel.startService()
+    assert failures == ["cannot listen on --http tcp:8080:interface=127.0.0.1: address already in use"]
+    assert [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn] == failures
+    assert not any("log_failure" in e for e in events)
+    assert not any("web panel and API on" in formatEvent(e) for e in events)
+    panel.stopService()
 
 
 # -- the evcentral options -------------------------------------------------------------

@@ -30,6 +30,14 @@
 
   // -- charging point tiles -------------------------------------------------------
 
+  function actionButton(cpId, action, label) {
+    const button = el("button", action, label);
+    button.type = "button";
+    button.dataset.action = action;
+    button.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cpId)}/${action}`));
+    return button;
+  }
+
   function tile(cp) {
     let node = document.querySelector(`.tile[data-cp="${CSS.escape(cp.id)}"]`);
     if (!node) {
@@ -37,15 +45,7 @@
       node.dataset.cp = cp.id;
       node.append(el("div", "id"), el("div", "location"), el("div", "price"), el("div", "state"), el("div", "charge"));
       const actions = el("div", "actions");
-      const stop = el("button", "stop", "Stop");
-      stop.type = "button";
-      stop.dataset.action = "stop";
-      stop.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cp.id)}/stop`));
-      const resume = el("button", "resume", "Resume");
-      resume.type = "button";
-      resume.dataset.action = "resume";
-      resume.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cp.id)}/resume`));
-      actions.append(stop, resume);
+      actions.append(actionButton(cp.id, "stop", "Stop"), actionButton(cp.id, "resume", "Resume"));
       node.append(actions);
       const grid = $("#cps");
       const after = [...grid.querySelectorAll(".tile")].find((t) => t.dataset.cp > cp.id);
