@@ -4,7 +4,8 @@
 Each subcommand registers itself in L{SUBCOMMANDS} (a function that adds
 its parser to the argparse subparsers and sets ``run``, a coroutine
 function taking the reactor and the parsed arguments and returning the
-exit code).  Adding one is adding one such function to the list.
+exit code, or ``run_plain``, below).  Adding one is adding one such
+function to the list.
 
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
@@ -12,9 +13,12 @@ exit code).  Adding one is adding one such function to the list.
   and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
 
-The API subcommands are plain blocking programs (urllib; no reactor): they
-set ``run_plain``, a function taking the parsed arguments and returning the
-exit code, instead of ``run``.
+The one-shot API subcommands (cps, stop, resume, sessions) are plain
+blocking programs (one urllib request, no reactor): they set ``run_plain``,
+a function taking the parsed arguments and returning the exit code,
+instead of ``run``.  ``engine`` and ``panel`` run on the reactor.  Every
+failure a user can cause is an L{EvctlError}: one line on stderr and a
+non-zero exit status (L{evnet.ctl.errors}).
 
 ENDPOINT is the Engine's control endpoint as a Twisted client endpoint
 string (``tcp:host=127.0.0.1:port=7101``); a bare port number means that
@@ -35,16 +39,10 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer, endpoints, error, task
 from twisted.protocols.basic import LineOnlyReceiver
 
+from evnet.ctl.errors import CentralRefused, EvctlError, UserError
+
 DEFAULT_TIMEOUT = 10.0
 ENGINE_ACTIONS = ("plug", "unplug", "fault", "recover", "status", "request", "help")
-
-
-class UserError(Exception):
-    """A mistake of the person running evctl: printed, exit code 2."""
-
-
-class CentralRefused(Exception):
-    """Central answered an API call with an error: printed, exit code 1."""
 
 
 class LineExchange(LineOnlyReceiver):
@@ -286,52 +284,28 @@ def _add_panel(subparsers) -> None:
                               "Reconnects by itself when Central restarts.")
     _api_options(p, json_option=False)
     p.add_argument("--once", action="store_true", help="draw the current panel once and exit")
-    p.set_defaults(run_plain=_run_panel)
+    p.set_defaults(run=_run_panel)
 
 
-def _run_panel(args: argparse.Namespace) -> int:
+async def _run_panel(reactor, args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.live import Live
+    from twisted.web.client import Agent
 
-    from evnet.services import panel
+    from evnet.ctl import stream, terminal
 
     url = base_url(args.http)
-    state = panel.PanelState()
-    console = Console()
+    agent, console = Agent(reactor), Console()
     if args.once:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return await terminal.panel_once(agent, reactor, url, console, args.timeout)
+    return await terminal.panel_live(agent, reactor, url, console, until=_before_shutdown(reactor),
+                                     idle_timeout=max(args.timeout, stream.IDLE_TIMEOUT))
 
-        class Got(Exception):
-            pass
 
-        def first(event: str, data: str) -> None:
-            state.apply(event, data)
-            if event == "snapshot":
-                raise Got()
-
-        try:
-            with opener.open(panel.stream_request(url), timeout=args.timeout) as response:
-                panel.read_events(response, first)
-        except Got:
-            console.print(panel.render(state, url))
-            return 0
-        except urllib.error.HTTPError as e:
-            raise CentralRefused(f"{e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise UserError(f"cannot reach Central at {url}: {getattr(e, 'reason', e)}") from None
-        raise UserError(f"{url} closed the stream before its snapshot")
-    with Live(panel.render(state, url), console=console, auto_refresh=False, screen=console.is_terminal) as live:
-
-        def event(name: str, data: str) -> None:
-            state.apply(name, data)
-            live.update(panel.render(state, url), refresh=True)
-
-        def lost(why: str) -> None:
-            state.disconnected(why)
-            live.update(panel.render(state, url), refresh=True)
-
-        panel.follow(url, event, lost, timeout=max(args.timeout, 40.0))
-    return 0  # pragma: no cover - follow() returns only on Ctrl+C
+def _before_shutdown(reactor) -> defer.Deferred:
+    """Fires when the reactor is asked to stop (Ctrl+C), before it does."""
+    d: defer.Deferred = defer.Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", d.callback, None)
+    return d
 
 
 SUBCOMMANDS: list[Callable] = [_add_engine, _add_cps, _add_stop, _add_resume, _add_sessions, _add_panel]
@@ -345,17 +319,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(e: EvctlError) -> int:
+    print(e.line(), file=sys.stderr)
+    return e.exit_code
+
+
 def run_plain(args: argparse.Namespace) -> int:
+    """Run a plain subcommand; its exit code."""
     try:
         return args.run_plain(args)
-    except UserError as e:
-        print(f"evctl: {e}", file=sys.stderr)
-        return 2
-    except CentralRefused as e:
-        print(f"evctl: Central refused: {e}", file=sys.stderr)
-        return 1
+    except EvctlError as e:
+        return _report(e)
     except KeyboardInterrupt:
         return 0
+
+
+async def run_on_reactor(reactor, args: argparse.Namespace) -> int:
+    """Run a reactor subcommand; its exit code."""
+    try:
+        return await args.run(reactor, args)
+    except EvctlError as e:
+        return _report(e)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -364,11 +348,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise SystemExit(run_plain(args))
 
     async def run(reactor) -> None:
-        try:
-            code = await args.run(reactor, args)
-        except UserError as e:
-            print(f"evctl: {e}", file=sys.stderr)
-            code = 2
-        raise SystemExit(code)
+        raise SystemExit(await run_on_reactor(reactor, args))
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
