@@ -3,11 +3,12 @@
 evcentral`` (with a real Engine and Monitor for CP1); the terminal panel's
 pure parts (SSE parsing, state, rendering); its stream on fakes (an Agent,
 StringTransport, task.Clock: events, disconnections, backoff, silence,
-Ctrl+C).
+Ctrl+C); and evctl's user errors, each one line and a non-zero exit.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import re
@@ -19,12 +20,12 @@ from rich.console import Console
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web._newclient import ParseError
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 
-from evnet.ctl import panel, stream, terminal
+from evnet.ctl import cli, panel, stream, terminal
 from evnet.ctl.errors import CentralRefused, UserError
 from tests.procs import free_port, wait_for_port
 
@@ -426,3 +427,87 @@ def test_the_panel_once_prints_the_snapshot_or_says_why_not(answer, error_type, 
     once = results(defer.ensureDeferred(terminal.panel_once(agent, clock, "http://x", console, 10.0)))
     response = agent.answer(sse("snapshot", SNAPSHOT))
     assert once == [0] and response.transport.producerState == "stopped" and "CP1" in console.file.getvalue()
+
+
+# -- evctl's user errors: one line on stderr, a non-zero exit, no traceback --------------------------
+
+
+class FakeOpener:
+    """urllib's opener for CentralApi: records the request, answers with C{answer} (a body or an exception)."""
+
+    def __init__(self, answer):
+        self.answer, self.requests = answer, []
+
+    def open(self, request, timeout):
+        self.requests.append(request)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return io.BytesIO(self.answer)
+
+
+def evctl_plain(capsys, *argv, answer=b"{}"):
+    opener = FakeOpener(answer)
+    code = cli.run_plain(cli.build_parser().parse_args(argv), opener)
+    return code, capsys.readouterr().err.splitlines(), opener
+
+
+@pytest.mark.parametrize("answer, code, line", [
+    (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), 2,
+     "evctl: cannot reach Central at http://c:1: [Errno 111] Connection refused"),
+    (urllib.error.HTTPError("http://c:1/api/cps", 502, "Bad Gateway", {}, io.BytesIO(b"<html>")), 1,
+     "evctl: Central refused: 502 Bad Gateway"),
+    (urllib.error.HTTPError("http://c:1/api/cps", 409, "Conflict", {}, io.BytesIO(b'{"error": "not now"}')), 1,
+     "evctl: Central refused: not now"),
+    (http.client.BadStatusLine("SSH-2.0"), 2, "evctl: http://c:1 did not answer HTTP: is it Central's --http endpoint?"),
+    (b"<html>", 2, "evctl: http://c:1 did not answer JSON: is it Central's --http endpoint?"),
+])
+def test_evctl_explains_what_central_answered_in_one_line(capsys, answer, code, line):
+    assert evctl_plain(capsys, "cps", "--http", "http://c:1", answer=answer)[:2] == (code, [line])
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "http://", "http://127.0.0.1:abc", "http://127.0.0.1:99999",
+                                 "http://[::1", "http://c 1", "http://c:1/\n"])
+def test_evctl_refuses_a_url_that_is_not_one_before_sending_anything(capsys, url):
+    code, err, opener = evctl_plain(capsys, "stop", "all", "--http", url)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"evctl: --http must be a URL like {cli.DEFAULT_HTTP}, not {url!r}")
+    assert opener.requests == []
+
+
+def test_evctl_says_which_token_file_it_cannot_use_before_sending_anything(capsys, tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    for path, why in ((tmp_path / "missing", "cannot read it: No such file or directory"),
+                      (tmp_path / "empty", "the file is empty"), (tmp_path, "cannot read it: Is a directory")):
+        code, err, opener = evctl_plain(capsys, "stop", "CP1", "--http", "http://c:1", "--token-file", str(path))
+        assert (code, err, opener.requests) == (2, [f"evctl: --token-file {path}: {why}"], [])
+    (tmp_path / "token").write_text(" tok-1\n")
+    code, err, opener = evctl_plain(capsys, "stop", "CP 1", "--http", "http://c:1/", "--token-file", str(tmp_path / "token"),
+                                    answer=b'{"ok": true, "message": "CP CP 1 stopped"}')
+    [request] = opener.requests
+    assert (code, request.full_url, request.get_method(), request.data) == (0, "http://c:1/api/cps/CP%201/stop", "POST", b"{}")
+    assert request.get_header("Authorization") == "Bearer tok-1"
+
+
+def on_reactor(reactor, *argv):
+    return results(defer.ensureDeferred(cli.run_on_reactor(reactor, cli.build_parser().parse_args(argv))))
+
+
+def test_evctl_engine_says_in_one_line_when_the_endpoint_is_wrong_or_out_of_reach(capsys):
+    reactor = MemoryReactorClock()
+    assert on_reactor(reactor, "engine", "nope:x", "status") == [2]
+    assert capsys.readouterr().err.splitlines() == [
+        "evctl: 'nope:x' is not a client endpoint string (e.g. tcp:host=127.0.0.1:port=7101): Unknown endpoint type: 'nope'"]
+    for failure, why in ((REFUSED, "Connection was refused by other side: 111: Connection refused."),
+                         (OverflowError("connect_ex(): port must be 0-65535"), "connect_ex(): port must be 0-65535")):
+        reactor = MemoryReactorClock()
+        done = on_reactor(reactor, "engine", "7101", "status")
+        [(host, port, factory, _, _)] = reactor.tcpClients
+        assert (host, port) == ("127.0.0.1", 7101)
+        factory.clientConnectionFailed(None, Failure(failure))
+        assert done == [2]
+        assert capsys.readouterr().err.splitlines() == [f"evctl: cannot reach the control endpoint 7101: {why}"]
+    reactor = MemoryReactorClock()
+    done = on_reactor(reactor, "engine", "7101", "status", "--timeout", "3")
+    reactor.tcpClients[0][2].buildProtocol(None).makeConnection(StringTransport())
+    reactor.advance(3)
+    assert done == [2]
+    assert capsys.readouterr().err.splitlines() == ["evctl: no answer from 7101 within 3 s"]
