@@ -4,7 +4,8 @@
 Each subcommand registers itself in L{SUBCOMMANDS} (a function that adds
 its parser to the argparse subparsers and sets ``run``, a coroutine
 function taking the reactor and the parsed arguments and returning the
-exit code).  Adding one is adding one such function to the list.
+exit code, or ``run_plain``, below).  Adding one is adding one such
+function to the list.
 
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
@@ -12,9 +13,12 @@ exit code).  Adding one is adding one such function to the list.
   and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
 
-The API subcommands are plain blocking programs (urllib; no reactor): they
-set ``run_plain``, a function taking the parsed arguments and returning the
-exit code, instead of ``run``.
+The one-shot API subcommands (cps, stop, resume, sessions) are plain
+blocking programs (one urllib request, no reactor): they set ``run_plain``,
+a function taking a L{CentralApi} and the parsed arguments and returning
+the exit code, instead of ``run``.  ``engine`` and ``panel`` run on the
+reactor.  Every failure a user can cause is an L{EvctlError}: one line on
+stderr and a non-zero exit status (L{evnet.ctl.errors}).
 
 ENDPOINT is the Engine's control endpoint as a Twisted client endpoint
 string (``tcp:host=127.0.0.1:port=7101``); a bare port number means that
@@ -24,6 +28,8 @@ port on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import functools
+import http.client
 import json
 import sys
 import urllib.error
@@ -35,16 +41,10 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer, endpoints, error, task
 from twisted.protocols.basic import LineOnlyReceiver
 
+from evnet.ctl.errors import CentralRefused, EvctlError, UserError
+
 DEFAULT_TIMEOUT = 10.0
 ENGINE_ACTIONS = ("plug", "unplug", "fault", "recover", "status", "request", "help")
-
-
-class UserError(Exception):
-    """A mistake of the person running evctl: printed, exit code 2."""
-
-
-class CentralRefused(Exception):
-    """Central answered an API call with an error: printed, exit code 1."""
 
 
 class LineExchange(LineOnlyReceiver):
@@ -85,7 +85,7 @@ async def ask(reactor, endpoint: str, line: str, timeout: float = DEFAULT_TIMEOU
     connecting.addTimeout(timeout, reactor)
     try:
         await connecting
-    except (error.ConnectError, defer.TimeoutError, OSError) as e:
+    except (error.ConnectError, defer.TimeoutError, OSError, OverflowError) as e:  # OverflowError: a port over 65535
         raise UserError(f"cannot reach the control endpoint {endpoint}: {e}") from None
     exchange.answer.addTimeout(timeout, reactor)
     try:
@@ -142,8 +142,17 @@ def _api_options(p, json_option: bool = True) -> None:
 
 
 def base_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise UserError(f"--http must be a URL like {DEFAULT_HTTP}, not {text!r}")
+    """C{text} without its trailing slash, or a UserError unless it is an http(s) URL with a host."""
+    wrong = f"--http must be a URL like {DEFAULT_HTTP}, not {text!r}"
+    if not text.startswith(("http://", "https://")) or any(c.isspace() or not c.isprintable() for c in text):
+        raise UserError(wrong)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host, _ = parts.hostname, parts.port  # .port raises ValueError unless a number in 0-65535
+    except ValueError as e:
+        raise UserError(f"{wrong} ({e})") from None
+    if not host:
+        raise UserError(wrong)
     return text.rstrip("/")
 
 
@@ -158,32 +167,50 @@ def read_token(path: str) -> str:
     return token
 
 
-def call_api(args: argparse.Namespace, method: str, path: str) -> Any:
-    """One API call; Central's JSON answer, or CentralRefused / UserError."""
-    url = base_url(args.http)
-    headers = {"Accept": "application/json"}
-    if args.token_file:
-        headers["Authorization"] = f"Bearer {read_token(args.token_file)}"
-    data = b"{}" if method == "POST" else None
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=args.timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as e:
+class CentralApi:
+    """
+    Central's HTTP API as one evctl command names it (C{--http},
+    C{--token-file}, C{--timeout}): L{call} returns Central's JSON answer,
+    or raises CentralRefused (an HTTP error) or UserError.  HTTP proxies
+    from the environment are not used.
+    """
+
+    def __init__(self, args: argparse.Namespace, opener: Optional[urllib.request.OpenerDirector] = None) -> None:
+        self.url = base_url(args.http)
+        self.token_file = args.token_file
+        self.timeout = args.timeout
+        self.opener = opener or urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method: str, path: str) -> Any:
+        headers = {"Accept": "application/json"}
+        if self.token_file:
+            headers["Authorization"] = f"Bearer {read_token(self.token_file)}"
+        data = None
+        if method == "POST":
+            data = b"{}"
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            why = json.loads(e.read())["error"]
-        except (ValueError, KeyError, TypeError, OSError):
-            why = f"{e.code} {e.reason}"
-        raise CentralRefused(why) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise UserError(f"cannot reach Central at {url}: {getattr(e, 'reason', e)}") from None
+            with self.opener.open(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            raise CentralRefused(_error_of(e)) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise UserError(f"cannot reach Central at {self.url}: {getattr(e, 'reason', e)}") from None
+        except http.client.HTTPException:
+            raise UserError(f"{self.url} did not answer HTTP: is it Central's --http endpoint?") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise UserError(f"{self.url} did not answer JSON: is it Central's --http endpoint?") from None
+
+
+def _error_of(e: urllib.error.HTTPError) -> str:
+    """Central's sentence for an HTTP error (its JSON C{error}), else the status."""
     try:
-        return json.loads(body)
-    except ValueError:
-        raise UserError(f"{url} did not answer JSON: is it Central's --http endpoint?") from None
+        return json.loads(e.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+        return f"{e.code} {e.reason}"
 
 
 def _print_json(value: Any) -> None:
@@ -211,8 +238,8 @@ def _add_cps(subparsers) -> None:
     p.set_defaults(run_plain=_run_cps)
 
 
-def _run_cps(args: argparse.Namespace) -> int:
-    cps = call_api(args, "GET", "/api/cps")["cps"]
+def _run_cps(api: CentralApi, args: argparse.Namespace) -> int:
+    cps = api.call("GET", "/api/cps")["cps"]
     if args.json:
         _print_json(cps)
     elif not cps:
@@ -232,9 +259,9 @@ def _add_command(subparsers, name: str, text: str) -> None:
     p.set_defaults(run_plain=_run_command, verb=name)
 
 
-def _run_command(args: argparse.Namespace) -> int:
-    path = f"/api/cps/{args.verb}" if args.cp == "all" else f"/api/cps/{urllib.parse.quote(args.cp, safe='')}/{args.verb}"
-    answer = call_api(args, "POST", path)
+def _run_command(api: CentralApi, args: argparse.Namespace) -> int:
+    which = "" if args.cp == "all" else "/" + urllib.parse.quote(args.cp, safe="")
+    answer = api.call("POST", f"/api/cps{which}/{args.verb}")
     if args.json:
         _print_json(answer)
     elif "results" in answer:
@@ -247,14 +274,6 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_stop(subparsers) -> None:
-    _add_command(subparsers, "stop", "stop (PARAR: Out of Order)")
-
-
-def _add_resume(subparsers) -> None:
-    _add_command(subparsers, "resume", "resume (REANUDAR)")
-
-
 def _add_sessions(subparsers) -> None:
     p = subparsers.add_parser("sessions", help="charges in progress and recent charges with their tickets",
                               description="Charges in progress, then the most recent charges and their tickets.")
@@ -263,8 +282,8 @@ def _add_sessions(subparsers) -> None:
     p.set_defaults(run_plain=_run_sessions)
 
 
-def _run_sessions(args: argparse.Namespace) -> int:
-    answer = call_api(args, "GET", f"/api/sessions?limit={args.limit}")
+def _run_sessions(api: CentralApi, args: argparse.Namespace) -> int:
+    answer = api.call("GET", f"/api/sessions?limit={args.limit}")
     if args.json:
         _print_json(answer)
         return 0
@@ -286,55 +305,38 @@ def _add_panel(subparsers) -> None:
                               "Reconnects by itself when Central restarts.")
     _api_options(p, json_option=False)
     p.add_argument("--once", action="store_true", help="draw the current panel once and exit")
-    p.set_defaults(run_plain=_run_panel)
+    p.set_defaults(run=_run_panel)
 
 
-def _run_panel(args: argparse.Namespace) -> int:
+async def _run_panel(reactor, args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.live import Live
+    from twisted.web.client import Agent
 
-    from evnet.services import panel
+    from evnet.ctl import stream, terminal
 
     url = base_url(args.http)
-    state = panel.PanelState()
-    console = Console()
+    agent, console = Agent(reactor), Console()
     if args.once:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-        class Got(Exception):
-            pass
-
-        def first(event: str, data: str) -> None:
-            state.apply(event, data)
-            if event == "snapshot":
-                raise Got()
-
-        try:
-            with opener.open(panel.stream_request(url), timeout=args.timeout) as response:
-                panel.read_events(response, first)
-        except Got:
-            console.print(panel.render(state, url))
-            return 0
-        except urllib.error.HTTPError as e:
-            raise CentralRefused(f"{e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise UserError(f"cannot reach Central at {url}: {getattr(e, 'reason', e)}") from None
-        raise UserError(f"{url} closed the stream before its snapshot")
-    with Live(panel.render(state, url), console=console, auto_refresh=False, screen=console.is_terminal) as live:
-
-        def event(name: str, data: str) -> None:
-            state.apply(name, data)
-            live.update(panel.render(state, url), refresh=True)
-
-        def lost(why: str) -> None:
-            state.disconnected(why)
-            live.update(panel.render(state, url), refresh=True)
-
-        panel.follow(url, event, lost, timeout=max(args.timeout, 40.0))
-    return 0  # pragma: no cover - follow() returns only on Ctrl+C
+        return await terminal.panel_once(agent, reactor, url, console, args.timeout)
+    return await terminal.panel_live(agent, reactor, url, console, until=_before_shutdown(reactor),
+                                     idle_timeout=max(args.timeout, stream.IDLE_TIMEOUT))
 
 
-SUBCOMMANDS: list[Callable] = [_add_engine, _add_cps, _add_stop, _add_resume, _add_sessions, _add_panel]
+def _before_shutdown(reactor) -> defer.Deferred:
+    """Fires when the reactor is asked to stop (Ctrl+C), before it does."""
+    d: defer.Deferred = defer.Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", d.callback, None)
+    return d
+
+
+SUBCOMMANDS: list[Callable] = [
+    _add_engine,
+    _add_cps,
+    functools.partial(_add_command, name="stop", text="stop (PARAR: Out of Order)"),
+    functools.partial(_add_command, name="resume", text="resume (REANUDAR)"),
+    _add_sessions,
+    _add_panel,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,17 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_plain(args: argparse.Namespace) -> int:
+def _report(e: EvctlError) -> int:
+    print(e.line(), file=sys.stderr)
+    return e.exit_code
+
+
+def run_plain(args: argparse.Namespace, opener: Optional[urllib.request.OpenerDirector] = None) -> int:
+    """Run a plain subcommand; its exit code."""
     try:
-        return args.run_plain(args)
-    except UserError as e:
-        print(f"evctl: {e}", file=sys.stderr)
-        return 2
-    except CentralRefused as e:
-        print(f"evctl: Central refused: {e}", file=sys.stderr)
-        return 1
+        return args.run_plain(CentralApi(args, opener), args)
+    except EvctlError as e:
+        return _report(e)
     except KeyboardInterrupt:
         return 0
+
+
+async def run_on_reactor(reactor, args: argparse.Namespace) -> int:
+    """Run a reactor subcommand; its exit code."""
+    try:
+        return await args.run(reactor, args)
+    except EvctlError as e:
+        return _report(e)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -364,11 +376,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise SystemExit(run_plain(args))
 
     async def run(reactor) -> None:
-        try:
-            code = await args.run(reactor, args)
-        except UserError as e:
-            print(f"evctl: {e}", file=sys.stderr)
-            code = 2
-        raise SystemExit(code)
+        raise SystemExit(await run_on_reactor(reactor, args))
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))

@@ -2,21 +2,18 @@
 The terminal panel (``evctl panel``): the dashboard's state rebuilt from
 Central's Server-Sent Events, drawn with rich.
 
-L{SseParser}, L{PanelState} and L{render} are pure (no I/O).  L{follow} is
-the blocking client used by the short-lived ``evctl`` process (not a
-reactor program): it reads the stream with urllib, and reconnects after a
-pause whenever Central goes away.
+Everything here is pure (no I/O, no Twisted): L{SseParser} turns the
+stream's bytes into events, L{PanelState} applies them, L{render} and
+L{tile} draw the state.  Reading the stream (twisted.web's Agent,
+reconnecting) is L{evnet.ctl.stream}; the command is L{evnet.ctl.cli}.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Optional
 
 from rich.columns import Columns
 from rich.console import Group, RenderableType
@@ -27,6 +24,7 @@ from rich.text import Text
 TITLE = "EV CHARGING — MONITORING PANEL"
 MAX_MESSAGES = 200
 SHOWN_MESSAGES = 12
+MAX_LINE = 8 * 1024 * 1024  # bytes of one line not ended yet (a snapshot's data is one line)
 
 STATE_STYLE = {
     "ACTIVADO": "bold white on green4",
@@ -44,12 +42,37 @@ BORDER_STYLE = {
 }
 
 
-class SseParser:
-    """Server-Sent Events, one line at a time (without its line ending)."""
+class LineTooLong(ValueError):
+    """The stream sent more than L{MAX_LINE} bytes without ending a line."""
 
-    def __init__(self) -> None:
+
+class SseParser:
+    """
+    Server-Sent Events: L{feed} takes the body's bytes as they come, in any
+    chunking; L{feed_line} takes one line (without its line ending).
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self.event = ""
         self.data: list[str] = []
+        self.max_line = max_line
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        """The (event, data) pairs that C{data} completes, in order."""
+        self._pending += data
+        events = []
+        start = 0
+        while (end := self._pending.find(b"\n", start)) >= 0:
+            line = bytes(self._pending[start:end]).rstrip(b"\r").decode("utf-8", "replace")
+            start = end + 1
+            event = self.feed_line(line)
+            if event is not None:
+                events.append(event)
+        del self._pending[:start]
+        if len(self._pending) > self.max_line:
+            raise LineTooLong(f"a line longer than {self.max_line} bytes")
+        return events
 
     def feed_line(self, line: str) -> Optional[tuple[str, str]]:
         """Return (event, data) when C{line} ends an event, else None."""
@@ -143,50 +166,3 @@ def render(state: PanelState, source: str = "") -> RenderableType:
         style = "red" if msg.get("kind") in ("fault", "disconnect", "refused") else None
         messages.add_row(_when(msg["at"], "%d/%m %H:%M:%S"), Text(msg["text"], style=style or ""))
     return Group(header, status, tiles, requests, messages)
-
-
-def stream_request(base_url: str) -> urllib.request.Request:
-    return urllib.request.Request(base_url.rstrip("/") + "/api/stream", headers={"Accept": "text/event-stream"})
-
-
-def read_events(response, on_event: Callable[[str, str], None]) -> None:
-    """Feed the events of an open stream to C{on_event} until it ends."""
-    parser = SseParser()
-    for raw in response:
-        event = parser.feed_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        if event is not None:
-            on_event(*event)
-
-
-def follow(
-    base_url: str,
-    on_event: Callable[[str, str], None],
-    on_lost: Callable[[str], None],
-    *,
-    opener: Optional[urllib.request.OpenerDirector] = None,
-    timeout: float = 40.0,
-    retry: float = 2.0,
-    sleep: Callable[[float], None] = time.sleep,
-    rounds: Optional[int] = None,
-) -> None:
-    """
-    Follow the stream for ever (or C{rounds} connections): C{on_event} for
-    each event, C{on_lost(why)} when the connection fails or ends, then
-    reconnect after C{retry} seconds.  C{timeout} bounds the silence on the
-    connection (Central sends a keep-alive every 15 s).
-    """
-    opener = opener or urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    count = 0
-    while rounds is None or count < rounds:
-        count += 1
-        try:
-            with opener.open(stream_request(base_url), timeout=timeout) as response:
-                read_events(response, on_event)
-            why = "Central closed the stream; reconnecting…"
-        except urllib.error.HTTPError as e:
-            why = f"Central answered {e.code} {e.reason}; retrying…"
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            why = f"cannot reach Central at {base_url} ({reason}); retrying…"
-        on_lost(why)
-        sleep(retry)
