@@ -17,18 +17,10 @@ from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
 from tests.test_engine import FakeBus
 from evnet.kafka.errors import BusError
-from evnet.driver.core import (
-    BadLine,
-    DriverService,
-    DriverView,
-    KafkaTransport,
-    LinkTransport,
-    Phase,
-    Request,
-    parse_requests,
-    read_requests,
-    RequestsFileError,
-)
+from evnet.driver.core import DriverService, Phase
+from evnet.driver.requests import BadLine, Request, RequestsFileError, parse_requests, read_requests
+from evnet.driver.transports import KafkaTransport, LinkTransport
+from evnet.driver.view import DriverView
 
 CENTRAL = "tcp:host=127.0.0.1:port=7001"
 
@@ -583,7 +575,7 @@ REQUESTS_TEXT = "CP01 0.1\nCP02 0.1\nCP03 0.1\n"
 
 
 def progress_file(tmp_path):
-    from evnet.driver.core import Progress
+    from evnet.driver.requests import Progress
 
     requests_file = tmp_path / "requests.txt"
     requests_file.write_text(REQUESTS_TEXT)
@@ -618,7 +610,7 @@ def test_a_driver_killed_mid_charge_goes_on_with_its_file_after_the_recovered_ti
 
 
 def test_a_changed_request_file_starts_from_the_top(tmp_path):
-    from evnet.driver.core import Progress
+    from evnet.driver.requests import Progress
 
     progress = progress_file(tmp_path)
     progress.save(2, None)

@@ -14,17 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from evnet.driver.core import (
-    DEFAULT_CHARGE_TIMEOUT,
-    DEFAULT_WAIT,
-    ID_PATTERN,
-    DriverView,
-    Event,
-    RequestsFileError,
-    fmt_duration,
-    describe_reason,
-    read_requests,
-)
+from evnet.driver.core import DEFAULT_CHARGE_TIMEOUT, DEFAULT_WAIT, Event
+from evnet.driver.requests import RequestsFileError, read_requests
+from evnet.driver.view import DriverView, describe_reason, fmt_duration
+from evnet.protocols.vocabulary import valid_id
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -233,7 +226,7 @@ def _error(message: str) -> int:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not ID_PATTERN.match(args.driver_id):
+    if not valid_id(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
     requests, problems = [], []
     if not args.list:
@@ -263,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any:
     """The way to Central: a framed link (--central), or Kafka (--kafka)."""
-    from evnet.driver.core import KafkaTransport, LinkTransport, WatchedBus
+    from evnet.driver.transports import KafkaTransport, LinkTransport, WatchedBus
 
     if args.kafka is None:
         return LinkTransport(endpoint, args.central, reactor)
@@ -272,7 +265,8 @@ def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
-    from evnet.driver.core import DriverService, Progress
+    from evnet.driver.core import DriverService
+    from evnet.driver.requests import Progress
 
     progress = None
     if not args.list:
