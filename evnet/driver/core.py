@@ -2,9 +2,9 @@
 The driver's core: L{DriverService} says hello to Central, works through the
 requests, follows each charge to its ticket, and reports everything it sees
 as *events*: plain dicts with a ``type`` and named fields (the same dicts
-are printed by ``evdriver --json``).  It does not know how Central is
-reached: a transport (L{evnet.driver.transports}) calls it and carries its
-messages.
+are printed by ``evdriver --json``).  Its state is the explicit machines of
+L{evnet.driver.states}.  It does not know how Central is reached: a
+transport (L{evnet.driver.transports}) calls it and carries its messages.
 
 The wire contract is Central's (``docs/protocol.md``); ``docs/driver.md``
 describes the command.
@@ -13,16 +13,29 @@ describes the command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from evnet.driver.requests import Progress, Request
+from evnet.driver.states import (
+    AWAITING_CENTRAL,
+    PHASES,
+    REACH,
+    UNANSWERED,
+    ListParts,
+    Machine,
+    Phase,
+    PhaseInput,
+    Reach,
+    ReachInput,
+)
 from evnet.protocols import messages as m
+from evnet.protocols.vocabulary import WHAT_DRIVER
 
 DEFAULT_WAIT = 4.0
 DEFAULT_CHARGE_TIMEOUT = 600.0
@@ -30,37 +43,38 @@ DEFAULT_CHARGE_TIMEOUT = 600.0
 # AUTHORIZED of a charge in progress before sending a request.
 DEFAULT_SETTLE = 1.0
 
+# What C{DriverService.done} fires with: the exit codes of evdriver.
+EXIT_OK = 0  # the file was worked through (or --list answered)
+EXIT_REFUSED = 1  # Central refused the driver id
+EXIT_NO_LIST = 3  # --list: no (whole) list from Central within --charge-timeout
+EXIT_INTERRUPTED = 130
+
 Event = dict[str, Any]
 
 
+class Timer:
+    """At most one pending call on C{clock}: L{start} replaces it, L{cancel} drops it."""
 
-def _cancel_timer(owner: Any, name: str) -> None:
-    """Cancel the delayed call in C{owner}'s attribute C{name} (if pending) and clear it."""
-    timer = getattr(owner, name)
-    if timer is not None and timer.active():
-        timer.cancel()
-    setattr(owner, name, None)
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._call: Any = None
 
+    @property
+    def pending(self) -> bool:
+        return self._call is not None
 
-class Phase(Enum):
-    STARTING = "starting"  # no hello accepted yet in this run
-    IDLE = "idle"  # ready for the next request (once the link is up)
-    REQUESTED = "requested"  # REQ sent, no AUTHORIZED/DENIED yet
-    AUTHORIZED = "authorized"  # waiting for the vehicle to be plugged in
-    CHARGING = "charging"  # TELEM coming in
-    WAITING = "waiting"  # the --wait pause after an outcome
-    DONE = "done"
+    def start(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.cancel()
+        self._call = self.clock.callLater(delay, self._fire, fn, args)
 
+    def _fire(self, fn: Callable[..., None], args: tuple) -> None:
+        self._call = None
+        fn(*args)
 
-_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.STARTING: frozenset({Phase.IDLE, Phase.DONE}),
-    Phase.IDLE: frozenset({Phase.REQUESTED, Phase.DONE}),
-    Phase.REQUESTED: frozenset({Phase.AUTHORIZED, Phase.WAITING, Phase.DONE}),
-    Phase.AUTHORIZED: frozenset({Phase.CHARGING, Phase.WAITING, Phase.DONE}),
-    Phase.CHARGING: frozenset({Phase.WAITING, Phase.DONE}),
-    Phase.WAITING: frozenset({Phase.IDLE, Phase.DONE}),
-    Phase.DONE: frozenset(),
-}
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
 
 
 @dataclass
@@ -71,11 +85,8 @@ class Charge:
     request: Optional[Request] = None
     n: int = 0  # 1-based position in the file; 0 for a recovered charge
     session: Optional[str] = None
-    timer: Any = None
-    # The REQ went out on a link that was lost before Central answered (or
-    # the transport could not send it): send it again after the next hello.
-    unanswered_on_lost_link: bool = False
-    req_channel: Any = None
+    timer: Optional[Timer] = None  # the give-up timer, while armed
+    req_channel: Any = None  # the channel its REQ last went on
 
 
 @dataclass
@@ -88,17 +99,21 @@ class Summary:
 class DriverService(service.MultiService):
     """
     The driver, whatever the transport: works through C{requests} against
-    Central, reached through C{transport} (a L{LinkTransport} or a
-    L{KafkaTransport}), reporting events to C{emit}.  C{done} fires with
-    the exit code when it has finished (0) or Central refused the driver id
-    (1).  With C{list_only}, it asks which CPs are available instead and
-    finishes.
+    Central, reached through C{transport} (an L{evnet.driver.transports}
+    transport), reporting events to C{emit}.  C{done} fires with the exit
+    code: L{EXIT_OK} when it has finished, L{EXIT_REFUSED} when Central
+    refused the driver id, L{EXIT_INTERRUPTED} after L{interrupt}.  With
+    C{list_only}, it asks which CPs are available instead and finishes once
+    the whole list is in (L{EXIT_OK}), or after C{charge_timeout} seconds
+    with no part of it (L{EXIT_NO_LIST}).
 
     The transport calls L{channel_opened} when Central can be spoken to
     (the hello goes out then), L{message_received} for each message from
     Central, L{channel_lost} when a link is lost and L{central_silent} when
-    Central stopped answering; the driver calls the transport's
-    C{hello_accepted()} and C{close()}, and a channel's C{send(msg)}.
+    Central stopped answering.  The driver calls the transport's
+    C{hello_accepted()}, C{not_sent(msg, failure)}, C{describe()} and
+    C{close()}, and a channel's C{sendMessage(msg)}: a Deferred that fails
+    (never raises) when the message cannot be sent.
     """
 
     log = Logger()
@@ -107,7 +122,7 @@ class DriverService(service.MultiService):
         self,
         driver_id: str,
         requests: list[Request],
-        transport: "LinkTransport | KafkaTransport",
+        transport: Any,
         emit: Callable[[Event], None],
         clock: IReactorTime,
         *,
@@ -126,7 +141,8 @@ class DriverService(service.MultiService):
         self.charge_timeout = charge_timeout
         self.settle = settle
         self.list_only = list_only
-        self.phase = Phase.STARTING
+        self._phase = Machine("phase", PHASES, Phase.STARTING, self._rejected)
+        self._reach = Machine("reach", REACH, Reach.AWAY, self._rejected)
         self.progress = progress
         # The next request to send; a restarted driver goes on where it was.
         self.index, self.resume_session = progress.load() if progress is not None else (0, None)
@@ -136,185 +152,206 @@ class DriverService(service.MultiService):
         self.recovered: dict[str, Charge] = {}
         self.seen_tickets: set[str] = set()
         self.summary = Summary()
+        self.list_parts = ListParts()
         self.channel: Any = None  # where the hello went: a FramedLink, or the Kafka transport
-        self.ready = False  # Central accepted the hello on self.channel
-        self.listed = False  # LIST sent (list_only)
         self.done: defer.Deferred = defer.Deferred()
         self._hellos = 0
-        self._settle_timer: Any = None
-        self._wait_timer: Any = None
+        self._settle_timer = Timer(clock)
+        self._wait_timer = Timer(clock)
+        self._list_timer = Timer(clock)
         self.transport = transport
         transport.attach(self)
         transport.setServiceParent(self)
 
     def startService(self) -> None:
-        if (self.index or self.resume_session) and not self.list_only:
+        if self.list_only:
+            self._list_timer.start(self.charge_timeout, self._list_gave_up)
+        elif self.index or self.resume_session:
             self.emit("resumed", n=self.index + 1, total=len(self.requests), session=self.resume_session)
         super().startService()
+
+    # -- the machines --------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase.state
+
+    @property
+    def ready(self) -> bool:
+        """Central accepted the hello on the current channel."""
+        return self._reach.state is Reach.READY
 
     @property
     def finished(self) -> bool:
         return self.phase is Phase.DONE
 
-    def _save_progress(self, session: Optional[str] = None) -> None:
-        if self.progress is not None:
-            self.progress.save(self.index, session)
-
     @property
     def awaiting_central(self) -> bool:
         """Something is expected from Central: an answer, news of a charge, the list."""
-        if self.phase is Phase.DONE:
-            return False
-        return (
-            self.phase in (Phase.STARTING, Phase.REQUESTED, Phase.AUTHORIZED, Phase.CHARGING)
-            or bool(self.recovered)
-            or self.list_only
-        )
+        return self.phase in AWAITING_CENTRAL or (bool(self.recovered) and not self.finished)
 
-    # -- events and the phase machine -------------------------------------
+    def _rejected(self, why: str) -> None:
+        self.log.info("driver {driver}: {why}; ignored", driver=self.driver_id, why=why)
+
+    # -- events ------------------------------------------------------------
 
     def emit(self, type: str, **fields: Any) -> None:
         event: Event = {"type": type, "driver": self.driver_id}
         event.update(fields)
         self._emit(event)
 
-    def _goto(self, new: Phase) -> None:
-        if new not in _TRANSITIONS[self.phase]:
-            raise AssertionError(f"illegal driver transition {self.phase} -> {new}")
-        self.phase = new
-
     def _where(self, charge: Charge) -> dict[str, Any]:
         if charge.request is None:
             return {"cp": charge.cp_id, "recovered": True}
         return {"cp": charge.cp_id, "n": charge.n, "total": len(self.requests)}
+
+    def _save_progress(self, session: Optional[str] = None) -> None:
+        if self.progress is not None:
+            self.progress.save(self.index, session)
+
+    # -- sending -------------------------------------------------------------
+
+    def _send(self, msg: m.Message) -> None:
+        channel = self.channel
+        channel.sendMessage(msg).addErrback(self._not_sent, channel, msg)
+
+    def _not_sent(self, failure: Failure, channel: Any, msg: m.Message) -> None:
+        self.log.warn(
+            "driver {driver}: {code} not sent to Central: {why}",
+            driver=self.driver_id, code=msg.code, why=failure.getErrorMessage(),
+        )
+        if self.finished:
+            return
+        charge = self.current
+        if isinstance(msg, m.Req) and charge is not None and charge.req_channel is channel:
+            self._phase.fire(PhaseInput.LOST)  # sent again after the next hello
+        self.transport.not_sent(msg, failure)
 
     # -- the transport's calls ----------------------------------------------
 
     def channel_opened(self, channel: Any) -> None:
         """Central can be spoken to through C{channel}: say hello."""
         self.channel = channel
-        self.ready = False
-        channel.send(m.Driver(self.driver_id))
+        self._reach.fire(ReachInput.OPENED)
+        self._send(m.Driver(self.driver_id))
 
     def channel_lost(self, channel: Any) -> None:
         """The link C{channel} is gone; a hello on the next one resumes."""
         if channel is not self.channel:
             return
         self.channel = None
-        self.ready = False
-        self._cancel("_settle_timer")
-        if self.phase is Phase.REQUESTED and self.current is not None:
-            self.current.unanswered_on_lost_link = True
+        self._reach.fire(ReachInput.LOST)
+        self._settle_timer.cancel()
+        self._phase.fire(PhaseInput.LOST)
 
     def central_silent(self) -> None:
         """Central does not answer our hello: no new request until it does."""
-        self.ready = False
-
-    def request_not_sent(self) -> None:
-        """The transport could not send the current REQ: send it again after the next hello."""
-        if self.phase is Phase.REQUESTED and self.current is not None:
-            self.current.unanswered_on_lost_link = True
+        self._reach.fire(ReachInput.SILENT)
 
     def _hello_accepted(self) -> None:
         self.transport.hello_accepted()
-        if not self.ready:
-            self.ready = True
+        if not self._reach.fire(ReachInput.ACCEPTED):
+            return
+        if self._reach.changed:
             self.emit("connected", again=self._hellos > 0, **self.transport.describe())
             self._hellos += 1
             # Central has a fresh chance to answer: restart the give-up timers.
             for charge in [self.current, *self.recovered.values()]:
-                if charge is not None and charge.timer is not None:
+                if charge is not None and charge.timer is not None and charge.timer.pending:
                     self._arm(charge)
         # (Otherwise it answers a hello that checked Central is still there.)
         if self.list_only:
-            self.listed = True
-            self.channel.send(m.ListCps(self.driver_id))
+            if self._phase.fire(PhaseInput.LIST):
+                self._send(m.ListCps(self.driver_id))
             return
-        self._cancel("_settle_timer")
-        self._settle_timer = self.clock.callLater(self.settle, self._settled)
+        self._settle_timer.start(self.settle, self._settled)
 
     def _settled(self) -> None:
-        self._settle_timer = None
-        if self.phase is Phase.STARTING:
-            self._goto(Phase.IDLE)
+        if not self._phase.fire(PhaseInput.SETTLED):
+            return
         if self.phase is Phase.IDLE:
             self._next()
-        elif self.phase is Phase.REQUESTED and self.current.unanswered_on_lost_link:
-            # The answer to our REQ was lost with the old link and Central
-            # re-sent nothing about it: ask again.
+        elif self.phase is Phase.REQUEST_LOST:
+            # The answer to our REQ was lost with the old link (or the REQ
+            # never went) and Central re-sent nothing about it: ask again.
             self._send_request(self.current)
 
     # -- the requests ------------------------------------------------------
 
     def _next(self) -> None:
         if self.phase is not Phase.IDLE or not self.ready or self.recovered:
-            return  # called again when the link is up / the recovered charge ends
+            return  # called again when Central is reached / the recovered charge ends
         if self.index >= len(self.requests):
-            self._finish(0)
+            self._finish(EXIT_OK)
             return
         request = self.requests[self.index]
         self.current = Charge(request.cp_id, request, self.index + 1)
-        self._goto(Phase.REQUESTED)
         self._send_request(self.current)
 
     def _send_request(self, charge: Charge) -> None:
+        if not self._phase.fire(PhaseInput.SEND):
+            return
         request = charge.request
-        charge.unanswered_on_lost_link = False
         charge.req_channel = self.channel
         self.emit("request", target_kwh=request.target_kwh, **self._where(charge))
-        self.channel.send(m.Req(self.driver_id, request.cp_id, request.target_kwh))
+        self._send(m.Req(self.driver_id, request.cp_id, request.target_kwh))
         self._arm(charge)
 
-    def _outcome(self) -> None:
-        """The current request has its result: pause, then the next one."""
+    def _outcome(self, event: PhaseInput) -> None:
+        """The current request has its result (C{event}): pause, then the next one."""
+        self._phase.fire(event)
         charge, self.current = self.current, None
         self._disarm(charge)
         self.index += 1
         self._save_progress()
         if self.index >= len(self.requests):
-            self._goto(Phase.WAITING)
-            self._goto(Phase.IDLE)
-            self._next()
+            self._waited()  # no pause after the last one
             return
-        self._goto(Phase.WAITING)
         self.emit("wait", seconds=self.wait)
-        self._wait_timer = self.clock.callLater(self.wait, self._waited)
+        self._wait_timer.start(self.wait, self._waited)
 
     def _waited(self) -> None:
-        self._wait_timer = None
-        self._goto(Phase.IDLE)
-        self._next()
+        if self._phase.fire(PhaseInput.WAITED):
+            self._next()
 
     # -- give-up timers ----------------------------------------------------
 
     def _arm(self, charge: Charge) -> None:
-        self._disarm(charge)
-        charge.timer = self.clock.callLater(self.charge_timeout, self._gave_up, charge)
+        if charge.timer is None:
+            charge.timer = Timer(self.clock)
+        charge.timer.start(self.charge_timeout, self._gave_up, charge)
 
     def _disarm(self, charge: Optional[Charge]) -> None:
         if charge is not None and charge.timer is not None:
-            if charge.timer.active():
-                charge.timer.cancel()
-            charge.timer = None
+            charge.timer.cancel()
 
     def _gave_up(self, charge: Charge) -> None:
-        charge.timer = None
         self.emit("timeout", session=charge.session, seconds=self.charge_timeout, **self._where(charge))
         what = "no answer" if charge.session is None else "no news of the charge"
         self.summary.unfinished.append(
             {"cp": charge.cp_id, "session": charge.session, "reason": f"{what} for {self.charge_timeout:g} s"}
         )
         if charge is self.current:
-            self._outcome()
+            self._outcome(PhaseInput.GIVE_UP)
         else:
             self.recovered.pop(charge.session, None)
             self._next()
+
+    def _list_gave_up(self) -> None:
+        self.emit(
+            "list_timeout",
+            seconds=self.charge_timeout,
+            part=self.list_parts.part,
+            parts=self.list_parts.parts,
+            **self.transport.describe(),
+        )
+        self._finish(EXIT_NO_LIST)
 
     # -- messages from Central ---------------------------------------------
 
     def message_received(self, link: Any, msg: m.Message) -> None:
         """A message from Central, through C{link} (the channel it came by)."""
-        if self.phase is Phase.DONE:
+        if self.finished:
             return
         handler = getattr(self, "_on_" + type(msg).__name__, None)
         if handler is None:
@@ -323,13 +360,13 @@ class DriverService(service.MultiService):
         handler(link, msg)
 
     def _on_Accepted(self, link: Any, msg: m.Accepted) -> None:
-        if msg.what == "DRIVER" and link is self.channel:
+        if msg.what == WHAT_DRIVER and link is self.channel:
             self._hello_accepted()
 
     def _on_Refused(self, link: Any, msg: m.Refused) -> None:
-        if msg.what == "DRIVER":
+        if msg.what == WHAT_DRIVER:
             self.emit("refused", reason=msg.reason)
-            self._finish(1)
+            self._finish(EXIT_REFUSED)
         else:
             self.log.info("driver {driver}: Central refused {what}: {reason}", driver=self.driver_id, what=msg.what, reason=msg.reason)
 
@@ -339,10 +376,10 @@ class DriverService(service.MultiService):
             return  # re-sent after a reconnect: we are following it already
         if msg.session_id in self.recovered or msg.session_id in self.seen_tickets:
             return
-        if self.phase is Phase.REQUESTED and msg.cp_id == charge.cp_id:
+        if charge is not None and msg.cp_id == charge.cp_id and self._phase.can(PhaseInput.AUTHORIZE):
+            self._phase.fire(PhaseInput.AUTHORIZE)
             charge.session = msg.session_id
             self._save_progress(msg.session_id)
-            self._goto(Phase.AUTHORIZED)
             self.emit("authorized", session=msg.session_id, **self._where(charge))
             self._arm(charge)
             return
@@ -354,18 +391,18 @@ class DriverService(service.MultiService):
 
     def _on_Denied(self, link: Any, msg: m.Denied) -> None:
         charge = self.current
-        if self.phase is not Phase.REQUESTED or msg.cp_id != charge.cp_id:
+        if charge is None or msg.cp_id != charge.cp_id or not self._phase.can(PhaseInput.DENY):
             self.log.info("driver {driver}: DENIED for {cp} not expected, ignored", driver=self.driver_id, cp=msg.cp_id)
             return
         self.emit("denied", reason=msg.reason, **self._where(charge))
         self.summary.refused.append({"cp": charge.cp_id, "reason": msg.reason})
-        self._outcome()
+        self._outcome(PhaseInput.DENY)
 
     def _on_Telem(self, link: Any, msg: m.Telem) -> None:
         charge = self.current
         if charge is not None and msg.session_id == charge.session:
-            if self.phase is Phase.AUTHORIZED:
-                self._goto(Phase.CHARGING)
+            if not self._phase.fire(PhaseInput.TELEMETRY):
+                return
         else:
             charge = self.recovered.get(msg.session_id)
             if charge is None:
@@ -389,11 +426,7 @@ class DriverService(service.MultiService):
         mine = charge is not None and (
             msg.session_id == charge.session
             # The charge ended while we were away, before we heard AUTHORIZED.
-            or (
-                self.phase is Phase.REQUESTED
-                and charge.req_channel is not link
-                and msg.cp_id == charge.cp_id
-            )
+            or (self.phase in UNANSWERED and charge.req_channel is not link and msg.cp_id == charge.cp_id)
         )
         if mine:
             charge.session = msg.session_id
@@ -411,7 +444,7 @@ class DriverService(service.MultiService):
         self.emit("ticket", **ticket)
         self.summary.tickets.append({k: v for k, v in ticket.items() if k not in ("n", "total")})
         if mine:
-            self._outcome()
+            self._outcome(PhaseInput.TICKET)
             return
         if msg.session_id == self.resume_session and self.current is None:
             # The ticket of the request this driver was following when it
@@ -425,27 +458,35 @@ class DriverService(service.MultiService):
         self.emit("notice", subject=msg.subject, text=msg.text)
 
     def _on_Available(self, link: Any, msg: m.Available) -> None:
-        if not self.listed:
-            return  # not an answer to our LIST (e.g. an old record replayed from Kafka)
-        cps = [{"cp": cp.cp_id, "location": cp.location, "price": cp.price} for cp in msg.cps]
-        self.emit("available", cps=cps)
-        self._finish(0)
+        # Only while a LIST of ours waits (not, e.g., an old record replayed from Kafka).
+        if not self._phase.fire(PhaseInput.AVAILABLE):
+            return
+        if not self.list_parts.follows(msg):
+            self.log.info(
+                "driver {driver}: AVAILABLE part {part} of {parts} out of order; waiting for a new answer",
+                driver=self.driver_id, part=msg.part, parts=msg.parts,
+            )
+        cps = self.list_parts.add(msg)
+        self._list_timer.start(self.charge_timeout, self._list_gave_up)  # news of the list
+        if cps is None:
+            return
+        self.emit("available", cps=[{"cp": cp.cp_id, "location": cp.location, "price": cp.price} for cp in cps])
+        self._finish(EXIT_OK)
 
     # -- the end -----------------------------------------------------------
 
     def _finish(self, code: int, interrupted: bool = False) -> None:
-        if self.phase is Phase.DONE:
+        if not self._phase.fire(PhaseInput.FINISH):
             return
-        self._goto(Phase.DONE)
-        if self.progress is not None and code == 0 and self.index >= len(self.requests):
+        if self.progress is not None and code == EXIT_OK and self.index >= len(self.requests):
             self.progress.clear()
-        for name in ("_settle_timer", "_wait_timer"):
-            self._cancel(name)
+        for timer in (self._settle_timer, self._wait_timer, self._list_timer):
+            timer.cancel()
         for charge in [self.current, *self.recovered.values()]:
             self._disarm(charge)
         if interrupted:
             self.emit("interrupted")
-        if not self.list_only and code != 1:
+        if not self.list_only and code != EXIT_REFUSED:
             self.emit(
                 "summary",
                 tickets=self.summary.tickets,
@@ -457,7 +498,4 @@ class DriverService(service.MultiService):
 
     def interrupt(self) -> None:
         """The user stopped us (Ctrl-C): say so, show what we have, finish with 130."""
-        self._finish(130, interrupted=True)
-
-    def _cancel(self, name: str) -> None:
-        _cancel_timer(self, name)
+        self._finish(EXIT_INTERRUPTED, interrupted=True)

@@ -7,14 +7,15 @@ command's outputs (L{evnet.driver.cli}); no I/O.
 from __future__ import annotations
 
 from evnet.driver.core import Event
+from evnet.protocols import vocabulary as v
 
 REASONS = {
-    "target": "target reached",
-    "unplug": "vehicle unplugged",
-    "fault": "charging point fault",
-    "parar": "charging point stopped by Central",
-    "disconnected": "charging point disconnected",
-    "engine-restart": "charging point restarted",
+    v.REASON_TARGET: "target reached",
+    v.REASON_UNPLUG: "vehicle unplugged",
+    v.REASON_FAULT: "charging point fault",
+    v.REASON_PARAR: "charging point stopped by Central",
+    v.REASON_DISCONNECTED: "charging point disconnected",
+    v.REASON_ENGINE_RESTART: "charging point restarted",
 }
 
 
@@ -145,7 +146,7 @@ class DriverView:
         return [(f"NOTICE {e['subject']}: {e['text']}", "bold yellow")]
 
     def _ticket(self, e: Event) -> list[tuple[str, str]]:
-        style = "bold green" if e["reason"] in ("target", "unplug") else "bold yellow"
+        style = "bold green" if e["reason"] in (v.REASON_TARGET, v.REASON_UNPLUG) else "bold yellow"
         prefix = "recovered TICKET" if e.get("recovered") else "TICKET"
         return [
             (
@@ -160,6 +161,12 @@ class DriverView:
         return [
             (f"{self._who(e)}: {what} for {e['seconds']:g} s, giving up on it", "bold red")
         ]
+
+    def _list_timeout(self, e: Event) -> list[tuple[str, str]]:
+        if e["part"]:
+            what = f"the list from Central {self._at(e)} stopped at part {e['part']} of {e['parts']}:"
+            return [(f"{what} no news for {e['seconds']:g} s, giving up", "bold red")]
+        return [(f"no list from Central {self._at(e)} for {e['seconds']:g} s, giving up", "bold red")]
 
     def _wait(self, e: Event) -> list[tuple[str, str]]:
         return [(f"next request in {e['seconds']:g} s", "dim")]
