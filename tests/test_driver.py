@@ -9,6 +9,7 @@ import json
 import pytest
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
@@ -17,18 +18,11 @@ from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkHandler
 from tests.test_engine import FakeBus
 from evnet.kafka.errors import BusError
-from evnet.driver.core import (
-    BadLine,
-    DriverService,
-    DriverView,
-    KafkaTransport,
-    LinkTransport,
-    Phase,
-    Request,
-    parse_requests,
-    read_requests,
-    RequestsFileError,
-)
+from evnet.driver.core import EXIT_NO_LIST, DriverService
+from evnet.driver.states import Phase
+from evnet.driver.requests import BadLine, Request, RequestsFileError, parse_requests, read_requests
+from evnet.driver.transports import KafkaTransport, LinkTransport
+from evnet.driver.view import DriverView
 
 CENTRAL = "tcp:host=127.0.0.1:port=7001"
 
@@ -146,6 +140,13 @@ def test_cli_needs_a_file_or_list(capsys):
     assert code == 2 and "--requests-file" in err
 
 
+def test_cli_help_lists_every_exit_code(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    assert "0 done" in out and "1 Central refused" in out and "2 bad option" in out
+    assert "3 no list from Central\nwithin --charge-timeout (--list)" in out and "130 interrupted" in out
+
+
 def test_cli_negative_wait_is_refused(capsys, tmp_path):
     f = tmp_path / "r.txt"
     f.write_text("CP01\n")
@@ -205,6 +206,20 @@ class FakeCentralEndpoint:
             iosim.FakeTransport(server, isServer=True),
             client,
             iosim.FakeTransport(client, isServer=False),
+            greet=False,
+        )
+        return defer.succeed(client)
+
+
+class SilentCentralEndpoint(FakeCentralEndpoint):
+    """A Central that takes the connection and never answers the ENQ."""
+
+    def connect(self, factory):
+        self.attempts += 1
+        client = factory.buildProtocol(None)
+        server = Protocol()
+        self.pump = iosim.connect(
+            server, iosim.FakeTransport(server, isServer=True), client, iosim.FakeTransport(client, isServer=False),
             greet=False,
         )
         return defer.succeed(client)
@@ -276,6 +291,21 @@ class _KafkaCentralEnd:
         self.rig.inbox.append(msg)
 
 
+class ObservedFakeBus(FakeBus):
+    """The fake bus with KafkaBus's status hook: C{status(ok, reason)} tells the observers."""
+
+    def __init__(self, hold=False):
+        super().__init__(hold)
+        self.observers = []
+
+    def add_status_observer(self, fn):
+        self.observers.append(fn)
+
+    def status(self, reachable, reason=""):
+        for fn in self.observers:
+            fn(reachable, reason)
+
+
 class KafkaRig(Rig):
     """
     The same driver on a KafkaTransport over a FakeBus: what it publishes to
@@ -289,7 +319,7 @@ class KafkaRig(Rig):
                  ready=True, hello_timeout=5.0, probe_after=10.0):
         self.clock = Clock()
         self.central = central or FakeCentral()
-        self.bus = FakeBus()
+        self.bus = ObservedFakeBus()
         self.inbox = []
         self.central.link = _KafkaCentralEnd(self)
         self.events = []
@@ -495,6 +525,48 @@ def test_unreachable_central_is_reported_once_and_retried():
     assert central.received == [m.Driver("D1")]
 
 
+def silent_central(list_only=False, charge_timeout=600.0):
+    clock = Clock()
+    endpoint = SilentCentralEndpoint(None, clock)
+    events, codes = [], []
+    driver = DriverService(
+        "D1", [Request("CP01")], LinkTransport(endpoint, CENTRAL, clock, retry_policy=lambda n: 1.0),
+        events.append, clock, list_only=list_only, charge_timeout=charge_timeout,
+    )
+    driver.done.addCallback(codes.append)
+    driver.startService()
+    return driver, endpoint, clock, events, codes
+
+
+def test_a_central_that_never_answers_the_enq_is_reported_once_and_retried():
+    driver, endpoint, clock, events, codes = silent_central()
+    for _ in range(3):  # each attempt: 5 s without an answer to ENQ, the link dropped, 1 s, again
+        endpoint.pump.flush(advanceClock=False)
+        clock.advance(5.0)
+        endpoint.pump.flush(advanceClock=False)
+        clock.advance(1.0)
+    assert endpoint.attempts == 4
+    assert [DriverView().text(e) for e in events] == [
+        [f"cannot reach Central at {CENTRAL} (link did not open: no answer to ENQ), retrying"]
+    ]
+    assert codes == []
+
+
+def test_a_list_from_a_silent_central_ends_with_its_exit_code_and_the_driver_stops_cleanly():
+    driver, endpoint, clock, events, codes = silent_central(list_only=True, charge_timeout=3.0)
+    endpoint.pump.flush(advanceClock=False)
+    clock.advance(3.0)  # before the ENQ timeout: the link is still opening
+    assert codes == [EXIT_NO_LIST]
+    assert [e["type"] for e in events] == ["list_timeout"]
+    stopped = driver.stopService()
+    endpoint.pump.flush(advanceClock=False)
+    assert stopped.called
+    assert endpoint.pump.clientIO.disconnected  # no connection left behind
+    clock.advance(60)
+    assert endpoint.attempts == 1  # stopped: no more attempts
+    assert clock.getDelayedCalls() == []
+
+
 def test_reconnect_after_central_restarts_mid_charge():
     rig = started([Request("CP01"), Request("CP02")])
     rig.send(m.Authorized("D1", "CP01", "S1"), telem(1, 0.1, seconds=1))
@@ -583,7 +655,7 @@ REQUESTS_TEXT = "CP01 0.1\nCP02 0.1\nCP03 0.1\n"
 
 
 def progress_file(tmp_path):
-    from evnet.driver.core import Progress
+    from evnet.driver.requests import Progress
 
     requests_file = tmp_path / "requests.txt"
     requests_file.write_text(REQUESTS_TEXT)
@@ -618,7 +690,7 @@ def test_a_driver_killed_mid_charge_goes_on_with_its_file_after_the_recovered_ti
 
 
 def test_a_changed_request_file_starts_from_the_top(tmp_path):
-    from evnet.driver.core import Progress
+    from evnet.driver.requests import Progress
 
     progress = progress_file(tmp_path)
     progress.save(2, None)
@@ -672,6 +744,101 @@ def test_list_shows_the_available_cps(make_rig):
         "  CP02       Plaza                    0.250 €/kWh",
     ]
     assert rig.codes == [0]
+
+
+MANY_CPS = [m.CpInfo(f"CP{i:03d}", f"Calle Larga {i}", 0.25 + i / 1000) for i in range(300)]
+
+
+def test_list_of_300_cps_in_several_parts_is_shown_whole_once_the_last_part_is_in(make_rig):
+    rig = make_rig([], list_only=True)
+    rig.lines()
+    parts = m.split_available(MANY_CPS, 4096)  # a link's frame
+    assert len(parts) >= 2
+    rig.send(*parts[:-1])
+    assert rig.lines() == [] and rig.codes == []  # nothing shown before the last part
+    rig.send(parts[-1])
+    [available] = [e for e in rig.events if e["type"] == "available"]
+    assert [cp["cp"] for cp in available["cps"]] == [cp.cp_id for cp in MANY_CPS]
+    lines = rig.lines()
+    assert lines[0] == "300 charging points available now:"
+    assert lines[1:] == [f"  {cp.cp_id:<10} {cp.location:<24} {cp.price:.3f} €/kWh" for cp in MANY_CPS]
+    assert rig.codes == [0]
+
+
+def test_list_parts_of_an_abandoned_answer_are_dropped_for_the_next_answer(make_rig):
+    rig = make_rig([], list_only=True)
+    rig.lines()
+    first = m.split_available(MANY_CPS, 2048)
+    second = m.split_available(MANY_CPS[:150], 2048)
+    assert len(first) >= 3 and len(second) >= 2
+    rig.send(first[0], first[2])  # a part missed: what came so far is dropped
+    rig.send(*first[:2])  # another answer begins, and is cut short by a third
+    rig.send(*second)
+    [available] = [e for e in rig.events if e["type"] == "available"]
+    assert [cp["cp"] for cp in available["cps"]] == [cp.cp_id for cp in MANY_CPS[:150]]
+    assert rig.codes == [0]
+
+
+def test_an_unanswered_list_ends_with_its_exit_code_after_the_charge_timeout(make_rig):
+    rig = make_rig([], list_only=True, charge_timeout=30)
+    assert rig.central.received[-1] == m.ListCps("D1")
+    rig.lines()
+    rig.advance(29.9)
+    assert rig.codes == []
+    rig.advance(0.1)
+    where = rig.connected_line.split("Central ", 1)[1].split(" as driver")[0]
+    assert rig.lines() == [f"no list from Central {where} for 30 s, giving up"]
+    assert rig.codes == [EXIT_NO_LIST] == [3]
+
+
+def test_a_list_cut_short_ends_with_its_exit_code_and_shows_no_partial_list():
+    rig = Rig([], list_only=True, charge_timeout=30)
+    parts = m.split_available(MANY_CPS, 2048)
+    rig.advance(20)
+    rig.send(*parts[:2])  # news of the list: the clock starts again
+    rig.lines()
+    rig.advance(29.9)
+    assert rig.codes == []
+    rig.advance(0.1)
+    assert rig.lines() == [
+        f"the list from Central at {CENTRAL} stopped at part 2 of {len(parts)}: no news for 30 s, giving up"
+    ]
+    assert [e["type"] for e in rig.events] == []
+    assert rig.codes == [EXIT_NO_LIST]
+
+
+def test_a_list_from_an_unreachable_central_ends_with_its_exit_code_too():
+    clock = Clock()
+    endpoint = FakeCentralEndpoint(FakeCentral(), clock)
+    endpoint.up = False
+    events, codes = [], []
+    driver = DriverService(
+        "D1", [], LinkTransport(endpoint, CENTRAL, clock, retry_policy=lambda n: 1.0), events.append, clock,
+        list_only=True, charge_timeout=20,
+    )
+    driver.done.addCallback(codes.append)
+    driver.startService()
+    for _ in range(20):
+        clock.advance(1.0)
+    assert [e["type"] for e in events] == ["unreachable", "list_timeout"]
+    assert codes == [EXIT_NO_LIST]
+    assert endpoint.attempts >= 10
+
+
+def test_inputs_the_phase_does_not_allow_are_ignored(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig)
+    rig.send(m.Authorized("D1", "CP01", "S1"))
+    rig.lines()
+    rig.send(m.Denied("D1", "CP01", "too late"), m.Available([]))  # not answers to anything now
+    assert rig.lines() == [] and rig.driver.phase is Phase.AUTHORIZED
+    rig.send(m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target"))
+    rig.advance(4.0)
+    rig.send(m.Denied("D1", "CP02", "unknown CP"))
+    assert rig.codes == [0]
+    rig.lines()
+    rig.driver.interrupt()  # the shutdown after the end, as evdriver does
+    rig.send(m.Ticket("S9", 0.1, 0.03, 10, "CP09", "D1", "target"))
+    assert rig.codes == [0] and rig.lines() == []
 
 
 def test_interrupt_shows_what_there_is_and_ends_with_130(make_rig):
@@ -788,13 +955,13 @@ def test_kafka_hellos_that_check_on_central_do_not_postpone_giving_up():
 
 def test_kafka_outage_is_shown_once_and_its_end_too():
     rig = KafkaRig([Request("CP01")], ready=False)
-    watcher = rig.bus.watchers[0]
-    watcher.kafka_unreachable(Exception("NoBrokersAvailable"))
-    watcher.kafka_unreachable(Exception("NoBrokersAvailable"))
+    assert len(rig.bus.observers) == 1
+    rig.bus.status(False, "NoBrokersAvailable")
+    rig.bus.status(False, "NoBrokersAvailable")
     rig.advance(30)
     assert rig.lines() == ["cannot reach Kafka at fake:9092 (NoBrokersAvailable), retrying"]
-    watcher.kafka_reachable()
-    watcher.kafka_reachable()
+    rig.bus.status(True, "")
+    rig.bus.status(True, "")
     rig.positioned()
     assert rig.lines() == [
         "reached Kafka at fake:9092 again",
@@ -835,6 +1002,21 @@ def test_kafka_a_request_kafka_refused_is_sent_again_after_the_next_hello():
     assert rig.central.requests() == []
     rig.advance(1.0)
     assert rig.central.requests() == [m.Req("D1", "CP01", 0.2)]
+
+
+def test_kafka_a_list_kafka_refused_is_sent_again_after_the_next_hello():
+    rig = KafkaRig([], list_only=True, ready=False)
+    rig.bus.hold = True  # what is published waits for Kafka's answer
+    rig.positioned()
+    assert rig.central.received == [m.Driver("D1"), m.ListCps("D1")]
+    rig.bus.hold = False
+    rig.lines()
+    rig.bus.fail(BusError("Kafka at fake:9092 did not take the driver.requests message: timed out"))
+    assert [(e["type"], e["code"]) for e in rig.events] == [("not_sent", "DRIVER"), ("not_sent", "LIST")]
+    rig.flush()
+    assert rig.central.received[2:] == [m.Driver("D1"), m.ListCps("D1")]  # a hello, and the LIST again
+    rig.send(m.Available([m.CpInfo("CP01", "Plaza", 0.3)]))
+    assert rig.codes == [0]
 
 
 def test_kafka_stop_cancels_the_timers():
@@ -891,3 +1073,31 @@ def test_a_driver_stopped_between_requests_goes_on_with_the_next(tmp_path):
         "going on with request 3 of 3: an earlier run of this driver did the first 2 (--from-start to start over)"
     )
     assert central.requests() == [m.Req("D1", "CP03", 0.1)]
+
+
+# ---------------------------------------------------------------------------
+# The machines
+# ---------------------------------------------------------------------------
+
+
+def test_a_machine_reports_an_input_it_does_not_allow_and_stays_put():
+    from evnet.driver.states import PHASES, Machine, PhaseInput
+
+    rejected = []
+    phase = Machine("phase", PHASES, Phase.AUTHORIZED, rejected.append)
+    assert not phase.fire(PhaseInput.DENY)
+    assert phase.state is Phase.AUTHORIZED
+    assert rejected == ["phase: deny is not allowed in state authorized"]
+    assert phase.fire(PhaseInput.TELEMETRY) and phase.changed and phase.state is Phase.CHARGING
+    assert phase.fire(PhaseInput.TELEMETRY) and not phase.changed
+    assert phase.fire(PhaseInput.FINISH) and not phase.fire(PhaseInput.FINISH)
+    assert len(rejected) == 2
+
+
+def test_every_phase_but_done_can_finish_and_a_lost_channel_only_matters_to_an_unanswered_request():
+    from evnet.driver.states import PHASES, PhaseInput
+
+    for state in Phase:
+        assert ((state, PhaseInput.FINISH) in PHASES) is (state is not Phase.DONE)
+        expected = Phase.REQUEST_LOST if state is Phase.REQUESTED else state
+        assert PHASES[(state, PhaseInput.LOST)] is expected

@@ -126,3 +126,35 @@ def test_driver_says_plainly_when_central_is_unreachable(procs, tmp_path):
     assert driver.popen.poll() is None
     assert driver.count("cannot reach Central") == 1
     assert "Traceback" not in driver.output()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("central", ["unreachable", "silent"])
+def test_driver_list_gives_up_with_code_3_when_central_never_answers(procs, central):
+    import socket
+
+    silent = None
+    if central == "silent":  # a port that takes the connection and never answers the ENQ
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+    else:
+        port = free_port()
+    try:
+        started = time.monotonic()
+        driver = procs.command(
+            "driver", "evdriver", "--driver-id", "D1", "--list",
+            "--central", f"tcp:host=127.0.0.1:port={port}", "--charge-timeout", "3", "--json",
+        )
+        assert driver.wait(30) == 3, driver.output()
+        assert time.monotonic() - started < 25
+    finally:
+        if silent is not None:
+            silent.close()
+    events = [json.loads(line) for line in driver.output().splitlines()]
+    assert events[-1] == {
+        "type": "list_timeout", "driver": "D1", "central": f"tcp:host=127.0.0.1:port={port}",
+        "seconds": 3.0, "part": 0, "parts": 0,
+    }
+    assert "available" not in [e["type"] for e in events]

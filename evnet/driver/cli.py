@@ -17,18 +17,17 @@ from typing import Any, Optional, TextIO
 from evnet.driver.core import (
     DEFAULT_CHARGE_TIMEOUT,
     DEFAULT_WAIT,
-    ID_PATTERN,
-    DriverView,
+    EXIT_INTERRUPTED,
+    EXIT_NO_LIST,
+    EXIT_OK,
+    EXIT_REFUSED,
     Event,
-    RequestsFileError,
-    fmt_duration,
-    describe_reason,
-    read_requests,
 )
+from evnet.driver.requests import RequestsFileError, read_requests
+from evnet.driver.view import DriverView, describe_reason, fmt_duration
+from evnet.protocols.vocabulary import valid_id
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a bad option or an unreadable request file (argparse's code too)
 
 DESCRIPTION = """\
 EV_Driver: ask Central for a charge at each charging point listed in a request
@@ -38,15 +37,16 @@ The request file has one request per line: a CP id, optionally followed by a
 target in kWh (e.g. "CP03 0.05"). Blank lines and "#" comments are ignored; a
 malformed line is reported with its line number and skipped."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001
   evdriver --driver-id D1 --list --central tcp:host=127.0.0.1:port=7001
   evdriver --driver-id D1 --requests-file driver1.txt --central tcp:host=127.0.0.1:port=7001 --json
   evdriver --driver-id D1 --requests-file driver1.txt --kafka 127.0.0.1:9092
 
-exit codes: 0 done (whatever the outcome of each charge), 1 Central refused the
-driver id, 2 bad option or unreadable request file, 130 interrupted.
+exit codes: {EXIT_OK} done (whatever the outcome of each charge), {EXIT_REFUSED} Central refused the
+driver id, {EXIT_USAGE} bad option or unreadable request file, {EXIT_NO_LIST} no list from Central
+within --charge-timeout (--list), {EXIT_INTERRUPTED} interrupted.
 Example request files: evnet/examples/driver1.txt ... driver3.txt."""
 
 
@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_CHARGE_TIMEOUT,
         metavar="SECONDS",
-        help="give up on a request when Central says nothing about it for this long "
-        f"(default {DEFAULT_CHARGE_TIMEOUT:g})",
+        help="give up on a request when Central says nothing about it for this long; with --list, "
+        f"give up on the list, and exit with code {EXIT_NO_LIST} (default {DEFAULT_CHARGE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--progress-file",
@@ -233,7 +233,7 @@ def _error(message: str) -> int:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not ID_PATTERN.match(args.driver_id):
+    if not valid_id(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
     requests, problems = [], []
     if not args.list:
@@ -263,16 +263,18 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any:
     """The way to Central: a framed link (--central), or Kafka (--kafka)."""
-    from evnet.driver.core import KafkaTransport, LinkTransport, WatchedBus
+    from evnet.driver.transports import KafkaTransport, LinkTransport
+    from evnet.kafka.bus import KafkaBus
 
     if args.kafka is None:
         return LinkTransport(endpoint, args.central, reactor)
-    bus = WatchedBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor)
+    bus = KafkaBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor)
     return KafkaTransport(bus, args.driver_id, reactor)
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:
-    from evnet.driver.core import DriverService, Progress
+    from evnet.driver.core import DriverService
+    from evnet.driver.requests import Progress
 
     progress = None
     if not args.list:
@@ -296,6 +298,7 @@ async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: 
     )
     for problem in problems:
         driver.emit("bad_line", line=problem.line, message=problem.message)
+    # (After the end, the interrupt of the shutdown is an input the driver ignores.)
     reactor.addSystemEventTrigger("before", "shutdown", driver.interrupt)
     driver.startService()
     try:
