@@ -1,16 +1,23 @@
 """
-In-memory fakes: a Store with the real Store's interface (synchronous
-Deferreds, optionally held to test ordering), and a peer that drives a
-FramedLink over a StringTransport, acknowledging what it receives.
+In-memory fakes shared by the unit tests:
+
+- L{MemoryStore}: the real Store's interface over dicts (synchronous
+  Deferreds, optionally held to test ordering);
+- L{Peer}: drives a FramedLink over a StringTransport, acknowledging what it
+  receives;
+- L{RecordingHandler}, L{make_link}, L{take}, L{frame_of}: a LinkHandler
+  that records what happens, and a FramedLink on a StringTransport.
 """
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from evnet.protocols import framing
-from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, Kind
-from evnet.protocols.link import FramedLink
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, Kind, encode_frame
+from evnet.protocols.link import FramedLink, LinkHandler
 from evnet.protocols.messages import decode
 
 
@@ -161,7 +168,7 @@ class Peer:
                     self.controls.append(event.control)
 
     def send(self, msg):
-        self.link.dataReceived(framing.encode_frame(msg.to_data()))
+        self.link.dataReceived(frame_of(msg))
         self.pump()
 
     def take(self, kind=None):
@@ -173,5 +180,50 @@ class Peer:
         return got
 
     def lose(self, why="connection lost"):
-        from twisted.python.failure import Failure
         self.link.connectionLost(Failure(ConnectionError(why)))
+
+
+class RecordingHandler(LinkHandler):
+    """A LinkHandler that records the link's events and messages (and refuses with C{refuse})."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse
+        self.events = []
+        self.messages = []
+
+    def linkRequested(self, link):
+        self.events.append("requested")
+        return self.refuse
+
+    def linkOpened(self, link):
+        self.events.append("opened")
+
+    def linkRefused(self, link):
+        self.events.append("refused")
+
+    def messageReceived(self, link, msg):
+        self.messages.append(msg)
+
+    def linkLost(self, link, reason):
+        self.events.append("lost")
+
+
+def make_link(initiator, handler=None, clock=None, **options):
+    """A FramedLink on a StringTransport: (link, transport, handler, clock)."""
+    handler = handler or RecordingHandler()
+    clock = clock or Clock()
+    link = FramedLink(handler, clock, initiator=initiator, **options)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    link.makeConnection(transport)
+    return link, transport, handler, clock
+
+
+def take(transport):
+    """The bytes written to C{transport} since last asked."""
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+def frame_of(msg):
+    return encode_frame(msg.to_data())
