@@ -6,7 +6,9 @@ started through the ``procs`` fixture (evnet.launcher), so every one of them
 is stopped by PID at the end of the test.
 
 Also the ledger check shared by the crash matrix: what Central's database,
-the drivers' output and the Engines' logs say about every charge.
+the drivers' output and the Engines' logs say about every charge; and the
+bounded wait of tests on the real reactor: L{within} (a Deferred that must
+fire in time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ from tests.procs import BIN, Proc, ProcGroup, free_port, wait_for_port
 
 # Engine: "Charge ended: session S… ended (target): 0.050 kWh, 0.02 EUR, 5 s"
 _ENGINE_END = re.compile(r"Charge ended: session (\S+) ended \(([\w-]+)\): ([\d.]+) kWh")
+
+
+def within(d, seconds: float, what: str):
+    """
+    C{d}, failed with an AssertionError saying that C{what} did not happen if it
+    has not fired within C{seconds} on the real reactor (it is cancelled then).
+    """
+    from twisted.internet import reactor  # the one pytest-twisted runs; not at import
+    from twisted.python.failure import Failure
+
+    def timed_out(result, timeout):
+        return Failure(AssertionError(f"{what}: no answer within {timeout} s"))
+
+    return d.addTimeout(seconds, reactor, onTimeoutCancel=timed_out)
 
 
 def events(procs: list[Proc] | Proc, kind: str) -> list[dict]:
