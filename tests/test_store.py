@@ -313,6 +313,16 @@ def test_memory_store_failures_are_failed_deferreds():
 # -- the real store only -------------------------------------------------------------
 
 
+@pytest.fixture
+def real_store(db_url):
+    """The real Store on SQLite and on MariaDB, not started yet, every wait bounded."""
+    real = Store(parse_db_url(db_url))
+    try:
+        yield Bounded(real)
+    finally:
+        real.close()
+
+
 @pytest_twisted.inlineCallbacks
 def test_schema_is_created_and_reopened(db_url):
     store = Bounded(Store(parse_db_url(db_url)))
@@ -331,38 +341,33 @@ def test_schema_is_created_and_reopened(db_url):
 
 
 @pytest_twisted.inlineCallbacks
-def test_writes_asked_together_share_commits_and_one_bad_write_loses_nothing(db_url):
-    real = Store(parse_db_url(db_url))
-    store = Bounded(real)
+def test_writes_asked_together_share_commits_and_one_bad_write_loses_nothing(real_store):
     transactions = []
-    runInteraction = real.pool.runInteraction
+    runInteraction = real_store.pool.runInteraction
 
     def counting(interaction, *args):
         transactions.append(interaction)
         return runInteraction(interaction, *args)
 
-    real.pool.runInteraction = counting
-    try:
-        yield store.start()
-        transactions.clear()
-        yield defer.gatherResults([store.add_event("test", "CP1", f"event {i}") for i in range(40)])
-        # Writes asked for while a transaction runs share the next one: at most
-        # the first runs alone, then the rest go together.
-        assert 1 <= len(transactions) <= 2
+    real_store.pool.runInteraction = counting
+    yield real_store.start()
+    transactions.clear()
+    yield defer.gatherResults([real_store.add_event("test", "CP1", f"event {i}") for i in range(40)])
+    # Writes asked for while a transaction runs share the next one: at most
+    # the first runs alone, then the rest go together.
+    assert 1 <= len(transactions) <= 2
 
-        def bad(cursor):
-            cursor.execute("INSERT INTO no_such_table VALUES (1)")
+    def bad(cursor):
+        cursor.execute("INSERT INTO no_such_table VALUES (1)")
 
-        writes = [store.add_event("test", "CP1", f"event {i}") for i in range(40, 45)]
-        broken = store.run(bad)
-        writes += [store.add_event("test", "CP1", f"event {i}") for i in range(45, 50)]
-        results = yield defer.DeferredList(writes + [broken], consumeErrors=True)
-        assert all(ok for ok, _ in results[:-1])
-        assert results[-1][0] is False
-        rows = yield store.recent_events(100)
-        assert [r["detail"] for r in reversed(rows)] == [f"event {i}" for i in range(50)]
-    finally:
-        real.close()
+    writes = [real_store.add_event("test", "CP1", f"event {i}") for i in range(40, 45)]
+    broken = real_store.run(bad)
+    writes += [real_store.add_event("test", "CP1", f"event {i}") for i in range(45, 50)]
+    results = yield defer.DeferredList(writes + [broken], consumeErrors=True)
+    assert all(ok for ok, _ in results[:-1])
+    assert results[-1][0] is False
+    rows = yield real_store.recent_events(100)
+    assert [r["detail"] for r in reversed(rows)] == [f"event {i}" for i in range(50)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -381,10 +386,8 @@ def test_sqlite_keeps_a_write_ahead_log(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_lost_connection_is_retried_once(db_url):
-    real = Store(parse_db_url(db_url))
-    store = Bounded(real)
-    runInteraction = real.pool.runInteraction
+def test_a_lost_connection_is_retried_once(real_store):
+    runInteraction = real_store.pool.runInteraction
     losses = []
 
     def losing(interaction, *args):
@@ -393,15 +396,12 @@ def test_a_lost_connection_is_retried_once(db_url):
             return defer.fail(adbapi.ConnectionLost("the server went away"))
         return runInteraction(interaction, *args)
 
-    real.pool.runInteraction = losing
-    try:
-        yield store.start()
-        losses[:] = [1]
-        yield store.add_event("test", "CP1", "written on the second try")
-        assert [r["detail"] for r in (yield store.recent_events())] == ["written on the second try"]
-        losses[:] = [1, 1]
-        with pytest.raises(adbapi.ConnectionLost):  # once, not forever
-            yield store.add_event("test", "CP1", "lost twice")
-        assert [r["detail"] for r in (yield store.recent_events())] == ["written on the second try"]
-    finally:
-        real.close()
+    real_store.pool.runInteraction = losing
+    yield real_store.start()
+    losses[:] = [1]
+    yield real_store.add_event("test", "CP1", "written on the second try")
+    assert [r["detail"] for r in (yield real_store.recent_events())] == ["written on the second try"]
+    losses[:] = [1, 1]
+    with pytest.raises(adbapi.ConnectionLost):  # once, not forever
+        yield real_store.add_event("test", "CP1", "lost twice")
+    assert [r["detail"] for r in (yield real_store.recent_events())] == ["written on the second try"]
