@@ -7,8 +7,9 @@ is stopped by PID at the end of the test.
 
 Also the ledger check shared by the crash matrix: what Central's database,
 the drivers' output and the Engines' logs say about every charge; and the
-bounded wait of tests on the real reactor: L{within} (a Deferred that must
-fire in time).
+two bounded waits of tests on real processes or the real reactor:
+L{eventually} (poll a condition until a deadline) and L{within} (a Deferred
+that must fire in time).
 """
 
 from __future__ import annotations
@@ -22,12 +23,33 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from evnet.central.store import parse_db_url
 from tests.procs import BIN, Proc, ProcGroup, free_port, wait_for_port
 
+T = TypeVar("T")
+
 # Engine: "Charge ended: session S… ended (target): 0.050 kWh, 0.02 EUR, 5 s"
 _ENGINE_END = re.compile(r"Charge ended: session (\S+) ended \(([\w-]+)\): ([\d.]+) kWh")
+
+
+def eventually(check: Callable[[], T], timeout: float, what: str, context: Callable[[], str] = lambda: "",
+               interval: float = 0.1) -> T:
+    """
+    Call C{check} until it returns something true, and return that; after
+    C{timeout} seconds, fail with an AssertionError saying that C{what} never
+    happened (followed by C{context()}, e.g. what the processes printed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = context()
+            raise AssertionError(f"{what}: not within {timeout} s" + (f"\n{detail}" if detail else ""))
+        time.sleep(interval)  # the polling interval: the deadline decides, not this
 
 
 def within(d, seconds: float, what: str):
