@@ -301,7 +301,7 @@ class Demo:
             while any(p.running for p in drivers.values()) and time.monotonic() < deadline:
                 if live is not None:
                     live.update(self.render())
-                time.sleep(0.5)
+                time.sleep(0.5)  # the panel's refresh; the loop ends when every driver has exited
         finally:
             if live is not None:
                 live.update(self.render())

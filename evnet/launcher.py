@@ -34,7 +34,7 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.05)
+        time.sleep(0.05)  # the polling interval: the deadline decides
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 

@@ -1,125 +1,196 @@
 """
-In-memory fakes: a Store with the real Store's interface (synchronous
-Deferreds, optionally held to test ordering), and a peer that drives a
-FramedLink over a StringTransport, acknowledging what it receives.
+In-memory fakes shared by the unit tests:
+
+- L{MemoryStore}: the real Store's interface and contract over dicts (synchronous
+  Deferreds, optionally held to test ordering);
+- L{Peer}: drives a FramedLink over a StringTransport, acknowledging what it
+  receives;
+- L{RecordingHandler}, L{make_link}, L{take}, L{frame_of}: a LinkHandler
+  that records what happens, and a FramedLink on a StringTransport.
 """
+
+import time
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from evnet.protocols import framing
-from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, Kind
-from evnet.protocols.link import FramedLink
+from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, Kind, encode_frame
+from evnet.protocols.link import FramedLink, LinkHandler
 from evnet.protocols.messages import decode
 
 
-class MemoryStore:
-    """The Store's interface over dicts.  With C{hold=True}, writes wait for release()."""
+class DuplicateKey(Exception):
+    """What MemoryStore raises where the database would refuse a second row with the same key."""
 
-    def __init__(self):
+
+class MemoryStore:
+    """
+    The real Store's interface and contract over dicts (tests/test_store.py
+    runs the same tests on both): the same rows with the same keys and types,
+    the same order, what a missing row gives, failures as failed Deferreds.
+    Timestamps come from C{now} (the real store uses the wall clock).
+
+    Calls answer at once, in the order asked.  With C{hold=True} they wait in
+    C{held} until L{release}; a call asked while others are held waits behind
+    them (also once C{hold} is off), as it would in the real store's queue.
+    """
+
+    def __init__(self, now=time.time):
+        self.now = now
         self.cps = {}
         self.drivers = {}
         self.sessions = {}
-        self.events = []
+        self.event_rows = []
         self.hold = False
         self.held = []
         self.closed = False
         self.started = 0
 
-    def _done(self, fn, *args):
-        if self.hold:
+    @property
+    def events(self):
+        """(kind, subject, detail) of every event, oldest first."""
+        return [(e["kind"], e["subject"], e["detail"]) for e in self.event_rows]
+
+    def _run(self, fn):
+        if self.hold or self.held:
             d = defer.Deferred()
-            self.held.append((d, fn, args))
+            self.held.append((d, fn))
             return d
-        return defer.succeed(fn(*args))
+        return defer.maybeDeferred(fn)
 
     def release(self):
+        """Run the held calls in order, then fire their Deferreds (as one shared commit would)."""
         held, self.held = self.held, []
-        for d, fn, args in held:
-            d.callback(fn(*args))
+        outcomes = [defer.maybeDeferred(fn) for _, fn in held]
+        for (d, _), outcome in zip(held, outcomes):
+            outcome.chainDeferred(d)
 
     def start(self):
         self.started += 1
-        return defer.succeed(None)
+        return self._run(lambda: None)
 
     def close(self):
         self.closed = True
 
+    # -- CPs and drivers
+
     def load_cps(self):
-        return defer.succeed([dict(row) for row in sorted(self.cps.values(), key=lambda r: r["id"])])
+        return self._run(lambda: [dict(self.cps[cp_id]) for cp_id in sorted(self.cps)])
 
     def upsert_cp(self, cp_id, location, price, state):
+        now = self.now()
+
         def do():
-            row = self.cps.setdefault(cp_id, {"id": cp_id, "stopped": 0, "registered_at": 0, "last_seen": 0})
-            row.update(location=location, price=price, state=state)
-        return self._done(do)
+            row = self.cps.setdefault(cp_id, {"id": cp_id, "stopped": 0, "registered_at": now})
+            row.update(location=location, price=float(price), state=state, last_seen=now)
+
+        return self._run(do)
 
     def set_cp_state(self, cp_id, state, stopped):
+        now = self.now()
+
         def do():
             if cp_id in self.cps:
-                self.cps[cp_id].update(state=state, stopped=int(stopped))
-        return self._done(do)
+                self.cps[cp_id].update(state=state, stopped=int(stopped), last_seen=now)
+
+        return self._run(do)
 
     def touch_driver(self, driver_id):
-        return self._done(lambda: self.drivers.setdefault(driver_id, {"id": driver_id}))
+        now = self.now()
+
+        def do():
+            self.drivers.setdefault(driver_id, {"id": driver_id, "first_seen": now})["last_seen"] = now
+
+        return self._run(do)
+
+    # -- sessions
 
     def open_session(self, s):
+        row = {
+            "id": s["id"], "cp_id": s["cp_id"], "driver_id": s["driver_id"], "origin": s["origin"],
+            "price": float(s["price"]), "target_kwh": float(s["target_kwh"]), "started_at": float(s["started_at"]),
+            "ended_at": None, "kwh": 0.0, "euros": 0.0, "seconds": 0, "last_seq": 0, "status": "open",
+            "end_reason": None, "ticket_delivered_at": None,
+        }
+
         def do():
-            self.sessions[s["id"]] = dict(
-                s, ended_at=None, kwh=0.0, euros=0.0, seconds=0, last_seq=0, status="open",
-                end_reason=None, ticket_delivered_at=None,
-            )
-        return self._done(do)
+            if row["id"] in self.sessions:
+                raise DuplicateKey(f"Duplicate entry {row['id']!r} for key 'PRIMARY'")
+            self.sessions[row["id"]] = row
+
+        return self._run(do)
+
+    @staticmethod
+    def _progress(row, kwh, euros, seconds, last_seq, **more):
+        row.update(kwh=float(kwh), euros=float(euros), seconds=int(seconds), last_seq=int(last_seq), **more)
 
     def save_progress(self, rows):
         def do():
             for kwh, euros, seconds, last_seq, sid in rows:
-                if self.sessions[sid]["status"] == "open":
-                    self.sessions[sid].update(kwh=kwh, euros=euros, seconds=seconds, last_seq=last_seq)
-        return self._done(do)
+                row = self.sessions.get(sid)
+                if row is not None and row["status"] == "open":
+                    self._progress(row, kwh, euros, seconds, last_seq)
+
+        return self._run(do)
 
     def close_session(self, sid, ended_at, kwh, euros, seconds, last_seq, reason):
         def do():
             row = self.sessions.get(sid)
             if row is None or row["status"] != "open":
                 return False
-            row.update(status="closed", ended_at=ended_at, kwh=kwh, euros=euros, seconds=seconds,
-                       last_seq=last_seq, end_reason=reason)
+            self._progress(row, kwh, euros, seconds, last_seq,
+                           status="closed", ended_at=float(ended_at), end_reason=reason)
             return True
-        return self._done(do)
+
+        return self._run(do)
 
     def mark_ticket_delivered(self, sid):
+        now = self.now()
+
         def do():
-            if self.sessions[sid]["ticket_delivered_at"] is None:
-                self.sessions[sid]["ticket_delivered_at"] = 1.0
-        return self._done(do)
+            row = self.sessions.get(sid)
+            if row is not None and row["ticket_delivered_at"] is None:
+                row["ticket_delivered_at"] = now
+
+        return self._run(do)
+
+    def _sessions(self, keep, key, reverse=False, limit=None):
+        rows = sorted((r for r in self.sessions.values() if keep(r)), key=key, reverse=reverse)
+        return [dict(r) for r in rows[:limit]]
 
     def open_sessions(self):
-        return defer.succeed([dict(r) for r in self.sessions.values() if r["status"] == "open"])
+        return self._run(lambda: self._sessions(lambda r: r["status"] == "open", lambda r: (r["started_at"], r["id"])))
 
     def get_session(self, sid):
-        row = self.sessions.get(sid)
-        return defer.succeed(dict(row) if row else None)
+        return self._run(lambda: dict(self.sessions[sid]) if sid in self.sessions else None)
 
     def undelivered_tickets(self, driver_id):
-        return defer.succeed([
-            dict(r) for r in self.sessions.values()
-            if r["driver_id"] == driver_id and r["status"] == "closed" and r["origin"] == "driver"
-            and r["ticket_delivered_at"] is None
-        ])
+        def undelivered(r):
+            return (r["driver_id"] == driver_id and r["status"] == "closed" and r["origin"] == "driver"
+                    and r["ticket_delivered_at"] is None)
+
+        return self._run(lambda: self._sessions(undelivered, lambda r: r["ended_at"]))
 
     def recent_sessions(self, limit=50):
-        return defer.succeed(sorted(self.sessions.values(), key=lambda r: -r["started_at"])[:limit])
+        return self._run(lambda: self._sessions(lambda r: True, lambda r: r["started_at"], True, int(limit)))
+
+    # -- events
 
     def add_event(self, kind, subject, detail, at=None):
-        return self._done(lambda: self.events.append((kind, subject, detail)))
+        at = self.now() if at is None else at
+
+        def do():
+            self.event_rows.append({"id": len(self.event_rows) + 1, "at": float(at), "kind": kind,
+                                    "subject": subject[:64], "detail": detail[:1024]})
+
+        return self._run(do)
 
     def recent_events(self, limit=100):
-        return defer.succeed([
-            {"id": i, "at": 0, "kind": k, "subject": s, "detail": d}
-            for i, (k, s, d) in reversed(list(enumerate(self.events)))
-        ][:limit])
+        return self._run(lambda: [dict(e) for e in reversed(self.event_rows)][: int(limit)])
 
 
 class Peer:
@@ -161,7 +232,7 @@ class Peer:
                     self.controls.append(event.control)
 
     def send(self, msg):
-        self.link.dataReceived(framing.encode_frame(msg.to_data()))
+        self.link.dataReceived(frame_of(msg))
         self.pump()
 
     def take(self, kind=None):
@@ -173,5 +244,50 @@ class Peer:
         return got
 
     def lose(self, why="connection lost"):
-        from twisted.python.failure import Failure
         self.link.connectionLost(Failure(ConnectionError(why)))
+
+
+class RecordingHandler(LinkHandler):
+    """A LinkHandler that records the link's events and messages (and refuses with C{refuse})."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse
+        self.events = []
+        self.messages = []
+
+    def linkRequested(self, link):
+        self.events.append("requested")
+        return self.refuse
+
+    def linkOpened(self, link):
+        self.events.append("opened")
+
+    def linkRefused(self, link):
+        self.events.append("refused")
+
+    def messageReceived(self, link, msg):
+        self.messages.append(msg)
+
+    def linkLost(self, link, reason):
+        self.events.append("lost")
+
+
+def make_link(initiator, handler=None, clock=None, **options):
+    """A FramedLink on a StringTransport: (link, transport, handler, clock)."""
+    handler = handler or RecordingHandler()
+    clock = clock or Clock()
+    link = FramedLink(handler, clock, initiator=initiator, **options)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    link.makeConnection(transport)
+    return link, transport, handler, clock
+
+
+def take(transport):
+    """The bytes written to C{transport} since last asked."""
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+def frame_of(msg):
+    return encode_frame(msg.to_data())

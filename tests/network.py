@@ -6,7 +6,10 @@ started through the ``procs`` fixture (evnet.launcher), so every one of them
 is stopped by PID at the end of the test.
 
 Also the ledger check shared by the crash matrix: what Central's database,
-the drivers' output and the Engines' logs say about every charge.
+the drivers' output and the Engines' logs say about every charge; and the
+two bounded waits of tests on real processes or the real reactor:
+L{eventually} (poll a condition until a deadline) and L{within} (a Deferred
+that must fire in time).
 """
 
 from __future__ import annotations
@@ -20,12 +23,47 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from evnet.central.store import parse_db_url
 from tests.procs import BIN, Proc, ProcGroup, free_port, wait_for_port
 
+T = TypeVar("T")
+
 # Engine: "Charge ended: session S… ended (target): 0.050 kWh, 0.02 EUR, 5 s"
 _ENGINE_END = re.compile(r"Charge ended: session (\S+) ended \(([\w-]+)\): ([\d.]+) kWh")
+
+
+def eventually(check: Callable[[], T], timeout: float, what: str, context: Callable[[], str] = lambda: "",
+               interval: float = 0.1) -> T:
+    """
+    Call C{check} until it returns something true, and return that; after
+    C{timeout} seconds, fail with an AssertionError saying that C{what} never
+    happened (followed by C{context()}, e.g. what the processes printed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = context()
+            raise AssertionError(f"{what}: not within {timeout} s" + (f"\n{detail}" if detail else ""))
+        time.sleep(interval)  # the polling interval: the deadline decides, not this
+
+
+def within(d, seconds: float, what: str):
+    """
+    C{d}, failed with an AssertionError saying that C{what} did not happen if it
+    has not fired within C{seconds} on the real reactor (it is cancelled then).
+    """
+    from twisted.internet import reactor  # the one pytest-twisted runs; not at import
+    from twisted.python.failure import Failure
+
+    def timed_out(result, timeout):
+        return Failure(AssertionError(f"{what}: no answer within {timeout} s"))
+
+    return d.addTimeout(seconds, reactor, onTimeoutCancel=timed_out)
 
 
 def events(procs: list[Proc] | Proc, kind: str) -> list[dict]:

@@ -26,7 +26,7 @@ from evnet.engine.service import (
     StateFile,
 )
 
-from tests.linkhelpers import frame_of, make_link, take
+from tests.fakes import frame_of, make_link, take
 
 PRICE = 0.5
 POWER = 36.0  # kW: 0.01 kWh a second

@@ -8,7 +8,7 @@ from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, encode_frame
 from evnet.protocols.link import FramedLink, LinkClosed, LinkFactory, LinkState
 
-from tests.linkhelpers import RecordingHandler, frame_of, make_link, take
+from tests.fakes import RecordingHandler, frame_of, make_link, take
 
 
 def open_server(**options):

@@ -15,7 +15,7 @@ from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, FrameDecoder
 from evnet.monitor.service import Health, MonitorService
 
-from tests.linkhelpers import frame_of
+from tests.fakes import frame_of
 from evnet.kafka.bus import BusError, KafkaBus
 from tests.test_engine import FakeBus, read_frames
 

@@ -1,5 +1,6 @@
 """Packaging that really works: the wheel carries the twistd plugins."""
 
+import os
 import subprocess
 import sys
 import venv
@@ -46,10 +47,15 @@ def test_wheel_installs_into_a_fresh_venv_and_twistd_lists_the_commands(tmp_path
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
+    # The fresh venv sees the wheel only: with the source tree on PYTHONPATH (as tests are run
+    # from a worktree) pip would take its evnet.egg-info for an installed evnet and skip the
+    # wheel, and twistd would find the source tree's plugin instead of the wheel's.
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pip = env_dir / "bin" / "pip"
-    subprocess.run([str(pip), "install", "-q", str(wheel)], check=True)
+    subprocess.run([str(pip), "install", "-q", str(wheel)], check=True, env=alone)
     out = subprocess.run(
-        [str(env_dir / "bin" / "twistd"), "--help"], check=True, capture_output=True, text=True, cwd=tmp_path
+        [str(env_dir / "bin" / "twistd"), "--help"], check=True, capture_output=True, text=True, cwd=tmp_path,
+        env=alone,
     ).stdout
     for command in COMMANDS:
         assert command in out, out

@@ -404,7 +404,8 @@ class Store:
         )
 
     def open_sessions(self) -> defer.Deferred:
-        return self._query(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'open'")
+        """Open sessions, oldest first (the same order on every backend)."""
+        return self._query(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'open' ORDER BY started_at, id")
 
     def get_session(self, session_id: str) -> defer.Deferred:
         d = self._query(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", session_id)
