@@ -4,29 +4,39 @@ import pytest
 from twisted.internet.task import Clock
 
 from evnet.protocols import messages as m
-from evnet.central.rules import Central
+from evnet.central.links import CpLinks, DriverLinks
+from evnet.central.rules import RECONCILE_TIMEOUT, Central
+from evnet.central.service import CentralService
 from evnet.central.states import CpState
 
 from tests.fakes import MemoryStore, Peer
 
 
 class World:
-    def __init__(self, store=None, liveness=3.0):
+    """Central's rules and service on a fake clock and store, with its link handlers for fake peers."""
+
+    def __init__(self, store=None, liveness=3.0, reconcile_timeout=RECONCILE_TIMEOUT):
         self.clock = Clock()
         self.store = store or MemoryStore()
-        self.central = Central(self.store, self.clock, liveness_timeout=liveness, wall_clock=self.clock.seconds)
-        self.central.startService()
-        assert self.central.ready.called
+        self.central = Central(
+            self.store, self.clock, liveness_timeout=liveness, reconcile_timeout=reconcile_timeout,
+            wall_clock=self.clock.seconds,
+        )
+        self.service = CentralService(self.central)
+        self.cp_links = CpLinks(self.central)
+        self.driver_links = DriverLinks(self.central)
+        self.service.startService()
+        assert self.service.ready.called
 
     def cp(self, cp_id="CP1", location="Centro", price=0.3, engine="OK"):
-        peer = Peer(self.central.cp_links, self.clock)
+        peer = Peer(self.cp_links, self.clock)
         peer.send(m.Reg(cp_id, location, price))
         peer.send(m.Auth(cp_id))
         peer.send(m.Status(cp_id, engine))
         return peer
 
     def driver(self, driver_id="D1"):
-        peer = Peer(self.central.driver_links_handler, self.clock)
+        peer = Peer(self.driver_links, self.clock)
         peer.send(m.Driver(driver_id))
         return peer
 
@@ -51,7 +61,7 @@ class World:
 
 def test_register_and_authenticate():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Reg("CP1", "Centro", 0.3))
     assert cp.take() == [m.Accepted("REG", "CP1")]
     assert w.state() is CpState.DESCONECTADO
@@ -72,7 +82,7 @@ def test_register_and_authenticate():
 )
 def test_malformed_registration_is_refused_and_recorded(reg, reason):
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(reg)
     [refused] = cp.take()
     assert isinstance(refused, m.Refused) and refused.what == "REG" and reason in refused.reason
@@ -82,7 +92,7 @@ def test_malformed_registration_is_refused_and_recorded(reg, reason):
 def test_second_monitor_for_a_connected_cp_is_refused():
     w = World()
     w.cp()
-    intruder = Peer(w.central.cp_links, w.clock)
+    intruder = Peer(w.cp_links, w.clock)
     intruder.send(m.Reg("CP1", "Elsewhere", 0.1))
     [refused] = intruder.take()
     assert refused.what == "REG" and "already connected" in refused.reason
@@ -93,14 +103,14 @@ def test_second_monitor_for_a_connected_cp_is_refused():
 
 def test_auth_without_registration_is_refused():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Auth("CP9"))
     assert "not registered" in cp.take()[0].reason
 
 
 def test_messages_before_auth_are_refused():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Status("CP1", "OK"))
     assert cp.take() == [m.Refused("STATUS", "CP1", "link not authenticated")]
 
@@ -296,7 +306,7 @@ def test_stopped_stays_stopped_across_reconnection():
     cp = w.cp()
     w.central.stop_cp("CP1")
     cp.lose()
-    again = Peer(w.central.cp_links, w.clock)
+    again = Peer(w.cp_links, w.clock)
     again.send(m.Reg("CP1", "Centro", 0.3))
     again.send(m.Auth("CP1"))
     assert again.take() == [m.Accepted("REG", "CP1"), m.Accepted("AUTH", "CP1", "PARADO"), m.Parar("CP1")]
@@ -361,14 +371,14 @@ def test_restart_rebuilds_state_and_reconciles_the_open_charge():
     w2 = World(store)
     assert w2.state() is CpState.DESCONECTADO
     assert sid in w2.central.sessions
-    cp2 = Peer(w2.central.cp_links, w2.clock)
+    cp2 = Peer(w2.cp_links, w2.clock)
     cp2.send(m.Reg("CP1", "Centro", 0.3))
     cp2.send(m.Auth("CP1"))
     assert w2.state() is CpState.SUMINISTRANDO
     cp2.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))  # a replay
     cp2.send(m.Telem("CP1", sid, 2, 0.2, 9, 0.06, 2))
     cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))
-    d2 = Peer(w2.central.driver_links_handler, w2.clock)
+    d2 = Peer(w2.driver_links, w2.clock)
     d2.send(m.Driver("D1"))
     assert d2.take(m.Ticket) == [m.Ticket(sid, 0.3, 0.09, 3, "CP1", "D1", "target")]
     cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))  # the Engine repeats it

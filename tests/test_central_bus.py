@@ -3,7 +3,7 @@
 from twisted.internet import defer
 
 from evnet.protocols import messages as m
-from evnet.central.kafka import CentralBus
+from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.states import CpState
 
 from tests.test_central import World
@@ -33,10 +33,13 @@ class FakeBus:
         return got
 
 
-def kafka_world():
-    w = World()
+def kafka_world(store=None):
+    """Central wired to a fake bus as the tap wires it to Kafka."""
+    w = World(store, reconcile_timeout=KAFKA_RECONCILE_TIMEOUT)
     bus = FakeBus()
-    CentralBus(w.central, bus)
+    adapter = CentralBus(w.central, bus)
+    adapter.setServiceParent(w.service)  # started at once: Central's state is loaded
+    w.central.reach_drivers_by(adapter.channel)
     return w, bus
 
 
@@ -124,9 +127,7 @@ def restarted_with_an_open_charge():
     w.cp()
     bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
     [(_, auth)] = bus.take(kind=m.Authorized)
-    w2 = World(w.store)
-    bus2 = FakeBus()
-    CentralBus(w2.central, bus2)
+    w2, bus2 = kafka_world(w.store)
     return w2, bus2, auth.session_id
 
 

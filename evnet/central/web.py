@@ -498,7 +498,7 @@ class WebPanel(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, central: Any, endpoint: str, reactor: IReactorTime, token: Optional[str] = None) -> None:
+    def __init__(self, central: Any, endpoint: str, reactor: IReactorTime, token: Optional[str] = None, on_failure: Any = None) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.hub = EventHub(central, reactor)
