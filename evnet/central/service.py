@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from evnet.central.rules import Central
@@ -108,8 +108,7 @@ class CentralService(service.MultiService):
             self._settle(failure)  # stopped while loading: nothing to report
             return
         text = f"EV_Central cannot start: database {_store_name(self.store)}: {failure.getErrorMessage()}"
-        self.log.error("{text}", text=text)
-        self.log.failure("the database failure in detail", failure, level=LogLevel.debug)
+        self.log.error("{text}", text=text)  # one line, no traceback: the reason is the user's to fix
         self._settle(failure)
         if self.on_failure is not None:
             self.on_failure(text)
