@@ -575,6 +575,31 @@ def test_a_failed_load_is_reported_once_not_by_stopping_the_reactor_and_stop_is_
     assert failed[0].check(RuntimeError)
 
 
+@pytest.mark.parametrize("option", ["listen", "drivers"])
+def test_a_listen_address_that_is_not_an_endpoint_is_refused_before_anything_starts(option):
+    from twisted.python import usage
+    from evnet.central.tap import Options
+
+    with pytest.raises(usage.UsageError, match=f"--{option} 'bogus:1' is not a server endpoint string"):
+        Options().parseOptions([f"--{option}", "bogus:1"])
+
+
+def test_a_part_that_cannot_start_is_reported_and_central_stops_cleanly():
+    class Broken(Listener):
+        def startService(self):
+            raise RuntimeError("a bug")
+
+    reported = []
+    top = listening_service(MemoryStore(), MemoryReactorClock(), reported.append)
+    Broken("http", "tcp:8081", Factory(), MemoryReactorClock()).setServiceParent(top)
+    with logged_failures() as failures:
+        top.startService()
+        top.stopService()
+    assert len(reported) == 1 and reported[0].endswith(": a bug")
+    assert [f.value.args for f in failures] == [("a bug",)]
+    assert top.ready.addErrback(lambda f: f.value.args).result == ("a bug",)
+
+
 def test_once_loaded_the_listeners_start_and_stop_with_central():
     reactor = MemoryReactorClock()
     top = listening_service(MemoryStore(), reactor)

@@ -97,7 +97,15 @@ class CentralService(service.MultiService):
     def _loaded(self, _: Any) -> None:
         self._loading = None
         for child in self:
-            child.startService()
+            try:
+                child.startService()
+            except Exception:
+                failure = Failure()
+                self.log.failure("EV_Central: {child!r} could not start", failure, child=child)
+                self._settle(failure)
+                if self.on_failure is not None:
+                    self.on_failure(f"EV_Central cannot start {child!r}: {failure.getErrorMessage()}")
+                return
         self._liveness.start(min(0.5, self.central.liveness_timeout / 6), now=False)
         self._flusher.start(self.flush_interval, now=False)
         self._settle(self.central)

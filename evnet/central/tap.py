@@ -5,7 +5,7 @@ from typing import Any
 from twisted.application import service
 from twisted.python import usage
 
-from evnet.endpoints import Listener, stop_process
+from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
 from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.links import CpLinks, DriverLinks
@@ -47,6 +47,9 @@ class Options(usage.Options):
             self["db_url"] = parse_db_url(self["db"])
         except ValueError as e:
             raise usage.UsageError(f"--db: {e}")
+        for name in ("listen", "drivers"):
+            # Checked here: the listeners start only once the database is loaded.
+            check_server_endpoint(name, self[name], "tcp:7000:interface=127.0.0.1")
         for name, minimum in (("liveness-timeout", 0.1), ("max-frame", 64)):
             try:
                 value = float(self[name])
