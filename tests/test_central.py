@@ -1,32 +1,53 @@
-"""Central's rules on fake links, a fake clock and an in-memory store."""
+"""Central's rules and lifecycle on fake links, a fake clock and an in-memory store."""
+
+import gc
+from contextlib import contextmanager
 
 import pytest
+import twisted.internet
+from twisted.application import strports
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 
+from evnet.endpoints import Listener
+from evnet.protocols import framing
 from evnet.protocols import messages as m
-from evnet.central.rules import Central
+from evnet.central.links import CpLinks, DriverLinks
+from evnet.central.rules import RECONCILE_TIMEOUT, Central
+from evnet.central.service import CentralService
 from evnet.central.states import CpState
 
 from tests.fakes import MemoryStore, Peer
 
 
 class World:
-    def __init__(self, store=None, liveness=3.0):
+    """Central's rules and service on a fake clock and store, with its link handlers for fake peers."""
+
+    def __init__(self, store=None, liveness=3.0, reconcile_timeout=RECONCILE_TIMEOUT):
         self.clock = Clock()
         self.store = store or MemoryStore()
-        self.central = Central(self.store, self.clock, liveness_timeout=liveness, wall_clock=self.clock.seconds)
-        self.central.startService()
-        assert self.central.ready.called
+        self.central = Central(
+            self.store, self.clock, liveness_timeout=liveness, reconcile_timeout=reconcile_timeout,
+            wall_clock=self.clock.seconds,
+        )
+        self.service = CentralService(self.central)
+        self.cp_links = CpLinks(self.central)
+        self.driver_links = DriverLinks(self.central)
+        self.service.startService()
+        assert self.service.ready.called
 
     def cp(self, cp_id="CP1", location="Centro", price=0.3, engine="OK"):
-        peer = Peer(self.central.cp_links, self.clock)
+        peer = Peer(self.cp_links, self.clock)
         peer.send(m.Reg(cp_id, location, price))
         peer.send(m.Auth(cp_id))
         peer.send(m.Status(cp_id, engine))
         return peer
 
     def driver(self, driver_id="D1"):
-        peer = Peer(self.central.driver_links_handler, self.clock)
+        peer = Peer(self.driver_links, self.clock)
         peer.send(m.Driver(driver_id))
         return peer
 
@@ -38,6 +59,11 @@ class World:
 
     def state(self, cp_id="CP1"):
         return self.central.cps[cp_id].state
+
+    def charging(self):
+        """CP1 connected and driver D1 charging there: (cp, driver, session id)."""
+        cp, driver = self.cp(), self.driver()
+        return cp, driver, self.charge(cp, driver)
 
     def charge(self, cp, driver, cp_id="CP1", driver_id="D1"):
         driver.take()
@@ -51,7 +77,7 @@ class World:
 
 def test_register_and_authenticate():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Reg("CP1", "Centro", 0.3))
     assert cp.take() == [m.Accepted("REG", "CP1")]
     assert w.state() is CpState.DESCONECTADO
@@ -72,7 +98,7 @@ def test_register_and_authenticate():
 )
 def test_malformed_registration_is_refused_and_recorded(reg, reason):
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(reg)
     [refused] = cp.take()
     assert isinstance(refused, m.Refused) and refused.what == "REG" and reason in refused.reason
@@ -82,7 +108,7 @@ def test_malformed_registration_is_refused_and_recorded(reg, reason):
 def test_second_monitor_for_a_connected_cp_is_refused():
     w = World()
     w.cp()
-    intruder = Peer(w.central.cp_links, w.clock)
+    intruder = Peer(w.cp_links, w.clock)
     intruder.send(m.Reg("CP1", "Elsewhere", 0.1))
     [refused] = intruder.take()
     assert refused.what == "REG" and "already connected" in refused.reason
@@ -93,14 +119,14 @@ def test_second_monitor_for_a_connected_cp_is_refused():
 
 def test_auth_without_registration_is_refused():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Auth("CP9"))
     assert "not registered" in cp.take()[0].reason
 
 
 def test_messages_before_auth_are_refused():
     w = World()
-    cp = Peer(w.central.cp_links, w.clock)
+    cp = Peer(w.cp_links, w.clock)
     cp.send(m.Status("CP1", "OK"))
     assert cp.take() == [m.Refused("STATUS", "CP1", "link not authenticated")]
 
@@ -172,8 +198,7 @@ def test_telemetry_goes_to_that_driver_only():
 
 def test_telemetry_for_a_driver_whose_link_is_busy_is_superseded_by_the_next():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     driver.auto_ack = False
     for seq in (1, 2, 3):
         cp.send(m.Telem("CP1", sid, seq, 0.1 * seq, 36.0, 0.05 * seq, seq))
@@ -188,8 +213,7 @@ def test_telemetry_for_a_driver_whose_link_is_busy_is_superseded_by_the_next():
 
 def test_replayed_telemetry_is_not_counted_twice():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     for seq, kwh in ((1, 0.1), (2, 0.2), (1, 0.1)):
         cp.send(m.Telem("CP1", sid, seq, kwh, 7, 0.3 * kwh, seq))
         driver.pump()
@@ -235,8 +259,7 @@ def test_denied_when_cp_busy_faulty_stopped_or_disconnected():
 
 def test_fault_during_a_charge_ends_it_with_a_ticket_and_tells_the_driver():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.25, 9, 0.08, 1))
     cp.send(m.Avr("CP1", "engine KO"))
     got = [x for x in driver.take() if not isinstance(x, m.Telem)]
@@ -255,8 +278,7 @@ def test_fault_during_a_charge_ends_it_with_a_ticket_and_tells_the_driver():
 
 def test_monitor_lost_during_a_charge_ends_it():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
     cp.lose()
     assert w.state() is CpState.DESCONECTADO
@@ -266,8 +288,7 @@ def test_monitor_lost_during_a_charge_ends_it():
 
 def test_parar_and_reanudar_one_cp():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
     ok, text = w.central.stop_cp("CP1")
     assert ok
@@ -296,7 +317,7 @@ def test_stopped_stays_stopped_across_reconnection():
     cp = w.cp()
     w.central.stop_cp("CP1")
     cp.lose()
-    again = Peer(w.central.cp_links, w.clock)
+    again = Peer(w.cp_links, w.clock)
     again.send(m.Reg("CP1", "Centro", 0.3))
     again.send(m.Auth("CP1"))
     assert again.take() == [m.Accepted("REG", "CP1"), m.Accepted("AUTH", "CP1", "PARADO"), m.Parar("CP1")]
@@ -304,8 +325,7 @@ def test_stopped_stays_stopped_across_reconnection():
 
 def test_ticket_is_stored_before_it_is_sent():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     w.store.hold = True
     cp.send(m.Stop("CP1", sid, 1, 0.1, 0.03, 1, "unplug"))
     assert driver.take(m.Ticket) == []
@@ -318,8 +338,7 @@ def test_ticket_is_stored_before_it_is_sent():
 
 def test_driver_that_reconnects_gets_the_ticket_it_missed_once():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     driver.lose()
     cp.send(m.Stop("CP1", sid, 1, 0.1, 0.03, 1, "target"))
     assert w.store.sessions[sid]["ticket_delivered_at"] is None
@@ -332,8 +351,7 @@ def test_driver_that_reconnects_gets_the_ticket_it_missed_once():
 
 def test_driver_that_reconnects_mid_charge_is_told_its_session():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     driver.lose()
     again = w.driver()
     assert again.take(m.Authorized) == [m.Authorized("D1", "CP1", sid)]
@@ -352,8 +370,7 @@ def test_list_shows_available_cps():
 def test_restart_rebuilds_state_and_reconciles_the_open_charge():
     store = MemoryStore()
     w = World(store)
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
     w.clock.advance(2.1)  # progress is flushed in batches
     assert store.sessions[sid]["kwh"] == 0.1
@@ -361,14 +378,14 @@ def test_restart_rebuilds_state_and_reconciles_the_open_charge():
     w2 = World(store)
     assert w2.state() is CpState.DESCONECTADO
     assert sid in w2.central.sessions
-    cp2 = Peer(w2.central.cp_links, w2.clock)
+    cp2 = Peer(w2.cp_links, w2.clock)
     cp2.send(m.Reg("CP1", "Centro", 0.3))
     cp2.send(m.Auth("CP1"))
     assert w2.state() is CpState.SUMINISTRANDO
     cp2.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))  # a replay
     cp2.send(m.Telem("CP1", sid, 2, 0.2, 9, 0.06, 2))
     cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))
-    d2 = Peer(w2.central.driver_links_handler, w2.clock)
+    d2 = Peer(w2.driver_links, w2.clock)
     d2.send(m.Driver("D1"))
     assert d2.take(m.Ticket) == [m.Ticket(sid, 0.3, 0.09, 3, "CP1", "D1", "target")]
     cp2.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))  # the Engine repeats it
@@ -408,8 +425,7 @@ def test_illegal_transition_is_logged_not_raised():
 def test_a_charge_the_cp_no_longer_knows_is_closed_after_reconnection():
     store = MemoryStore()
     w = World(store)
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
     w.clock.advance(2.1)
     w2 = World(store)  # Central restarted; the Engine lost its state meanwhile
@@ -427,8 +443,7 @@ def test_a_charge_the_cp_no_longer_knows_is_closed_after_reconnection():
 def test_a_charge_the_cp_still_reports_is_not_closed_after_reconnection():
     store = MemoryStore()
     w = World(store)
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     w2 = World(store)
     cp2 = w2.cp()
     for seq in range(1, 20):
@@ -441,8 +456,7 @@ def test_a_charge_the_cp_still_reports_is_not_closed_after_reconnection():
 
 def test_a_cp_still_supplying_a_closed_session_is_sent_its_ticket():
     w = World()
-    cp, driver = w.cp(), w.driver()
-    sid = w.charge(cp, driver)
+    cp, driver, sid = w.charging()
     cp.send(m.Telem("CP1", sid, 1, 0.1, 36, 0.03, 1))
     cp.lose()  # Central ends the charge ("disconnected")
     again = w.cp()
@@ -450,3 +464,215 @@ def test_a_cp_still_supplying_a_closed_session_is_sent_its_ticket():
     again.send(m.Telem("CP1", sid, 3, 0.3, 36, 0.09, 3))  # within 5 s: not answered twice
     assert again.take(m.Ticket) == [m.Ticket(sid, 0.1, 0.03, 1, "CP1", "D1", "disconnected")]
     assert w.store.sessions[sid]["kwh"] == 0.1  # nothing counted after the close
+
+
+# -- Central's lifecycle: stopped early, failed load, pending calls ---------------------------
+
+
+class SlowStore(MemoryStore):
+    """A MemoryStore whose start() (opening the database) answers only when the test says."""
+
+    def __init__(self):
+        super().__init__()
+        self.opening = defer.Deferred()
+
+    def start(self):
+        self.started += 1
+        return self.opening
+
+
+class FailingStore(MemoryStore):
+    """
+    A MemoryStore whose close_session fails while C{failing} is set (tests/fakes.py has
+    only a hold mode; this failing mode is local to these tests).
+    """
+
+    failing = False
+
+    def close_session(self, *args):
+        if self.failing:
+            return defer.fail(RuntimeError("database is locked"))
+        return super().close_session(*args)
+
+
+@contextmanager
+def logged_failures():
+    """The failures logged meanwhile, unhandled Deferred errors included (collected at the end)."""
+    failures = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield failures
+        gc.collect()  # "Unhandled error in Deferred" is logged when the Deferred is collected
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+class NoReactorStop:
+    """Stands in for the global reactor: a service must never stop it."""
+
+    running = True
+    stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+    def callWhenRunning(self, f, *args):
+        f(*args)
+
+
+def listening_service(store, reactor, on_failure=None):
+    """Central's service with children like the tap's: the two Listeners and a strports service (as in the panel)."""
+    central = Central(store, reactor)
+    top = CentralService(central, on_failure=on_failure)
+    for option in ("listen", "drivers"):
+        Listener(option, "tcp:7000:interface=127.0.0.1", Factory(), reactor, on_failure).setServiceParent(top)
+    strports.service("tcp:8080:interface=127.0.0.1", Factory(), reactor=reactor).setServiceParent(top)
+    return top
+
+
+def test_stopping_central_before_its_database_loaded_is_clean_and_listens_nowhere(monkeypatch):
+    fake = NoReactorStop()
+    monkeypatch.setattr(twisted.internet, "reactor", fake)
+    store, reactor = SlowStore(), MemoryReactorClock()
+    top = listening_service(store, reactor)
+    ready = top.ready
+    with logged_failures() as failures:
+        top.startService()
+        assert reactor.tcpServers == []  # nothing listens before the state is loaded
+        stopped = top.stopService()
+        assert stopped.called and stopped.result is None
+        store.opening.callback(None)  # the database answers after all: too late
+        assert not any(child.running for child in top)
+    assert failures == []
+    assert reactor.tcpServers == []
+    assert store.closed and not fake.stopped
+    assert ready.called and isinstance(ready.result.value, defer.CancelledError)
+    ready.addErrback(lambda f: None)
+
+
+def test_a_failed_load_is_reported_once_not_by_stopping_the_reactor_and_stop_is_clean(monkeypatch):
+    fake = NoReactorStop()
+    monkeypatch.setattr(twisted.internet, "reactor", fake)
+    store, reactor = SlowStore(), MemoryReactorClock()
+    reported = []
+    top = listening_service(store, reactor, reported.append)
+    with logged_failures() as failures:
+        top.startService()
+        store.opening.errback(RuntimeError("disk gone"))
+        assert reported == ["EV_Central cannot start: database SlowStore: disk gone"]
+        assert not fake.stopped
+        assert reactor.tcpServers == []
+        top.stopService()
+    assert failures == []  # one line, no traceback
+    assert store.closed
+    failed = []
+    top.ready.addErrback(failed.append)
+    assert failed[0].check(RuntimeError)
+
+
+@pytest.mark.parametrize("option", ["listen", "drivers"])
+def test_a_listen_address_that_is_not_an_endpoint_is_refused_before_anything_starts(option):
+    from twisted.python import usage
+    from evnet.central.tap import Options
+
+    with pytest.raises(usage.UsageError, match=f"--{option} 'bogus:1' is not a server endpoint string"):
+        Options().parseOptions([f"--{option}", "bogus:1"])
+
+
+def test_a_part_that_cannot_start_is_reported_and_central_stops_cleanly():
+    class Broken(Listener):
+        def startService(self):
+            raise RuntimeError("a bug")
+
+    reported = []
+    top = listening_service(MemoryStore(), MemoryReactorClock(), reported.append)
+    Broken("http", "tcp:8081", Factory(), MemoryReactorClock()).setServiceParent(top)
+    with logged_failures() as failures:
+        top.startService()
+        top.stopService()
+    assert len(reported) == 1 and reported[0].endswith(": a bug")
+    assert [f.value.args for f in failures] == [("a bug",)]
+    assert top.ready.addErrback(lambda f: f.value.args).result == ("a bug",)
+
+
+def test_once_loaded_the_listeners_start_and_stop_with_central():
+    reactor = MemoryReactorClock()
+    top = listening_service(MemoryStore(), reactor)
+    top.startService()
+    assert [port for port, *_ in reactor.tcpServers] == [7000, 7000, 8080]
+    top.stopService()
+    assert not any(child.running for child in top)
+
+
+def test_stopping_central_cancels_the_reconciliation_it_scheduled():
+    store = MemoryStore()
+    w = World(store)
+    cp, driver = w.cp(), w.driver()
+    w.charge(cp, driver)
+    w2 = World(store)  # restarted with the charge open
+    w2.cp()  # AUTH schedules the reconciliation of that charge
+    assert w2.clock.getDelayedCalls()
+    w2.service.stopService()
+    assert w2.clock.getDelayedCalls() == []
+
+
+# -- a close the store failed to write ------------------------------------------------------
+
+
+def test_a_close_the_store_failed_to_write_is_kept_retried_and_only_then_ticketed():
+    store = FailingStore()
+    w = World(store)
+    cp, driver, sid = w.charging()
+    cp.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))
+    driver.take()
+    store.failing = True
+    cp.send(m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))
+    assert w.state() is CpState.ACTIVADO  # the CP and the driver are free at once
+    assert driver.take(m.Ticket) == [] and cp.take(m.Ticket) == []  # no ticket before it is stored
+    cp.send(m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))  # the Engine repeats its STOP meanwhile
+    assert cp.take(m.Ticket) == []  # not a ticket made of the stale stored row
+    w.alive(cp, 3)  # a flush tries again, and fails again
+    assert store.sessions[sid]["status"] == "open"
+    store.failing = False
+    w.alive(cp, 2)  # the next flush writes it
+    row = store.sessions[sid]
+    assert (row["status"], row["kwh"], row["end_reason"]) == ("closed", 0.2, "target")
+    ticket = m.Ticket(sid, 0.2, 0.06, 2, "CP1", "D1", "target")
+    assert driver.take(m.Ticket) == [ticket]
+    assert cp.take(m.Ticket) == [ticket]
+    w.alive(cp, 3)
+    assert driver.take(m.Ticket) == []  # written once, ticketed once
+
+
+def test_a_close_still_unwritten_is_tried_once_more_when_central_stops():
+    store = FailingStore()
+    w = World(store)
+    cp, driver, sid = w.charging()
+    store.failing = True
+    w.central.stop_cp("CP1")
+    assert store.sessions[sid]["status"] == "open"
+    store.failing = False
+    w.service.stopService()
+    assert (store.sessions[sid]["status"], store.sessions[sid]["end_reason"]) == ("closed", "parar")
+
+
+# -- LIST with more CPs than a frame holds --------------------------------------------------
+
+
+def test_list_with_hundreds_of_cps_is_answered_in_parts_each_within_a_frame():
+    w = World()
+    names = [f"CP{i:03d}" for i in range(320)]
+    for name in names:
+        w.cp(name, "Avenida de la Constitución 1", 0.35)
+    driver = w.driver()
+    driver.send(m.ListCps("D1"))
+    parts = driver.take(m.Available)
+    assert len(parts) > 1
+    assert [(p.part, p.parts) for p in parts] == [(i, len(parts)) for i in range(1, len(parts) + 1)]
+    assert all(len(p.to_data()) <= framing.DEFAULT_MAX_DATA for p in parts)
+    assert [cp.cp_id for p in parts for cp in p.cps] == names

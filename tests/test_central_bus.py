@@ -1,11 +1,19 @@
-"""Central's Kafka side on a fake bus: same rules as the framed links."""
+"""Central's Kafka side on a fake bus: same rules, same dispatch as the framed links."""
 
+import pytest
 from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface.verify import verifyObject
 
+from evnet.protocols import framing
 from evnet.protocols import messages as m
-from evnet.central.kafka import CentralBus
+from evnet.protocols.channel import IChannel
+from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus, KafkaDriverChannel
+from evnet.central.rules import RECONCILE_TIMEOUT
 from evnet.central.states import CpState
+from evnet.central.tap import Options, wire
 
+from tests.fakes import MemoryStore
 from tests.test_central import World
 
 
@@ -33,10 +41,13 @@ class FakeBus:
         return got
 
 
-def kafka_world():
-    w = World()
+def kafka_world(store=None):
+    """Central wired to a fake bus as the tap wires it to Kafka."""
+    w = World(store, reconcile_timeout=KAFKA_RECONCILE_TIMEOUT)
     bus = FakeBus()
-    CentralBus(w.central, bus)
+    adapter = CentralBus(w.central, bus)
+    adapter.setServiceParent(w.service)  # started at once: Central's state is loaded
+    w.central.reach_drivers_by(adapter.channel)
     return w, bus
 
 
@@ -98,6 +109,7 @@ def test_events_of_unknown_or_disconnected_cps_are_ignored():
     bus.feed("cp.events", "CP1", m.Avr("CP1", "old news"))
     assert w.state() is CpState.DESCONECTADO
     assert not w.central.cps["CP1"].machine.stopped
+    assert not any(kind == "fault" for kind, _, _ in w.store.events)  # no "AVERIADO" said of it either
 
 
 def test_network_status_publishes_the_available_cps_coalesced():
@@ -124,9 +136,7 @@ def restarted_with_an_open_charge():
     w.cp()
     bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
     [(_, auth)] = bus.take(kind=m.Authorized)
-    w2 = World(w.store)
-    bus2 = FakeBus()
-    CentralBus(w2.central, bus2)
+    w2, bus2 = kafka_world(w.store)
     return w2, bus2, auth.session_id
 
 
@@ -146,3 +156,150 @@ def test_in_kafka_mode_a_reconnected_cp_has_a_minute_to_report_an_open_charge():
     assert w2.store.sessions[sid]["status"] == "open"
     w2.alive(cp, 31)
     assert w2.store.sessions[sid]["status"] == "closed"
+
+
+# -- one CP-report dispatch: the same behaviour by the link and by Kafka -----------------
+
+
+def reporter(w, bus, cp, via):
+    """How a CP's report reaches Central: on its Monitor's link, or through cp.events."""
+    if via == "link":
+        return cp.send
+    return lambda msg: bus.feed("cp.events", "CP1", msg)
+
+
+@pytest.mark.parametrize("via", ["link", "kafka"])
+def test_a_fault_or_recovery_report_is_a_sign_of_life_by_either_transport(via):
+    w, bus = kafka_world()
+    cp = w.cp()
+    report = reporter(w, bus, cp, via)
+    w.clock.advance(2.5)
+    report(m.Avr("CP1", "engine KO"))
+    w.clock.advance(2.5)  # 5 s since the last STATUS, 2.5 s since the AVR
+    assert w.state() is CpState.AVERIADO
+    report(m.Rcv("CP1"))
+    w.clock.advance(2.5)
+    assert w.state() is CpState.ACTIVADO
+    w.clock.advance(1.0)  # 3.5 s of silence
+    assert w.state() is CpState.DESCONECTADO
+
+
+@pytest.mark.parametrize("via", ["link", "kafka"])
+def test_a_cp_asking_a_charge_for_another_cp_is_denied_by_either_transport(via):
+    w, bus = kafka_world()
+    cp = w.cp()
+    w.cp("CP2")
+    reporter(w, bus, cp, via)(m.Req("LOCAL", "CP2"))
+    [denied] = cp.take(m.Denied)
+    assert denied.cp_id == "CP2" and "only request charges for itself" in denied.reason
+    assert w.central.sessions == {}
+
+
+@pytest.mark.parametrize("via", ["link", "kafka"])
+def test_a_charge_asked_for_at_the_cp_is_answered_on_its_link_by_either_transport(via):
+    w, bus = kafka_world()
+    cp = w.cp()
+    reporter(w, bus, cp, via)(m.Req("LOCAL", "CP1", 0.5))
+    got = cp.take()
+    [auth] = [x for x in got if isinstance(x, m.Authorized)]
+    [start] = [x for x in got if isinstance(x, m.Start)]
+    assert start.session_id == auth.session_id
+
+
+def test_a_record_about_another_cp_than_its_key_is_ignored():
+    w, bus = kafka_world()
+    w.cp("CP1")
+    w.cp("CP2")
+    bus.feed("cp.events", "CP1", m.Avr("CP2", "not CP1's to say"))
+    assert w.state("CP2") is CpState.ACTIVADO
+
+
+def test_a_charge_ends_through_kafka_even_before_its_cp_reconnects():
+    w2, bus2, sid = restarted_with_an_open_charge()  # CP1 not connected to this Central yet
+    bus2.feed("cp.events", "CP1", m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))
+    assert w2.store.sessions[sid]["status"] == "closed"
+    assert [(key, t.kwh) for key, t in bus2.take(kind=m.Ticket)] == [("D1", 0.2)]
+
+
+# -- lists longer than a frame ------------------------------------------------------------
+
+
+def many_cps(w, n=320):
+    names = [f"CP{i:03d}" for i in range(n)]
+    for name in names:
+        w.cp(name, "Avenida de la Constitución 1", 0.35)
+    return names
+
+
+def assert_parts(parts, names):
+    assert len(parts) > 1
+    assert [(p.part, p.parts) for p in parts] == [(i, len(parts)) for i in range(1, len(parts) + 1)]
+    assert all(len(p.to_data()) <= framing.DEFAULT_MAX_DATA for p in parts)
+    assert [cp.cp_id for p in parts for cp in p.cps] == names
+
+
+def test_list_through_kafka_with_hundreds_of_cps_is_answered_in_parts():
+    w, bus = kafka_world()
+    names = many_cps(w)
+    bus.take("network.status")
+    bus.feed("driver.requests", "D7", m.ListCps("D7"))
+    got = bus.take(kind=m.Available)
+    assert {key for key, _ in got} == {"D7"}
+    assert_parts([part for _, part in got], names)
+
+
+def test_network_status_with_hundreds_of_cps_is_published_in_parts():
+    w, bus = kafka_world()
+    names = many_cps(w)
+    w.clock.advance(0.6)
+    got = bus.take("network.status")
+    assert {key for key, _ in got} == {"all"}
+    assert_parts([part for _, part in got], names)
+
+
+def test_the_kafka_driver_channel_is_an_ichannel_that_refuses_what_a_record_cannot_carry():
+    channel = KafkaDriverChannel(FakeBus(), "D1")
+    assert verifyObject(IChannel, channel)
+    assert (channel.max_data, channel.pending, channel.confirms_receipt) == (framing.DEFAULT_MAX_DATA, 0, False)
+    too_long = m.Available([m.CpInfo(f"CP{i:03d}", "Avenida de la Constitución 1", 0.35) for i in range(300)])
+    failed = []
+    channel.sendMessage(too_long).addErrback(failed.append)
+    assert failed[0].check(m.MessageError)
+    assert channel.bus.published == []
+
+
+# -- wiring: explicit, and the adapter lives and dies with Central's service ---------------
+
+
+def test_stopping_central_cancels_the_pending_network_status_and_stops_listening():
+    w, bus = kafka_world()
+    w.cp()
+    assert w.clock.getDelayedCalls()  # network.status coalesced for 0.5 s
+    w.service.stopService()
+    assert w.clock.getDelayedCalls() == []
+    w.clock.advance(1)
+    assert bus.take("network.status") == []
+    [adapter] = [child for child in w.service if isinstance(child, CentralBus)]
+    assert adapter.changed not in w.central.observers
+
+
+def tap_options(*args):
+    options = Options()
+    options.parseOptions(["--http", "none", "--db", "sqlite:unused.db", *args])
+    return options
+
+
+def test_the_tap_wires_kafka_into_central_explicitly():
+    top = wire(tap_options("--kafka", "127.0.0.1:9092"), MemoryStore(), MemoryReactorClock())
+    central = top.central
+    [adapter] = [child for child in top if isinstance(child, CentralBus)]
+    assert central.reconcile_timeout == KAFKA_RECONCILE_TIMEOUT
+    assert central.driver_channel("D1") is adapter.channel("D1")
+    assert [getattr(child, "option", None) for child in top][:2] == ["listen", "drivers"]
+
+
+def test_without_kafka_the_tap_gives_central_no_driver_channel():
+    top = wire(tap_options(), MemoryStore(), MemoryReactorClock())
+    assert top.central.reconcile_timeout == RECONCILE_TIMEOUT
+    assert top.central.driver_channel("D1") is None
+    assert not any(isinstance(child, CentralBus) for child in top)

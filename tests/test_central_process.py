@@ -1,5 +1,6 @@
 """``twistd -n evcentral`` as a real process, spoken to over a raw socket."""
 
+import re
 import signal
 import socket
 
@@ -60,4 +61,38 @@ def test_evcentral_refuses_a_bad_option_without_a_traceback(procs, tmp_path):
     central = procs.twistd("central", "evcentral", "--db", "postgres://nope")
     assert central.wait(20) != 0
     central.wait_for("--db: unknown database URL")
+    assert "Traceback" not in central.output()
+
+
+@pytest.mark.parametrize("option", ["listen", "drivers"])
+def test_a_taken_port_stops_evcentral_with_one_line_and_status_1(procs, tmp_path, option):
+    ports = {"listen": free_port(), "drivers": free_port()}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[option]))
+        taken.listen(1)
+        central = procs.twistd(
+            "central", "evcentral",
+            "--listen", f"tcp:{ports['listen']}:interface=127.0.0.1",
+            "--drivers", f"tcp:{ports['drivers']}:interface=127.0.0.1",
+            "--db", f"sqlite:{tmp_path}/c.db",
+            "--http", "none",
+        )
+        assert central.wait(30) == 1
+    address = f"tcp:{ports[option]}:interface=127.0.0.1"
+    assert central.count(rf"cannot listen on --{option} {re.escape(address)}\S*: address already in use") == 1
+    assert "Traceback" not in central.output()
+
+
+def test_a_database_that_cannot_be_read_stops_evcentral_with_one_line_and_status_1(procs, tmp_path):
+    db = tmp_path / "not-a-database.db"
+    db.write_bytes(b"this is not SQLite" * 100)
+    central = procs.twistd(
+        "central", "evcentral",
+        "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
+        "--drivers", f"tcp:{free_port()}:interface=127.0.0.1",
+        "--db", f"sqlite:{db}",
+        "--http", "none",
+    )
+    assert central.wait(30) == 1
+    assert central.count(rf"EV_Central cannot start: database sqlite:{re.escape(str(db))}: file is not a database") == 1
     assert "Traceback" not in central.output()

@@ -1,57 +1,93 @@
 """
-Central's side of the Kafka bus: the same rules as the framed links
-(L{evnet.central.rules}), reached through topics instead.
+Central's side of the Kafka bus: a thin adapter over the same rules as the
+framed links (L{evnet.central.rules}), reached through topics instead.
 
 - ``cp.telemetry`` and ``cp.events`` (TELEM, STOP, AVR, RCV, REQ from CPs)
-  are handled like the same messages on a Monitor's link.
-- ``driver.requests`` (DRIVER, REQ, LIST, ACCEPTED#TICKET) are handled like
-  the same messages on a driver's link; the answers, the forwarded
-  telemetry and the tickets go to ``driver.notifications`` keyed by driver.
-- ``network.status`` gets the list of available CPs whenever a CP changes.
+  go to the rules' one CP-report dispatch, as a Monitor's link does; the
+  record's key names the CP.
+- ``driver.requests`` (DRIVER, REQ, LIST, ACCEPTED#TICKET) go to the
+  rules' driver dispatch, as a driver's link does; the answers, the
+  forwarded telemetry and the tickets go to ``driver.notifications`` keyed
+  by driver (L{KafkaDriverChannel}).
+- ``network.status`` gets the list of available CPs (in parts, each within
+  a frame) whenever a CP changes.
 
 Control (REG, AUTH, STATUS, START, PARAR, REANUDAR, TICKET to the CP) stays
-on the Monitors' links.
+on the Monitors' links.  This module does not import kafka-python: the bus
+is given.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from evnet.protocols import framing
 from evnet.protocols import messages as m
+from evnet.protocols.channel import IChannel
+from evnet.protocols.vocabulary import (
+    STATUS_KEY,
+    TOPIC_CP_EVENTS,
+    TOPIC_CP_TELEMETRY,
+    TOPIC_DRIVER_NOTIFICATIONS,
+    TOPIC_DRIVER_REQUESTS,
+    TOPIC_NETWORK_STATUS,
+)
 from evnet.kafka.errors import BusError
-from evnet.kafka.bus import KafkaBus
+from evnet.central.rules import Central
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evnet.kafka.bus import KafkaBus
+
+# A restarted Central waits for its consumer to get its partitions back (up
+# to the bus's session timeout after a crash) and for the Engine's next STOP
+# resend before it may decide that a CP lost a charge: in Kafka mode the
+# rules get this reconcile timeout instead of 15 s.
+KAFKA_RECONCILE_TIMEOUT = 60.0
 
 
+@implementer(IChannel)
 class KafkaDriverChannel:
     """
-    A driver reached through ``driver.notifications``: the send API of a
-    L{evnet.protocols.link.FramedLink}, so Central's rules need not know.
-    Kafka's acknowledgement only says the broker has the message, so this
-    channel does not confirm receipt: the driver confirms a ticket itself.
+    A driver reached through ``driver.notifications``.  Kafka's
+    acknowledgement only says the broker has the message, so this channel
+    does not confirm receipt: the driver confirms a ticket itself.  A
+    message is at most a frame's DATA (the record value is that DATA).
     """
 
     log = Logger()
     confirms_receipt = False
     is_open = True
+    pending = 0  # the bus buffers; a reading is never superseded here
+    max_data = framing.DEFAULT_MAX_DATA
 
-    def __init__(self, bus: KafkaBus, driver_id: str) -> None:
+    def __init__(self, bus: "KafkaBus", driver_id: str) -> None:
         self.bus = bus
         self.driver_id = driver_id
         self.context: dict[str, Any] = {"driver_id": driver_id}
         self.peer_name = f"Kafka ({bus.bootstrap})"
 
     def sendMessage(self, msg: m.Message) -> defer.Deferred:
-        return self.bus.publish("driver.notifications", self.driver_id, msg)
+        try:
+            data = msg.to_data()
+        except m.MessageError as e:
+            return defer.fail(e)
+        if len(data) > self.max_data:
+            return defer.fail(m.MessageError(
+                f"{msg.code}: DATA of {len(data)} bytes is longer than the {self.max_data} a record may carry"
+            ))
+        return self.bus.publish(TOPIC_DRIVER_NOTIFICATIONS, self.driver_id, msg)
 
     def send(self, msg: m.Message) -> None:
         self.sendMessage(msg).addErrback(self._not_sent, msg)
 
     def _not_sent(self, failure: Failure, msg: m.Message) -> None:
-        failure.trap(BusError)
+        failure.trap(BusError, m.MessageError)
         self.log.warn(
             "{code} for driver {driver} not sent to Kafka: {why}",
             code=msg.code, driver=self.driver_id, why=failure.getErrorMessage(),
@@ -61,17 +97,19 @@ class KafkaDriverChannel:
         pass
 
 
-class CentralBus:
-    """Wires a L{Central} to a L{KafkaBus}."""
+class CentralBus(service.Service):
+    """
+    The Kafka adapter of one L{Central}: a child of Central's service, so it
+    hears the rules' events only while running.  The tap also hands the
+    rules L{channel} (L{Central.reach_drivers_by}) and the longer
+    L{KAFKA_RECONCILE_TIMEOUT}.
+    """
 
     log = Logger()
     STATUS_DELAY = 0.5  # coalesce network.status updates
-    # A restarted Central waits for its consumer to get its partitions back
-    # (up to the bus's session timeout after a crash) and for the Engine's
-    # next STOP resend before it may decide that a CP lost a charge.
-    RECONCILE_TIMEOUT = 60.0
+    RECONCILE_TIMEOUT = KAFKA_RECONCILE_TIMEOUT
 
-    def __init__(self, central: Any, bus: KafkaBus, group_id: str = "evcentral") -> None:
+    def __init__(self, central: Central, bus: "KafkaBus", group_id: str = "evcentral") -> None:
         self.central = central
         self.bus = bus
         self.group_id = group_id
@@ -81,57 +119,37 @@ class CentralBus:
         # restart means one rebalance, not one per consumer.  A new group
         # starts at the end: what was published before this Central's group
         # ever existed is not for it.
-        bus.subscribe(["cp.telemetry", "cp.events", "driver.requests"], group_id, self.record, offset_reset="latest")
-        central.observers.append(self.changed)
-        central.driver_channel = self.channel
-        central.reconcile_timeout = max(central.reconcile_timeout, self.RECONCILE_TIMEOUT)
+        bus.subscribe(
+            [TOPIC_CP_TELEMETRY, TOPIC_CP_EVENTS, TOPIC_DRIVER_REQUESTS], group_id, self.record, offset_reset="latest"
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self.central.observers.append(self.changed)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.changed in self.central.observers:
+            self.central.observers.remove(self.changed)
+        call, self._status_call = self._status_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def record(self, topic: str, key: str, msg: m.Message) -> None:
-        if topic == "driver.requests":
-            self.driver_record(topic, key, msg)
-        else:
-            self.cp_record(topic, key, msg)
-
-    # -- CPs ---------------------------------------------------------------
-
-    def cp_record(self, topic: str, key: str, msg: m.Message) -> None:
-        central = self.central
-        cp_id = key if isinstance(msg, m.Req) else getattr(msg, "cp_id", key)
-        cp = central.cps.get(cp_id)
-        if cp is None:
-            self.log.warn("{topic}: {code} for unknown CP {cp}: ignored", topic=topic, code=msg.code, cp=cp_id)
+        if topic == TOPIC_DRIVER_REQUESTS:
+            # The link-level hello is implicit: every record names its driver by key.
+            self.central.driver_message(self.channel(key), msg)
             return
-        if isinstance(msg, m.Telem):
-            central.telemetry(cp, msg)
-        elif isinstance(msg, m.Stop):
-            central.charge_stopped(cp, msg)
-        elif isinstance(msg, (m.Avr, m.Rcv)):
-            if cp.link is None:
-                self.log.info("{topic}: {code} from CP {cp}, which is not connected: ignored",
-                              topic=topic, code=msg.code, cp=cp_id)
-            elif isinstance(msg, m.Avr):
-                central.cp_fault(cp, msg.reason)
-            else:
-                central.cp_recovered(cp)
-        elif isinstance(msg, m.Req):
-            d = central.request(msg.driver_id, cp.id, msg.target_kwh, "cp")
-            d.addCallback(lambda answer: cp.link.send(answer) if cp.link is not None else None)
-        else:
-            self.log.warn("{topic}: {code} is not expected from a CP: ignored", topic=topic, code=msg.code)
-
-    # -- drivers -----------------------------------------------------------
+        why = self.central.cp_report(key, msg)
+        if why is not None:
+            self.log.warn("{topic}: {code} from CP {cp} ignored: {why}", topic=topic, code=msg.code, cp=key, why=why)
 
     def channel(self, driver_id: str) -> KafkaDriverChannel:
+        """The channel to a driver through Kafka (one per driver, kept)."""
         channel = self.channels.get(driver_id)
         if channel is None:
             channel = self.channels[driver_id] = KafkaDriverChannel(self.bus, driver_id)
         return channel
-
-    def driver_record(self, topic: str, key: str, msg: m.Message) -> None:
-        channel = self.channel(key)
-        # The link-level hello is implicit: every record names its driver by key.
-        self.central.driver_links.setdefault(key, channel)
-        self.central.driver_message(channel, msg)
 
     # -- network.status ------------------------------------------------------
 
@@ -142,5 +160,10 @@ class CentralBus:
 
     def publish_status(self) -> defer.Deferred:
         self._status_call = None
-        d = self.bus.publish("network.status", "all", self.central.available())
-        return d.addErrback(lambda f: self.log.warn("network.status not sent: {why}", why=f.getErrorMessage()))
+        parts = self.central.available_parts(KafkaDriverChannel.max_data)
+        return defer.gatherResults([
+            self.bus.publish(TOPIC_NETWORK_STATUS, STATUS_KEY, part).addErrback(self._status_not_sent) for part in parts
+        ])
+
+    def _status_not_sent(self, failure: Failure) -> None:
+        self.log.warn("network.status not sent: {why}", why=failure.getErrorMessage())

@@ -1,10 +1,16 @@
 """``twistd evcentral``: options and service wiring for EV_Central."""
 
-from twisted.application import service, strports
+from typing import Any
+
+from twisted.application import service
 from twisted.python import usage
 
+from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
-from evnet.central.rules import Central
+from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
+from evnet.central.links import CpLinks, DriverLinks
+from evnet.central.rules import RECONCILE_TIMEOUT, Central
+from evnet.central.service import CentralService
 from evnet.central.store import Store, StoreError, parse_db_url
 from evnet.central.web import WebPanel
 
@@ -41,6 +47,9 @@ class Options(usage.Options):
             self["db_url"] = parse_db_url(self["db"])
         except ValueError as e:
             raise usage.UsageError(f"--db: {e}")
+        for name in ("listen", "drivers"):
+            # Checked here: the listeners start only once the database is loaded.
+            check_server_endpoint(name, self[name], "tcp:7000:interface=127.0.0.1")
         for name, minimum in (("liveness-timeout", 0.1), ("max-frame", 64)):
             try:
                 value = float(self[name])
@@ -96,19 +105,35 @@ def makeService(options: Options) -> service.MultiService:
         store = Store(options["db_url"])
     except StoreError as e:
         raise SystemExit(f"evcentral: {e}")
-    central = Central(store, reactor, liveness_timeout=options["liveness-timeout"])
+    return wire(options, store, reactor)
+
+
+def wire(options: Options, store: Any, reactor: Any) -> CentralService:
+    """
+    EV_Central's parts and how they connect: the rules, their lifecycle
+    service and its children (the listeners, Kafka, the web panel), which
+    start once the database is loaded.  A part that cannot start stops the
+    process with one line and exit status 1.
+    """
+    fail = stop_process(reactor, "evcentral")
+    kafka = bool(options["kafka"])
+    central = Central(
+        store, reactor, liveness_timeout=options["liveness-timeout"],
+        reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
+    )
+    top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}
-    cp_factory = LinkFactory(central.cp_links, initiator=False, clock=reactor, **link_options)
-    driver_factory = LinkFactory(central.driver_links_handler, initiator=False, clock=reactor, **link_options)
-    strports.service(with_backlog(options["listen"]), cp_factory).setServiceParent(central)
-    strports.service(with_backlog(options["drivers"]), driver_factory).setServiceParent(central)
-    if options["kafka"]:
+    for option, handler in (("listen", CpLinks(central)), ("drivers", DriverLinks(central))):
+        factory = LinkFactory(handler, initiator=False, clock=reactor, **link_options)
+        Listener(option, with_backlog(options[option]), factory, reactor, fail).setServiceParent(top)
+    if kafka:
         from evnet.kafka.bus import KafkaBus
-        from evnet.central.kafka import CentralBus
 
         bus = KafkaBus(options["kafka"], "evcentral", reactor=reactor)
-        bus.setServiceParent(central)
-        CentralBus(central, bus, options["kafka-group"])
+        bus.setServiceParent(top)
+        adapter = CentralBus(central, bus, options["kafka-group"])
+        adapter.setServiceParent(top)
+        central.reach_drivers_by(adapter.channel)
     if options["http"].lower() != "none":
-        WebPanel(central, options["http"], reactor, options["admin_token"]).setServiceParent(central)
-    return central
+        WebPanel(central, options["http"], reactor, options["admin_token"], on_failure=fail).setServiceParent(top)
+    return top

@@ -1,0 +1,129 @@
+"""
+What Central knows about the network: a charging point and a charge
+session, the records the rules change.  Their states are the explicit
+machines of L{evnet.central.states}; how they change is
+L{evnet.central.rules} and L{evnet.central.charges}.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from evnet.protocols import messages as m
+from evnet.protocols.channel import IChannel
+from evnet.central.states import CpMachine, CpState, SessionMachine, SessionState
+
+# Who asked for a charge (the sessions table's "origin").
+ORIGIN_DRIVER = "driver"  # the driver's app
+ORIGIN_CP = "cp"  # at the charging point itself
+
+
+@dataclass
+class Session:
+    id: str
+    cp_id: str
+    driver_id: str
+    origin: str  # ORIGIN_DRIVER or ORIGIN_CP
+    price: float
+    target_kwh: float
+    started_at: float  # wall-clock seconds
+    machine: SessionMachine = field(default_factory=SessionMachine)
+    kwh: float = 0.0
+    kw: float = 0.0
+    euros: float = 0.0
+    seconds: int = 0
+    last_seq: int = 0
+    dirty: bool = False
+    reported_at: float = 0.0  # Central's clock: the last TELEM or STOP for this session
+    # Once closed: why and when (wall clock), kept until the close is stored.
+    end_reason: Optional[str] = None
+    ended_at: Optional[float] = None
+
+    @property
+    def open(self) -> bool:
+        return self.machine.state is not SessionState.CLOSED
+
+    def ticket(self) -> m.Ticket:
+        """The ticket of a closed session."""
+        return m.Ticket(self.id, self.kwh, self.euros, self.seconds, self.cp_id, self.driver_id, self.end_reason or "")
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "cp_id": self.cp_id,
+            "driver_id": self.driver_id,
+            "origin": self.origin,
+            "state": self.machine.state.value,
+            "started_at": self.started_at,
+            "kwh": self.kwh,
+            "kw": self.kw,
+            "euros": self.euros,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class ChargingPoint:
+    id: str
+    location: str
+    price: float
+    machine: CpMachine
+    link: Optional[IChannel] = None  # its Monitor's channel while connected
+    last_seen: float = 0.0  # Central's clock
+    session: Optional[Session] = None
+
+    @property
+    def state(self) -> CpState:
+        return self.machine.state
+
+    @property
+    def available(self) -> bool:
+        """Connected, idle and in service: a driver may charge here."""
+        return self.state is CpState.ACTIVADO and self.link is not None
+
+    def info(self) -> m.CpInfo:
+        return m.CpInfo(self.id, self.location, self.price)
+
+    def as_dict(self) -> dict:
+        s = self.session
+        return {
+            "id": self.id,
+            "location": self.location,
+            "price": self.price,
+            "state": self.state.value,
+            "stopped": self.machine.stopped,
+            "engine_ok": self.machine.engine_ok,
+            "driver_id": s.driver_id if s else None,
+            "session_id": s.id if s else None,
+            "kw": s.kw if s else None,
+            "kwh": s.kwh if s else None,
+            "euros": s.euros if s else None,
+            "seconds": s.seconds if s else None,
+        }
+
+
+def ticket_from_row(row: dict) -> m.Ticket:
+    """The ticket of a session as the store has it."""
+    return m.Ticket(
+        row["id"], float(row["kwh"]), float(row["euros"]), int(row["seconds"]), row["cp_id"], row["driver_id"],
+        row["end_reason"] or "",
+    )
+
+
+def cp_from_row(row: dict) -> ChargingPoint:
+    """A CP as the store has it: DESCONECTADO until its Monitor connects; PARADO is remembered."""
+    return ChargingPoint(
+        row["id"], row["location"], float(row["price"]), CpMachine(CpState.DESCONECTADO, bool(row["stopped"]))
+    )
+
+
+def session_from_row(row: dict) -> Session:
+    """An open session as the store has it (supplying if it had telemetry)."""
+    return Session(
+        row["id"], row["cp_id"], row["driver_id"], row["origin"], float(row["price"]),
+        float(row["target_kwh"]), float(row["started_at"]),
+        SessionMachine(SessionState.SUPPLYING if row["last_seq"] else SessionState.AUTHORIZED),
+        kwh=float(row["kwh"]), euros=float(row["euros"]), seconds=int(row["seconds"]),
+        last_seq=int(row["last_seq"]),
+    )
