@@ -59,8 +59,9 @@ def why_not_listening(failure: Failure) -> str:
 
 class Listener(service.Service):
     """
-    Listens on the endpoint string of option C{--option} with C{factory}
-    while running.  A failure to listen is logged in one line naming the
+    Listens on the endpoint string C{description} of option C{--option}
+    with C{factory} while running (C{shown}: the string as the user gave it,
+    if C{description} added to it).  A failure to listen is logged in one line naming the
     option and the address, and passed to C{on_failure(text)}.
     """
 
@@ -73,9 +74,12 @@ class Listener(service.Service):
         factory: Any,
         reactor: Any,
         on_failure: Optional[Callable[[str], None]] = None,
+        *,
+        shown: Optional[str] = None,
     ) -> None:
         self.option = option
         self.description = description
+        self.shown = description if shown is None else shown  # as the user wrote it
         self.factory = factory
         self.reactor = reactor
         self.on_failure = on_failure
@@ -109,7 +113,7 @@ class Listener(service.Service):
         return port
 
     def _failed(self, failure: Failure) -> None:
-        text = f"cannot listen on --{self.option} {self.description}: {why_not_listening(failure)}"
+        text = f"cannot listen on --{self.option} {self.shown}: {why_not_listening(failure)}"
         self.log.error("{text}", text=text)
         if self.on_failure is not None:
             self.on_failure(text)

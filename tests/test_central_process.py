@@ -79,7 +79,7 @@ def test_a_taken_port_stops_evcentral_with_one_line_and_status_1(procs, tmp_path
         )
         assert central.wait(30) == 1
     address = f"tcp:{ports[option]}:interface=127.0.0.1"
-    assert central.count(rf"cannot listen on --{option} {re.escape(address)}\S*: address already in use") == 1
+    assert central.count(rf"cannot listen on --{option} {re.escape(address)}: address already in use") == 1
     assert "Traceback" not in central.output()
 
 

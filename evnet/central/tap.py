@@ -125,7 +125,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
     link_options = {"max_data": int(options["max-frame"])}
     for option, handler in (("listen", CpLinks(central)), ("drivers", DriverLinks(central))):
         factory = LinkFactory(handler, initiator=False, clock=reactor, **link_options)
-        Listener(option, with_backlog(options[option]), factory, reactor, fail).setServiceParent(top)
+        Listener(option, with_backlog(options[option]), factory, reactor, fail, shown=options[option]).setServiceParent(top)
     if kafka:
         from evnet.kafka.bus import KafkaBus
 
