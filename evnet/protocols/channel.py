@@ -20,6 +20,7 @@ class IChannel(Interface):
     context = Attribute("A dict the rules keep about this peer (its CP or driver id...).")
     is_open = Attribute("True while messages can be sent.")
     pending = Attribute("Messages accepted by send/sendMessage and not yet delivered (0 if unknown).")
+    max_data = Attribute("The largest message DATA this channel can carry, in bytes.")
     confirms_receipt = Attribute(
         "True when sendMessage's Deferred means the peer has the message (a link ACK); "
         "False when it only means the transport took it (Kafka): the peer confirms what matters itself."
