@@ -7,7 +7,9 @@ threads), a task.Clock; and the treq client over treq's StubTreq.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 
 import pytest
 from twisted.internet import defer, task
@@ -21,6 +23,7 @@ from evnet.protocols import security
 from evnet.protocols.vocabulary import MAX_PRICE
 from evnet.registry.api import OPENAPI, ROUTES, RegistryApi, make_site
 from evnet.registry.client import RegistryClient, RegistryRefused
+from evnet.registry.credentials import load_credentials
 from evnet.registry.store import RegistryStore, token_hash
 from tests.test_web import Response
 
@@ -417,3 +420,57 @@ def test_the_client_says_in_one_line_why_the_registry_refused():
     with pytest.raises(RegistryRefused, match=r"\(404\): CP09 is not registered"):
         result_of(client_of(reg, ADMIN).show("CP09"))
 
+
+# -- evctl registry, over StubTreq -----------------------------------------------------------
+
+
+@pytest.fixture
+def evctl(monkeypatch, capsys):
+    """Run ``evctl registry ARGS`` against a Registry on fakes: (exit code, stdout, stderr)."""
+    from evnet.ctl import cli
+    from evnet.registry import client
+
+    def run(reg: Registry, *argv: str):
+        monkeypatch.setattr(client, "http_client", lambda reactor, ca_file, timeout: StubTreq(reg.api))
+        args = cli.build_parser().parse_args(["registry", *argv])
+        try:
+            code = result_of(defer.ensureDeferred(args.run(reg.clock, args)))
+        except cli.UserError as e:
+            code = f"UserError: {e}"
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_evctl_registry_add_prints_the_secret_once_or_writes_a_private_file(evctl, tmp_path):
+    reg = Registry(ADMIN)
+    admin = tmp_path / "admin.token"
+    admin.write_text(ADMIN + "\n")
+    code, out, err = evctl(reg, "add", "CP01", "--location", "Calle Mayor 1", "--price", "0.35",
+                           "--token-file", str(admin))
+    assert code == 0
+    secret = out.split("secret: ")[1].strip()
+    assert proves(result_of(reg.store.registration("CP01"))["verifier"], secret)
+    assert "CP01 registered (alta)" in out and "not shown" not in out and "shown only now" in err
+
+    token_file = tmp_path / "cp02.token"
+    code, out, _ = evctl(reg, "enroll", "CP02", "--token-file", str(admin), "--token-output", str(token_file))
+    assert code == 0 and token_file.read_text().strip() not in out
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    creds_file = tmp_path / "cp02.json"
+    code, out, err = evctl(reg, "add", "CP02", "--location", "Plaza 2", "--price", "0.3",
+                           "--enrollment-token-file", str(token_file), "--credentials-file", str(creds_file))
+    assert code == 0 and "credentials written to" in out
+    creds = load_credentials(str(creds_file))
+    assert creds.secret not in out + err and stat.S_IMODE(os.stat(creds_file).st_mode) == 0o600
+
+    code, out, err = evctl(reg, "add", "CP02", "--location", "Plaza 2", "--price", "0.3",
+                           "--enrollment-token-file", str(token_file))
+    assert code == 1 and "refused (401)" in err
+    code, out, _ = evctl(reg, "list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["CP01", "CP02"]
+    code, out, _ = evctl(reg, "remove", "CP01", "--token-file", str(admin), "--json")
+    assert code == 0 and json.loads(out) == {"cp_id": "CP01", "status": "deregistered"}
+    code, _, _ = evctl(reg, "show", "CP01", "--token-file", str(tmp_path / "nope"))
+    assert code.startswith("UserError: --token-file") and "cannot read it" in code
