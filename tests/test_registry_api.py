@@ -113,6 +113,8 @@ def logged():
 
     def observe(event):
         lines.append(formatEvent(event) or "")
+        if "log_failure" in event:
+            lines.append(event["log_failure"].getTraceback())
 
     globalLogPublisher.addObserver(observe)
     yield lines
@@ -342,7 +344,7 @@ def test_unknown_paths_and_methods():
         "(405)", "(405)", "(404)", "(404)"]
 
 
-def test_a_database_that_fails_is_a_503_not_a_hang():
+def test_a_database_that_fails_is_a_503_not_a_hang(logged):
     reg = Registry()
 
     def broken(interaction, *args):
@@ -350,7 +352,8 @@ def test_a_database_that_fails_is_a_503_not_a_hang():
 
     reg.db.run = broken
     answer = reg.request("GET", "/api/v1/cps")
-    assert answer.status == 503 and "database is locked" in answer.json()["error"]
+    assert answer.status == 503 and "database failed" in answer.json()["error"]
+    assert "database is locked" in "\n".join(logged)
 
 
 # -- the OpenAPI document --------------------------------------------------------------------

@@ -189,9 +189,10 @@ class RegistryApi(resource.Resource):
         except ApiError as e:
             await self._refused(request, e, subject, peer)
             return e.status, {"error": e.text}, e.headers
-        except Exception as e:
-            self.log.failure("registry API {method} {path}", method=request.method, path=request.path)
-            return 503, {"error": f"the Registry's database did not answer: {e}"}, {}
+        except Exception:
+            self.log.failure("registry API {method} {path}", method=request.method.decode("ascii", "replace"),
+                             path=request.path.decode("utf-8", "replace"))
+            return 503, {"error": "the Registry could not answer: its database failed (see its log)"}, {}
         return status, value, {}
 
     # -- routing and authority -----------------------------------------------------
