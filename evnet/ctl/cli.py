@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
+    from evnet.ctl.registry import add_registry  # evctl registry … (imports this module)
+
+    add_registry(subparsers)
     return parser
 
 

@@ -11,3 +11,6 @@ evmonitor = ServiceMaker(
 evengine = ServiceMaker(
     "EV_CP_E", "evnet.engine.tap", "EV_CP_E: a charging point's Engine (the charger itself).", "evengine"
 )
+evregistry = ServiceMaker(
+    "EV_Registry", "evnet.registry.tap", "EV_Registry: registers and deregisters charging points (HTTPS API).", "evregistry"
+)

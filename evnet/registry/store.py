@@ -1,0 +1,244 @@
+"""
+EV_Registry's store: registrations and enrollment tokens, in the database
+Central uses, through Central's L{evnet.central.store.Store} (its one
+adbapi pool and thread, its ordered group commit, its retry on a lost
+MySQL connection).  The Registry's process makes its own Store on the same
+``--db``; Central can wrap the Store it already has to read what the
+Registry wrote: C{RegistryStore(store).registration(cp_id)}.
+
+Every interaction is a small function of a cursor returning plain data.
+The changes (alta, baja, credentials reset, enrollment issued) write their
+``events`` row in the same transaction as the change, so the audit trail
+cannot miss one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer
+
+from evnet.central.store import Store
+from evnet.registry import schema
+from evnet.registry.schema import STATUS_DEREGISTERED, STATUS_REGISTERED
+
+EVENT_CHANGE = "registry"
+EVENT_REFUSED = "registry-refused"
+
+PUBLIC_COLUMNS = "cp_id, location, price, status, registered_at, updated_at"
+
+
+def when(seconds: float) -> str:
+    """A timestamp for an audit row: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def token_hash(token: str) -> str:
+    """How an enrollment token is kept: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def public(row: dict) -> dict:
+    """A registration as the API shows it (never the verifier)."""
+    return {
+        "cp_id": row["cp_id"],
+        "location": row["location"],
+        "price": float(row["price"]),
+        "status": row["status"],
+        "registered_at": float(row["registered_at"]),
+        "updated_at": float(row["updated_at"]),
+    }
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What L{RegistryStore.register} did."""
+
+    refused: Optional[str] = None  # why the enrollment token does not open this registration (audit text)
+    created: bool = False  # a CP id never registered before
+    reset: bool = False  # a registered CP's credentials were replaced (the old secret stops working)
+    row: Optional[dict] = None  # the registration now (public fields)
+
+
+def _enrollment_problem(row: Optional[tuple], cp_id: str, now: float) -> Optional[str]:
+    if row is None:
+        return "unknown enrollment token"
+    token_cp, expires_at, used_at = row
+    if token_cp != cp_id:
+        return f"the enrollment token was issued for {token_cp}"
+    if used_at is not None:
+        return f"the enrollment token was already used at {when(float(used_at))}"
+    if now >= float(expires_at):
+        return f"the enrollment token expired at {when(float(expires_at))}"
+    return None
+
+
+class RegistryStore:
+    """The Registry's tables over a Central L{Store}; every method returns a Deferred of plain data."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.mysql = store.mysql
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.mysql else sql
+
+    def _event(self, cursor: Any, at: float, kind: str, subject: str, detail: str) -> None:
+        cursor.execute(
+            self._sql("INSERT INTO events (at, kind, subject, detail) VALUES (?, ?, ?, ?)"),
+            (at, kind, subject[:64], detail[:1024]),
+        )
+
+    def _one(self, cursor: Any, cp_id: str) -> Optional[dict]:
+        cursor.execute(self._sql(f"SELECT {PUBLIC_COLUMNS} FROM registrations WHERE cp_id = ?"), (cp_id,))
+        row = cursor.fetchone()
+        return None if row is None else public(dict(zip(PUBLIC_COLUMNS.split(", "), row)))
+
+    # -- schema --------------------------------------------------------------
+
+    def start(self) -> defer.Deferred:
+        """Central's schema (the ``events`` table is there), then the Registry's tables."""
+        d = self.store.start()
+        d.addCallback(lambda _: self.store.run(schema.create_tables))
+        return d
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    def registration(self, cp_id: str) -> defer.Deferred:
+        """
+        For Central: the CP's registration as a dict (cp_id, location, price,
+        verifier: the text of a L{Verifier} or None, status, registered_at,
+        updated_at), or None if the id was never registered.
+        """
+        columns = "cp_id, location, price, verifier, status, registered_at, updated_at"
+        sql = self._sql(f"SELECT {columns} FROM registrations WHERE cp_id = ?")
+
+        def txn(cursor):
+            cursor.execute(sql, (cp_id,))
+            row = cursor.fetchone()
+            return None if row is None else dict(zip(columns.split(", "), row))
+
+        return self.store.run(txn)
+
+    def shown(self, cp_id: str) -> defer.Deferred:
+        """One registration as the API shows it, or None."""
+        return self.store.run(self._one, cp_id)
+
+    def registrations(self) -> defer.Deferred:
+        """Every registration (both statuses) as the API shows them, by id."""
+        sql = f"SELECT {PUBLIC_COLUMNS} FROM registrations ORDER BY cp_id"
+
+        def txn(cursor):
+            cursor.execute(sql)
+            return [public(dict(zip(PUBLIC_COLUMNS.split(", "), row))) for row in cursor.fetchall()]
+
+        return self.store.run(txn)
+
+    # -- changes ---------------------------------------------------------------
+
+    def issue_enrollment(self, cp_id: str, token_hash: str, now: float, expires_at: float, by: str) -> defer.Deferred:
+        """Keep a new enrollment token's hash for C{cp_id}, with its audit row."""
+        sql = self._sql("INSERT INTO enrollments (token_hash, cp_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+
+        def txn(cursor):
+            cursor.execute(sql, (token_hash, cp_id, now, expires_at))
+            self._event(cursor, now, EVENT_CHANGE, cp_id,
+                        f"enrollment token issued for {cp_id}, valid until {when(expires_at)}; by {by}")
+
+        return self.store.run(txn)
+
+    def register(
+        self,
+        cp_id: str,
+        location: str,
+        price: float,
+        make_verifier: Callable[[], str],
+        now: float,
+        by: str,
+        token_hash: Optional[str] = None,
+    ) -> defer.Deferred:
+        """
+        Register C{cp_id} (alta) or register it again (its credentials are
+        reset), storing C{make_verifier()}: called in the transaction, once the
+        enrollment token (if any) is found good, so the slow hash runs on the
+        store's thread and only for an authorized call.  With C{token_hash},
+        the enrollment token it names must be for this CP, unused and
+        unexpired; it is used up in the same transaction.  Fires with a
+        L{Registered}; nothing is written when it is refused.
+        """
+        sql = {
+            "token": "SELECT cp_id, expires_at, used_at FROM enrollments WHERE token_hash = ?",
+            "use": "UPDATE enrollments SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+            "old": "SELECT status, registered_at FROM registrations WHERE cp_id = ?",
+            "insert": "INSERT INTO registrations (cp_id, location, price, verifier, status, registered_at, "
+                      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "update": "UPDATE registrations SET location = ?, price = ?, verifier = ?, status = ?, "
+                      "registered_at = ?, updated_at = ? WHERE cp_id = ?",
+        }
+        sql = {k: self._sql(v) for k, v in sql.items()}
+
+        def txn(cursor):
+            if token_hash is not None:
+                cursor.execute(sql["token"], (token_hash,))
+                problem = _enrollment_problem(cursor.fetchone(), cp_id, now)
+                if problem is not None:
+                    return Registered(refused=problem)
+            cursor.execute(sql["old"], (cp_id,))
+            old = cursor.fetchone()
+            verifier = make_verifier()
+            if token_hash is not None:
+                cursor.execute(sql["use"], (now, token_hash))
+                if cursor.rowcount != 1:  # used by a concurrent call in between
+                    return Registered(refused="the enrollment token was already used")
+            how = f"'{location}', {price:.3f} €/kWh; by {by}"
+            if old is None:
+                cursor.execute(sql["insert"], (cp_id, location, price, verifier, STATUS_REGISTERED, now, now))
+                text = f"{cp_id} registered (alta): {how}"
+            else:
+                reset = old[0] == STATUS_REGISTERED
+                registered_at = float(old[1]) if reset else now
+                cursor.execute(sql["update"], (location, price, verifier, STATUS_REGISTERED, registered_at, now, cp_id))
+                text = (f"{cp_id} registered again, credentials reset (the old secret no longer works): {how}"
+                        if reset else f"{cp_id} registered again after its baja (alta): {how}")
+            self._event(cursor, now, EVENT_CHANGE, cp_id, text)
+            return Registered(created=old is None, reset=old is not None and old[0] == STATUS_REGISTERED,
+                              row=self._one(cursor, cp_id))
+
+        return self.store.run(txn)
+
+    def deregister(self, cp_id: str, now: float, by: str) -> defer.Deferred:
+        """
+        Deregister C{cp_id} (baja): its verifier is removed, so its
+        credentials stop working, and its unused enrollment tokens expire.
+        Fires with the registration (public fields), or None for an unknown id.
+        """
+        sql_status = self._sql("SELECT status FROM registrations WHERE cp_id = ?")
+        sql_update = self._sql("UPDATE registrations SET verifier = NULL, status = ?, updated_at = ? WHERE cp_id = ?")
+        sql_tokens = self._sql(
+            "UPDATE enrollments SET expires_at = ? WHERE cp_id = ? AND used_at IS NULL AND expires_at > ?"
+        )
+
+        def txn(cursor):
+            cursor.execute(sql_status, (cp_id,))
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            if row[0] != STATUS_DEREGISTERED:
+                cursor.execute(sql_update, (STATUS_DEREGISTERED, now, cp_id))
+                cursor.execute(sql_tokens, (now, cp_id, now))
+                tokens = f"; {cursor.rowcount} unused enrollment token(s) expired" if cursor.rowcount else ""
+                self._event(cursor, now, EVENT_CHANGE, cp_id,
+                            f"{cp_id} deregistered (baja): its credentials no longer work{tokens}; by {by}")
+            return self._one(cursor, cp_id)
+
+        return self.store.run(txn)
+
+    def refused(self, subject: str, detail: str, now: float) -> defer.Deferred:
+        """The audit row of a refused call."""
+        return self.store.run(self._event, now, EVENT_REFUSED, subject, detail)
