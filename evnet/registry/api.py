@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from evnet.central.web import ApiError, is_loopback, json_bytes
+from evnet.httpapi import ApiError, is_loopback, json_bytes
 from evnet.protocols import security
 from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, valid_id
 from evnet.registry.store import RegistryStore, token_hash, when

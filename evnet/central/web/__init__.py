@@ -9,7 +9,8 @@ Central's panel over HTTP (twisted.web), one concern a module:
 - L{service}: L{WebPanel}, the service Central gets as a child, and L{make_site}.
 """
 
-from evnet.central.web.api import ROUTES, Api, ApiError, Route
+from evnet.central.web.api import ROUTES, Api, Route
+from evnet.httpapi import ApiError
 from evnet.central.web.openapi import OPENAPI
 from evnet.central.web.service import WebPanel, make_site
 from evnet.central.web.sse import EventHub, SseClient

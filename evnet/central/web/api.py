@@ -12,30 +12,19 @@ from loopback (and never from another web origin).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from typing import Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from evnet.central.web.openapi import OPENAPI
 from evnet.central.web.sse import EventHub
-from evnet.central.web.views import (DEFAULT_LIMIT, MAX_LIMIT, all_cps, event_row, json_bytes, ongoing_sessions,
+from evnet.httpapi import ApiError, is_loopback, json_bytes
+from evnet.central.web.views import (DEFAULT_LIMIT, MAX_LIMIT, all_cps, event_row, ongoing_sessions,
                                      peer, session_row)
-
-
-class ApiError(Exception):
-    """An error answered as C{{"error": text}} with an HTTP status."""
-
-    def __init__(self, status: int, text: str, headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
-        self.headers = headers or {}
 
 
 class Route(NamedTuple):
@@ -62,20 +51,6 @@ ROUTES: list[Route] = [
     Route("GET", "/api/openapi.json", "openapi"),
 ]
 _COMPILED = [(route, route.regex) for route in ROUTES]
-
-
-def is_loopback(address: Any) -> bool:
-    """True for 127.0.0.0/8, ::1 (also IPv4-mapped) and local UNIX sockets."""
-    if isinstance(address, UNIXAddress):
-        return True
-    if isinstance(address, (IPv4Address, IPv6Address)):
-        try:
-            ip = ipaddress.ip_address(address.host.split("%")[0])
-        except ValueError:
-            return False
-        mapped = getattr(ip, "ipv4_mapped", None)
-        return ip.is_loopback or bool(mapped and mapped.is_loopback)
-    return False
 
 
 class Api(resource.Resource):

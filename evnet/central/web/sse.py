@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.web import server
 from zope.interface import implementer
 
-from evnet.central.web.views import DEFAULT_LIMIT, all_cps, json_bytes, ongoing_sessions, peer
+from evnet.httpapi import json_bytes
+from evnet.central.web.views import DEFAULT_LIMIT, all_cps, ongoing_sessions, peer
 
 KEEPALIVE_SECONDS = 15.0
 MAX_PENDING_BYTES = 256 * 1024  # what a paused SSE client may fall behind before it is dropped

@@ -7,15 +7,10 @@ Twisted resource here.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 DEFAULT_LIMIT = 50  # rows of a list answer (and messages of a snapshot) when none is asked for
 MAX_LIMIT = 500
-
-
-def json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def all_cps(central: Any) -> list[dict]:
