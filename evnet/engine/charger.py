@@ -174,7 +174,7 @@ class Charger:
         session = restored.session
         if session is not None:
             self.session = session
-            self.phase.state = restored.phase
+            self.phase.state = restored.phase  # where the previous run was; the table goes on from there
             self.log.warn(
                 "Charge {session} for {driver} was in progress when the Engine stopped: "
                 "it ends now with what was delivered ({kwh:.3f} kWh, {euros:.2f} EUR)",
