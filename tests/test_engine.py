@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -17,14 +17,10 @@ from evnet.ctl.cli import LineExchange, build_parser, client_endpoint_string
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
 from evnet.kafka.bus import BusError, BusFull, KafkaBus
-from evnet.engine.service import (
-    STATE_FILE_NAME,
-    Charger,
-    ConsoleProtocol,
-    ControlFactory,
-    EngineService,
-    StateFile,
-)
+from evnet.engine.charger import Charger, Phase, PhaseInput
+from evnet.engine.control import ConsoleProtocol, ConsoleService, ControlFactory
+from evnet.engine.service import EngineService
+from evnet.engine.statefile import STATE_FILE_NAME, StateFile
 
 from tests.fakes import frame_of, make_link, take
 
@@ -434,6 +430,61 @@ def test_charger_without_i_o_needs_only_a_clock():
     assert charger.snapshot()["session"]["kwh"] == pytest.approx(0.0005)
 
 
+def test_an_input_the_charge_does_not_allow_is_logged_and_ignored():
+    clock, sent = Clock(), []
+    charger = Charger(clock, 3.6, sent.append, auto_plug=True, log=Logger())
+    charger.configure("CP9", 1.0)
+    with capturedLogs() as events:
+        assert charger.phase.attempt(PhaseInput.SUPPLY, charger.log) is False  # no charge to supply
+        assert charger.phase.attempt(PhaseInput.END, charger.log) is False  # no charge to end
+    text = [formatEvent(e) for e in events]
+    assert text == [
+        "the charge: supply is not allowed when idle; ignored",
+        "the charge: end is not allowed when idle; ignored",
+    ]
+    assert charger.phase.state is Phase.IDLE and charger.session is None and sent == []
+    # The Charger carries on: a charge goes through its phases as ever.
+    charger.start(m.Start("CP9", "S", "D", 1.0, 0.0, 1))
+    assert charger.phase.state is Phase.SUPPLYING
+    with capturedLogs() as events:
+        assert charger.phase.attempt(PhaseInput.AUTHORIZE, charger.log) is False
+    assert [formatEvent(e) for e in events] == ["the charge: authorize is not allowed when supplying; ignored"]
+    clock.advance(1)
+    charger.tick()
+    assert [msg.code for msg in sent] == ["TELEM", "STOP"] and charger.phase.state is Phase.IDLE
+
+
+def test_a_stop_the_closing_link_does_not_take_is_said_and_sent_to_the_next_monitor(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    run(clock, monitor, 1)
+    monitor.link.drop("the Monitor is going away")  # closing: sends fail at once, no exception
+    with capturedLogs() as events:
+        assert engine.command("unplug").startswith("OK unplugged: session S1 ended (unplug)")
+    text = [formatEvent(e) for e in events]
+    assert any(
+        "STOP for session S1 not sent to the Monitor: cannot send STOP: link closing" in t
+        and "sent again once a Monitor is connected" in t
+        for t in text
+    ), text
+    monitor.lose()
+    assert of(connect(engine, clock, cfg=False).received(), m.Stop)[0].session_id == "S1"
+
+
+def test_console_that_cannot_read_stdin_says_so_in_one_line(tmp_path):
+    engine, _ = make_engine(tmp_path)
+    failures = []
+
+    def closed_stdin(protocol):
+        raise OSError(22, "Invalid argument")
+
+    with capturedLogs() as events:
+        ConsoleService(engine, failures.append, stdio=closed_stdin).startService()
+    assert failures == ["cannot read commands from stdin: Invalid argument"]
+    assert [formatEvent(e) for e in events] == failures
+
+
 def parse_engine_options(*argv):
     options = engine_tap.Options()
     options.parseOptions(list(argv))
@@ -461,6 +512,46 @@ def test_engine_options_reject_a_corrupt_state_file(tmp_path):
     with pytest.raises(usage.UsageError) as e:
         parse_engine_options("--state-dir", str(tmp_path))
     assert "is not valid JSON" in str(e.value) and "move it away" in str(e.value)
+
+
+def session_file(**changes):
+    session = {
+        "session_id": "S1", "driver_id": "D1", "price": 0.5, "target_kwh": 0.0, "target_seconds": 0,
+        "phase": "supplying", "seq": 3, "kwh": 0.03, "seconds": 3.0,
+    }
+    return {"version": 1, "cp_id": "CP1", "price": 0.5, "session": {**session, **changes}, "pending_stops": []}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (session_file(kwh="lots"), "session: kwh is 'lots', not a number"),
+        (session_file(phase="charging"), "session: 'charging' is not a valid Phase"),
+        (session_file(colour="red"), "session: unknown field 'colour'"),
+        ({"version": 1, "pending_stops": [{"cp_id": "CP1"}]}, "pending_stops: the field 'session_id' is missing"),
+        ({"version": 1, "cp_id": "CP#1"}, "cp_id 'CP#1' is not a CP id"),
+    ],
+)
+def test_engine_options_reject_a_state_file_that_cannot_be_restored(tmp_path, data, message):
+    (tmp_path / STATE_FILE_NAME).write_text(json.dumps(data))
+    with pytest.raises(usage.UsageError) as e:
+        parse_engine_options("--state-dir", str(tmp_path))
+    text = str(e.value)
+    assert f"the state file {tmp_path / STATE_FILE_NAME} cannot be restored: " in text, text
+    assert message in text and "move it away" in text and "\n" not in text
+
+
+def test_a_state_file_the_engine_wrote_is_restored(tmp_path):
+    (tmp_path / STATE_FILE_NAME).write_text(json.dumps(session_file()))
+    engine, clock = make_engine(tmp_path)
+    assert of(connect(engine, clock).received(), m.Stop) == [m.Stop("CP1", "S1", 4, 0.03, 0.015, 3, "engine-restart")]
+
+
+def test_engine_options_reject_a_state_dir_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(usage.UsageError) as e:
+        parse_engine_options("--state-dir", str(tmp_path / "file"))
+    assert str(e.value) == f"--state-dir {str(tmp_path / 'file')!r} is not a directory"
 
 
 def test_engine_options_create_the_state_dir(tmp_path):

@@ -13,7 +13,8 @@ from twisted.python.failure import Failure
 from evnet.monitor import tap as monitor_tap
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, FrameDecoder
-from evnet.monitor.service import Health, MonitorService
+from evnet.monitor.service import MonitorService
+from evnet.monitor.states import Health
 
 from tests.fakes import frame_of
 from evnet.kafka.bus import BusError, KafkaBus
@@ -309,6 +310,44 @@ def test_engine_messages_are_dropped_with_a_log_line_while_central_is_unreachabl
     assert any("Central is not reachable: TELEM dropped" in formatEvent(e) for e in events)
 
 
+def test_answers_from_central_out_of_order_are_logged_and_ignored():
+    monitor, engine, central_ep, clock = make_monitor()
+    monitor.startService()
+    central = central_ep.peer
+    central.accept()
+    assert central.received() == [m.Reg("CP1", "Calle Mayor 1", 0.3)]
+    with capturedLogs() as events:
+        central.send(m.Accepted("AUTH", "CP1", "ACTIVADO"))  # before ACCEPTED#REG
+    text = [formatEvent(e) for e in events]
+    assert "the Central link: ACCEPTED#AUTH is not allowed when registering; ignored" in text, text
+    assert not monitor.central_ready and central.received() == []
+    central.send(m.Accepted("REG", "CP1"))
+    assert central.received() == [m.Auth("CP1")]
+    with capturedLogs() as events:
+        central.send(m.Accepted("REG", "CP1"))  # again: no second AUTH
+    assert "the Central link: ACCEPTED#REG is not allowed when authenticating; ignored" in [
+        formatEvent(e) for e in events
+    ]
+    assert central.received() == []
+    central.send(m.Accepted("AUTH", "CP1", "ACTIVADO"))
+    assert monitor.central_ready and central.received() == [m.Status("CP1", "OK")]
+    with capturedLogs() as events:
+        central.send(m.Refused("REG", "CP1", "late"))  # ready: nothing to refuse any more
+    assert "the Central link: REFUSED#REG is not allowed when ready; ignored" in [formatEvent(e) for e in events]
+    assert monitor.central_ready and not central.transport.disconnecting
+    clock.advance(1)
+    assert [x.code for x in central.received()] == ["AVR", "STATUS"]  # the link still carries the reports
+
+
+def test_a_relayed_message_the_engine_link_does_not_take_is_said():
+    monitor, engine, central, clock = running()
+    engine.proto.drop("going away")  # closing: sends fail at once, nothing raises
+    with capturedLogs() as events:
+        central.send(m.Start("CP1", "S1", "D1", 0.3, 5.0, 0))
+    text = [formatEvent(e) for e in events]
+    assert any("START not delivered to the Engine: cannot send START: link closing" in t for t in text), text
+
+
 def parse_monitor_options(*argv):
     options = monitor_tap.Options()
     options.parseOptions(list(argv))
@@ -329,6 +368,9 @@ GOOD = ["--cp-id", "CP1", "--location", "Centro", "--price", "0.3"]
         (["--cp-id", "CP1", "--location", "Centro", "--price", "-1"], "--price must be a number"),
         (GOOD + ["--health-period", "0"], "--health-period must be a number of seconds above 0"),
         (GOOD + ["--central", "nowhere"], "--central 'nowhere' is not a client endpoint string"),
+        (GOOD + ["--engine", "nowhere"], "--engine 'nowhere' is not a client endpoint string (e.g. tcp:host=127.0.0.1:port=7100)"),
+        (["--cp-id", "CP1", "--location", "Centro", "--price", "500"], "--price must be a number of EUR per kWh from 0 to 100"),
+        (["--cp-id", "CP1", "--location", "x" * 5000, "--price", "0.3"], "--location is too long: the registration would take 5014 bytes, a frame carries 4096"),
     ],
 )
 def test_monitor_options_reject_mistakes_clearly(argv, message):

@@ -11,7 +11,9 @@ from twisted.python import usage
 
 from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
-from evnet.engine.service import ConsoleProtocol, ControlFactory, EngineService, StateError, StateFile
+from evnet.engine.control import ConsoleService, ControlFactory
+from evnet.engine.service import EngineService
+from evnet.engine.statefile import StateError, StateFile
 
 DEFAULT_LISTEN = "tcp:7100:interface=127.0.0.1"
 DEFAULT_CONTROL = "tcp:7101:interface=127.0.0.1"
@@ -64,30 +66,19 @@ class Options(usage.Options):
                 continue
             check_server_endpoint(name, self[name], DEFAULT_LISTEN)
         state_dir = self["state-dir"]
+        if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+            raise usage.UsageError(f"--state-dir {state_dir!r} is not a directory")
         try:
             os.makedirs(state_dir, exist_ok=True)
         except OSError as e:
             raise usage.UsageError(f"cannot use --state-dir {state_dir!r}: {e.strerror}") from None
-        if not os.access(state_dir, os.W_OK):
+        if not os.access(state_dir, os.W_OK | os.X_OK):
             raise usage.UsageError(f"cannot write in --state-dir {state_dir!r}")
         self.store = StateFile(state_dir)
         try:
             self.restored = self.store.load()
         except StateError as e:
             raise usage.UsageError(f"{e}; move it away to start afresh") from None
-
-
-class _ConsoleService(service.Service):
-    """Reads commands from stdin for as long as the Engine runs."""
-
-    def __init__(self, engine: EngineService) -> None:
-        self.engine = engine
-
-    def startService(self) -> None:
-        super().startService()
-        from twisted.internet import stdio
-
-        stdio.StandardIO(ConsoleProtocol(self.engine))
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -116,5 +107,5 @@ def makeService(options: Options) -> service.MultiService:
     if options["control"].lower() != "none":
         Listener("control", options["control"], ControlFactory(engine), reactor, fail).setServiceParent(top)
     if options["stdin"] or (sys.stdin is not None and sys.stdin.isatty()):
-        _ConsoleService(engine).setServiceParent(top)
+        ConsoleService(engine, fail).setServiceParent(top)
     return top

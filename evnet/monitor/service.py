@@ -12,11 +12,15 @@ Two links, each kept up by a L{ClientService} with backoff:
   when the link opens, then HCK every health period; the Engine's
   TELEM/STOP/REQ are relayed to Central.
 
-The Engine's health is an explicit machine (L{Health}): UNKNOWN until its
-first answer, OK, or KO (it answered KO, did not answer within the
-timeout, or its link is down).  The Monitor stays thin: while Central is
-not reachable it drops what the Engine sends, with a log line (the Engine
-keeps its STOPs until their TICKET comes back).
+Each link's phase (connecting, registering, authenticating, ready,
+refused) and the Engine's health (UNKNOWN until its first answer, OK, or
+KO: it answered KO, did not answer within the timeout, or its link is down)
+are table machines (``states.py``); an input a table does not allow, such
+as an ACCEPTED#AUTH before ACCEPTED#REG, is logged and ignored.
+
+The Monitor stays thin: while Central is not reachable it drops what the
+Engine sends, with a log line (the Engine keeps its STOPs until their
+TICKET comes back); a relayed message a link does not take is said too.
 
 With a Kafka bus (``--kafka``), AVR and RCV go to ``cp.events`` (key: the
 CP id) instead of the Central link; STATUS stays on the link (liveness,
@@ -26,7 +30,6 @@ not hide one).
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, Callable, Optional
 
 from twisted.application import service
@@ -37,9 +40,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from evnet.protocols import messages as m
-from evnet.protocols.link import FramedLink, LinkFactory, LinkHandler
 from evnet.kafka.errors import BusError
+from evnet.monitor.states import CENTRAL_LINK, ENGINE_LINK, HEALTH, Health, HealthInput, LinkInput, LinkPhase
+from evnet.protocols import messages as m
+from evnet.protocols.link import FramedLink, LinkError, LinkFactory, LinkHandler
+from evnet.protocols.machine import Machine
+from evnet.protocols.vocabulary import TOPIC_CP_EVENTS, WHAT_AUTH, WHAT_REG
 
 STATUS_SECONDS = 1.0
 DEFAULT_HEALTH_PERIOD = 1.0
@@ -49,12 +55,6 @@ DEFAULT_ANSWER_TIMEOUT = 10.0
 # Central -> Engine and Engine -> Central messages the Monitor relays.
 TO_ENGINE = (m.Start, m.Parar, m.Reanudar, m.Ticket, m.Authorized, m.Denied, m.Notice)
 TO_CENTRAL = (m.Telem, m.Stop, m.Req)
-
-
-class Health(str, Enum):
-    UNKNOWN = "unknown"  # no answer yet since the Monitor started
-    OK = "OK"
-    KO = "KO"
 
 
 def default_backoff() -> Callable[[int], float]:
@@ -116,6 +116,8 @@ class MonitorService(service.MultiService):
     ``cp.events`` instead of the Central link.
     """
 
+    TABLES = {"central": CENTRAL_LINK, "engine": ENGINE_LINK}
+
     log = Logger()
 
     def __init__(
@@ -148,11 +150,10 @@ class MonitorService(service.MultiService):
         self.answer_timeout = answer_timeout
         backoff = backoff or default_backoff()
 
-        self.health = Health.UNKNOWN
+        self._health: Machine[Health, HealthInput] = Machine("the Engine's health", HEALTH, Health.UNKNOWN)
         self.health_reason = ""
         self.engine: Optional[FramedLink] = None
         self.central: Optional[FramedLink] = None
-        self.central_ready = False  # AUTH accepted on self.central
         self.central_state = ""  # the CP's state at Central, from ACCEPTED#AUTH
         # Consecutive refusals (REG/AUTH refused, ENQ NACKed): they lengthen
         # the retry delay the way failed connections do.
@@ -180,11 +181,39 @@ class MonitorService(service.MultiService):
         self._status_loop = task.LoopingCall(self.send_status)
         self._status_loop.clock = clock
 
+    @property
+    def health(self) -> Health:
+        return self._health.state
+
+    @property
+    def central_ready(self) -> bool:
+        """Central accepted AUTH on the current link."""
+        return self.central is not None and self._phase(self.central, "central").state is LinkPhase.READY
+
+    def _phase(self, link: FramedLink, side: str) -> Machine[LinkPhase, LinkInput]:
+        """The phase of C{link} (to C{side}: central or engine), kept in its context."""
+        if "phase" not in link.context:
+            name = "the Central link" if side == "central" else "the Engine link"
+            link.context["phase"] = Machine(name, self.TABLES[side], LinkPhase.CONNECTING)
+        return link.context["phase"]
+
     def _where(self, side: str) -> str:
         return self.central_name if side == "central" else self.engine_name
 
     def _label(self, side: str) -> str:
         return "Central" if side == "central" else "the Engine"
+
+    def _not_delivered(self, failure: Failure, msg: m.Message, side: str) -> None:
+        """A message a link did not take (send failures are failed Deferreds, never raised)."""
+        failure.trap(LinkError, m.MessageError)
+        lost = " (the Engine sends it again until its TICKET)" if isinstance(msg, m.Stop) else ""
+        self.log.warn(
+            "{code} not delivered to {who}: {why}{lost}",
+            code=msg.code,
+            who=self._label(side),
+            why=failure.getErrorMessage(),
+            lost=lost,
+        )
 
     # -- service -----------------------------------------------------------
 
@@ -234,40 +263,51 @@ class MonitorService(service.MultiService):
 
     def _central_opened(self, link: FramedLink) -> None:
         self.central = link
-        self.central_ready = False
+        if not self._phase(link, "central").attempt(LinkInput.OPENED, self.log):
+            return
         self._connected("central")
         self.log.info("Registering CP {cp_id} with Central", cp_id=self.cp_id)
-        link.context["phase"] = "REG"
-        link.send(self.reg)
+        link.sendMessage(self.reg).addErrback(self._not_delivered, self.reg, "central")
         self._cancel("_answer_timer")
         self._answer_timer = self.clock.callLater(
             self.answer_timeout, link.drop, f"Central did not answer REG/AUTH within {self.answer_timeout:g} s"
         )
 
     def _central_refused(self, link: FramedLink) -> None:
+        self._phase(link, "central").attempt(LinkInput.NACKED, self.log)
         self.refusals["central"] += 1
-        link.context["refused"] = True
         self.log.warn("Central at {where} refused the link (NACK); retrying later", where=self.central_name)
 
     def _central_lost(self, link: FramedLink, reason: Failure) -> None:
         if link is not self.central and self.central is not None:
             return
         self.central = None
-        self.central_ready = False
         self._cancel("_answer_timer")
-        if link.context.get("refused"):
+        if self._phase(link, "central").state is LinkPhase.REFUSED:
             return
         self._down("central", f"the link was lost ({reason.getErrorMessage()})")
 
     def _from_central(self, link: FramedLink, msg: m.Message) -> None:
-        if isinstance(msg, m.Accepted) and msg.what == "REG" and link.context.get("phase") == "REG":
+        if isinstance(msg, (m.Accepted, m.Refused)) and msg.what in (WHAT_REG, WHAT_AUTH):
+            self._answer_from_central(link, msg)
+        elif isinstance(msg, m.Refused):
+            self.log.warn("Central refused {what}: {reason}", what=msg.what, reason=msg.reason)
+        elif isinstance(msg, TO_ENGINE):
+            self._relay_to_engine(msg)
+        else:
+            self.log.info("Ignored {code} from Central", code=msg.code)
+
+    def _answer_from_central(self, link: FramedLink, msg: m.Accepted | m.Refused) -> None:
+        """Central's answer to REG or AUTH: a move of the link's phase."""
+        event = LinkInput(f"{msg.code}#{msg.what}")
+        if not self._phase(link, "central").attempt(event, self.log):
+            return
+        if event is LinkInput.REG_ACCEPTED:
             self.log.info("Central accepted the registration of CP {cp_id}", cp_id=self.cp_id)
-            link.context["phase"] = "AUTH"
-            link.send(m.Auth(self.cp_id))
-        elif isinstance(msg, m.Accepted) and msg.what == "AUTH" and link.context.get("phase") == "AUTH":
+            auth = m.Auth(self.cp_id)
+            link.sendMessage(auth).addErrback(self._not_delivered, auth, "central")
+        elif event is LinkInput.AUTH_ACCEPTED:
             self._cancel("_answer_timer")
-            link.context["phase"] = "READY"
-            self.central_ready = True
             self.central_state = msg.detail
             self.refusals["central"] = 0
             self.log.info(
@@ -278,9 +318,8 @@ class MonitorService(service.MultiService):
             if self.health is Health.KO:
                 self.send_to_central(m.Avr(self.cp_id, self.health_reason))
             self.send_status()
-        elif isinstance(msg, m.Refused) and msg.what in ("REG", "AUTH"):
+        else:
             self.refusals["central"] += 1
-            link.context["refused"] = True
             self.log.warn(
                 "Central refused {what} for CP {cp_id}: {reason}; retrying later",
                 what=msg.what,
@@ -288,18 +327,12 @@ class MonitorService(service.MultiService):
                 reason=msg.reason,
             )
             link.close()
-        elif isinstance(msg, m.Refused):
-            self.log.warn("Central refused {what}: {reason}", what=msg.what, reason=msg.reason)
-        elif isinstance(msg, TO_ENGINE):
-            self._relay_to_engine(msg)
-        else:
-            self.log.info("Ignored {code} from Central", code=msg.code)
 
     def _relay_to_engine(self, msg: m.Message) -> None:
         if self.engine is None:
             self.log.warn("The Engine is not connected: {code} from Central dropped", code=msg.code)
             return
-        self.engine.send(msg)
+        self.engine.sendMessage(msg).addErrback(self._not_delivered, msg, "engine")
 
     def send_to_central(self, msg: m.Message) -> None:
         """
@@ -310,10 +343,10 @@ class MonitorService(service.MultiService):
             self.log.info("Central is not reachable: {code} dropped", code=msg.code)
             return
         if self.bus is not None and isinstance(msg, (m.Avr, m.Rcv)):
-            d = self.bus.publish("cp.events", self.cp_id, msg)
+            d = self.bus.publish(TOPIC_CP_EVENTS, self.cp_id, msg)
             d.addErrback(self._not_published, msg)
             return
-        self.central.send(msg)
+        self.central.sendMessage(msg).addErrback(self._not_delivered, msg, "central")
 
     def _not_published(self, failure: Failure, msg: m.Message) -> None:
         failure.trap(BusError)
@@ -333,34 +366,35 @@ class MonitorService(service.MultiService):
 
     def _engine_opened(self, link: FramedLink) -> None:
         self.engine = link
+        self._phase(link, "engine").attempt(LinkInput.OPENED, self.log)
         self.refusals["engine"] = 0
         self._connected("engine")
         link.send(m.Cfg(self.cp_id, self.price))
         self.check_health()
 
     def _engine_refused(self, link: FramedLink) -> None:
+        self._phase(link, "engine").attempt(LinkInput.NACKED, self.log)
         self.refusals["engine"] += 1
-        link.context["refused"] = True
-        self._set_health(Health.KO, "the Engine refused this Monitor (it already serves another one)")
+        self._judge(HealthInput.FAILED, "the Engine refused this Monitor (it already serves another one)")
 
     def _engine_lost(self, link: FramedLink, reason: Failure) -> None:
         if self.engine is not None and link is not self.engine:
             return
         self.engine = None
         self._cancel("_hck_timer")
-        if link.context.get("refused"):
+        if self._phase(link, "engine").state is LinkPhase.REFUSED:
             return
         why = reason.getErrorMessage()
         self._down("engine", f"the link was lost ({why})")
-        self._set_health(Health.KO, f"lost the link to the Engine ({why})")
+        self._judge(HealthInput.FAILED, f"lost the link to the Engine ({why})")
 
     def _from_engine(self, link: FramedLink, msg: m.Message) -> None:
         if isinstance(msg, m.HckResp):
             self._cancel("_hck_timer")
             if msg.result == m.ENGINE_OK:
-                self._set_health(Health.OK)
+                self._judge(HealthInput.ANSWERED_OK)
             else:
-                self._set_health(Health.KO, "the Engine reports a fault (KO)")
+                self._judge(HealthInput.FAILED, "the Engine reports a fault (KO)")
         elif isinstance(msg, TO_CENTRAL):
             self.send_to_central(msg)
         else:
@@ -369,7 +403,7 @@ class MonitorService(service.MultiService):
     def check_health(self) -> None:
         """Every health period: send HCK, unless one is still unanswered."""
         if self.engine is None:
-            self._set_health(Health.KO, f"no link to the Engine at {self.engine_name}")
+            self._judge(HealthInput.FAILED, f"no link to the Engine at {self.engine_name}")
             return
         if self._hck_timer is not None:
             return
@@ -378,13 +412,16 @@ class MonitorService(service.MultiService):
 
     def _hck_timed_out(self) -> None:
         self._hck_timer = None
-        self._set_health(Health.KO, f"the Engine did not answer a health check within {self.health_timeout:g} s")
+        self._judge(HealthInput.FAILED, f"the Engine did not answer a health check within {self.health_timeout:g} s")
 
-    def _set_health(self, new: Health, reason: str = "") -> None:
+    def _judge(self, event: HealthInput, reason: str = "") -> None:
+        """A move of the Engine's health (L{HEALTH}); entering KO sends AVR, leaving it RCV."""
         old = self.health
+        if not self._health.attempt(event, self.log):
+            return
+        new = self.health
         if new is old:
             return
-        self.health = new
         self.health_reason = reason
         if new is Health.KO:
             self.log.warn("Engine KO: {reason}; reporting the fault to Central", reason=reason)

@@ -8,11 +8,14 @@ import re
 from twisted.application import service
 from twisted.python import usage
 
+from evnet.endpoints import client_endpoint
 from evnet.monitor.service import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
+from evnet.protocols import messages as m
+from evnet.protocols.framing import DEFAULT_MAX_DATA
+from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, valid_id
 
 DEFAULT_ENGINE = "tcp:host=127.0.0.1:port=7100"
 DEFAULT_CENTRAL = "tcp:host=127.0.0.1:port=7000"
-CP_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 BAD_TEXT = re.compile("[#\x00-\x1f]")
 
 
@@ -24,19 +27,6 @@ def _positive(option: str, text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise usage.UsageError(f"--{option} must be a number of seconds above 0, not {text!r}")
     return value
-
-
-def client_endpoint(option: str, description: str):
-    """The client endpoint for C{description}, or a clear UsageError."""
-    from twisted.internet import endpoints, reactor
-
-    try:
-        return endpoints.clientFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
-        raise usage.UsageError(
-            f"--{option} {description!r} is not a client endpoint string "
-            f"(e.g. {DEFAULT_CENTRAL}): {e}"
-        ) from None
 
 
 class Options(usage.Options):
@@ -68,8 +58,8 @@ class Options(usage.Options):
         cp_id = self["cp-id"]
         if cp_id is None:
             raise usage.UsageError("--cp-id is required, e.g. --cp-id CP1")
-        if not CP_ID.match(cp_id):
-            raise usage.UsageError(f"--cp-id {cp_id!r}: use 1 to 32 of A-Z a-z 0-9 _ . -")
+        if not valid_id(cp_id):
+            raise usage.UsageError(f"--cp-id {cp_id!r}: use {ID_RULE}")
         location = self["location"]
         if location is None or not location.strip():
             raise usage.UsageError("--location is required, e.g. --location 'Calle Mayor 1'")
@@ -81,13 +71,21 @@ class Options(usage.Options):
             price = float(self["price"])
         except ValueError:
             price = math.nan
-        if not (price >= 0 and math.isfinite(price)):
-            raise usage.UsageError(f"--price must be a number of EUR per kWh, 0 or more, not {self['price']!r}")
+        if not (0 <= price <= MAX_PRICE):
+            raise usage.UsageError(
+                f"--price must be a number of EUR per kWh from 0 to {MAX_PRICE:g} (Central refuses more), "
+                f"not {self['price']!r}"
+            )
         self["price"] = price
+        size = len(m.Reg(cp_id, location, price).to_data())
+        if size > DEFAULT_MAX_DATA:
+            raise usage.UsageError(
+                f"--location is too long: the registration would take {size} bytes, a frame carries {DEFAULT_MAX_DATA}"
+            )
         self["health-period"] = _positive("health-period", self["health-period"])
         self["health-timeout"] = _positive("health-timeout", self["health-timeout"])
-        self.engine_endpoint = client_endpoint("engine", self["engine"])
-        self.central_endpoint = client_endpoint("central", self["central"])
+        self.engine_endpoint = client_endpoint("engine", self["engine"], DEFAULT_ENGINE)
+        self.central_endpoint = client_endpoint("central", self["central"], DEFAULT_CENTRAL)
         if self["kafka"] is not None:
             from evnet.kafka.errors import BusError, parse_bootstrap
 
