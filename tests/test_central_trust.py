@@ -296,6 +296,23 @@ def test_failures_spread_beyond_the_window_do_not_lock_out():
     assert {r.reason for r in guesser.take(m.Refused)} == {"wrong credentials"}
 
 
+def test_logins_left_half_way_count_as_failures():
+    w = World(login_failures=3)
+    w.register("CP1")
+    prober = w.monitor(host=INTRUDER)
+    prober.send(m.Auth("CP1", security.new_nonce()))
+    prober.send(m.Auth("CP1", security.new_nonce()))  # the first one abandoned: 1
+    assert prober.take(m.Refused) == [m.Refused("AUTH", "CP1", "wrong credentials")]
+    assert "a new AUTH before the PROOF of the last one" in texts(w, "auth-refused")[0]
+    prober.lose()  # with a login under way: 2
+    other = w.monitor(host=INTRUDER)
+    other.send(m.Auth("CP1", security.new_nonce()))
+    other.lose()  # 3: locked out
+    late = w.monitor(host=INTRUDER)
+    late.send(m.Auth("CP1", security.new_nonce()))
+    assert "too many failed logins" in late.take()[0].reason
+
+
 def test_a_logged_in_cp_logs_in_again_while_its_address_is_locked_out():
     w = World(key_rotation=100)
     cp = w.cp()

@@ -75,6 +75,11 @@ def shown(text: str) -> str:
     return text if valid_id(text) else repr(text[:32])
 
 
+def field(text: str) -> str:
+    """C{text} as a REFUSED field may carry it: no '#', no control character."""
+    return "".join(" " if c == "#" or c < " " else c for c in text)
+
+
 class LinkSession:
     """What Central knows of one Monitor's link (its context["trust"])."""
 
@@ -154,6 +159,9 @@ class Trust:
         s = link.context.get("trust")
         if s is None:
             return
+        if s.login is not None and s.key is None and self.throttle is not None:
+            # A login left half-way counts as a failed one (a costless probe otherwise), silently.
+            self._count_failure(s, s.login.auth.cp_id)
         s.login = None
         cp = self.central.cps.get(s.cp_id) if s.cp_id else None
         if cp is not None and s.channel is not None and cp.link is s.channel:
@@ -175,7 +183,7 @@ class Trust:
 
     def _refuse(self, s: LinkSession, reply: IChannel, msg: m.Message, subject: str, why: str, like: str) -> None:
         """Tell the peer (on C{reply}) and record it: one row per address, message and reason a minute."""
-        reply.send(m.Refused(msg.code, subject, why))
+        reply.send(m.Refused(msg.code, field(subject), field(why)))
         self.refusals.record(
             KIND_REFUSED, subject, f"{msg.code} from {s.link.peer_name} refused: {why}", (s.address, msg.code, like)
         )
@@ -209,7 +217,7 @@ class Trust:
         return bool(wait)
 
     def _refuse_login(self, s: LinkSession, reply: IChannel, cp_id: str, told: str, why: str, like: str) -> None:
-        reply.send(m.Refused(WHAT_AUTH, cp_id, told))
+        reply.send(m.Refused(WHAT_AUTH, cp_id, field(told)))
         said = "" if told == why else f" (the peer was told: {told})"
         self.refusals.record(KIND_AUTH_REFUSED, cp_id, f"login of CP {shown(cp_id)} from {s.link.peer_name} "
                              f"refused: {why}{said}", (s.address, like))
@@ -236,6 +244,11 @@ class Trust:
         if why is not None:
             self._refuse_login(s, reply, cp_id, why, why, like)
             return
+        if s.login is not None:
+            self._failed(s, s.login.reply, s.login.auth.cp_id, "a new AUTH before the PROOF of the last one", "abandoned")
+            if s.key is None and self._locked_out(s, reply, cp_id):
+                s.login = None
+                return
         pending = s.login = PendingLogin(msg, reply)
         self.central.store.registration(cp_id).addCallbacks(
             self._looked_up, self._not_looked_up, callbackArgs=(s, pending), errbackArgs=(s, pending)
@@ -301,17 +314,20 @@ class Trust:
     def _failed(self, s: LinkSession, reply: IChannel, cp_id: str, why: str, like: str) -> None:
         """A failed login: "wrong credentials" to the peer, the real reason to the record; it counts."""
         self._refuse_login(s, reply, cp_id, WRONG_CREDENTIALS, why, like)
+        self._count_failure(s, cp_id)
+        if s.key is not None:
+            # A CP whose credentials no longer hold keeps no key: it must log in anew.
+            cp = self.central.cps.get(s.cp_id or "")
+            if cp is not None and cp.key is s.key:
+                self._end_key(cp, f"its login again failed ({why})", KIND_KEY, KEY_NONE)
+
+    def _count_failure(self, s: LinkSession, cp_id: str) -> None:
         if self.throttle is not None and self.throttle.failed(s.address):
             self.journal.message(
                 KIND_AUTH_REFUSED, cp_id,
                 f"{self.throttle.max_failures} failed logins from {s.address} within {self.throttle.window:g} s: "
                 f"its logins are refused for {self.throttle.window:g} s (without a row each)", level="warn",
             )
-        if s.key is not None:
-            # A CP whose credentials no longer hold keeps no key: it must log in anew.
-            cp = self.central.cps.get(s.cp_id or "")
-            if cp is not None and cp.key is s.key:
-                self._end_key(cp, f"its login again failed ({why})", KIND_KEY, KEY_NONE)
 
     def _logged_in(self, s: LinkSession, pending: PendingLogin, answer: m.Key, key: CpKey, reply: IChannel) -> None:
         central = self.central
