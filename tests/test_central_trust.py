@@ -47,6 +47,19 @@ def charging(w):
 # -- the takeover the issue describes --------------------------------------------------------
 
 
+def test_the_panel_hears_of_every_new_key():
+    w = World(key_rotation=100)
+    seen = []
+    w.central.observers.append(lambda event: seen.append(event["cp"]["key_id"]) if event["type"] == "cp" else None)
+    first = w.cp()
+    second = w.monitor()
+    second.login()  # replaces the first link; the CP stays ACTIVADO
+    replaced = second.key_id
+    w.alive(second, 100)
+    second.login()  # a rotation
+    assert {first.key_id, replaced, second.key_id} <= set(seen) and seen[-1] == second.key_id
+
+
 def test_a_client_knowing_only_the_id_cannot_take_over_a_cp_whose_monitor_went_away():
     w = World()
     cp = w.cp("CP1", "Centro", 0.3)

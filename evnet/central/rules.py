@@ -191,6 +191,8 @@ class Central:
             if cp.session is not None and cp.state is CpState.ACTIVADO:
                 self._fire(cp, CpInput.CHARGE_START)
                 self._schedule_reconcile(cp, cp.session)
+        else:  # a new link replaced the old one: same state, a new key
+            self.journal.notify({"type": "cp", "cp": cp.as_dict()})
         key = cp.key.key_id if cp.key else "-"
         self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {channel.peer_name}: {cp.state.value} (key {key})")
         greet(cp.state)
