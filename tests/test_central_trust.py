@@ -164,26 +164,28 @@ def test_a_database_that_cannot_read_the_registration_refuses_the_login_without_
 
 
 def test_after_key_nothing_central_sends_on_the_link_is_in_clear_text_and_a_charge_works():
+    cp_id, driver_id = "CP-CLEARTEXT-1", "DRIVER-CLEARTEXT"  # long: not found in base64 by chance
     w = World()
-    w.register("CP1")
-    cp = w.monitor()
+    w.register(cp_id)
+    cp = w.monitor(cp_id)
     key = cp.login()
-    w.central.stop_cp("CP1")
-    w.central.resume_cp("CP1")
-    cp.send(m.Status("CP1", "OK"))
-    driver = w.driver()
-    sid = w.charge(cp, driver)
+    w.central.stop_cp(cp_id)
+    w.central.resume_cp(cp_id)
+    cp.send(m.Status(cp_id, "OK"))
+    driver = w.driver(driver_id)
+    sid = w.charge(cp, driver, cp_id, driver_id)
     for seq in (1, 2):
-        cp.send(m.Telem("CP1", sid, seq, 0.1 * seq, 11, 0.03 * seq, seq))
-    cp.send(m.Stop("CP1", sid, 3, 0.3, 0.09, 3, "target"))
-    cp.send(m.Req("LOCAL", "CP1"))
+        cp.send(m.Telem(cp_id, sid, seq, 0.1 * seq, 11, 0.03 * seq, seq))
+    cp.send(m.Stop(cp_id, sid, 3, 0.3, 0.09, 3, "target"))
+    cp.send(m.Req("LOCAL-DRIVER", cp_id))
     assert driver.take(m.Ticket)[0].kwh == 0.3
     after_key = cp.frames[cp.frames.index(key.to_data()) + 1:]
-    assert len(after_key) >= 5  # PARAR, REANUDAR, START, TICKET, AUTHORIZED, START
+    assert len(after_key) >= 6  # PARAR, REANUDAR, START, TICKET, AUTHORIZED, START
     assert all(frame.startswith(f"SEC#{cp.key_id}#C#".encode()) for frame in after_key), after_key
-    for word in (b"PARAR", b"REANUDAR", b"START", b"TICKET", b"AUTHORIZED", b"CP1", b"D1", sid.encode()):
+    for word in (b"PARAR", b"REANUDAR", b"START", b"TICKET", b"AUTHORIZED", cp_id.encode(), driver_id.encode(),
+                 b"LOCAL-DRIVER", sid.encode()):
         assert not any(word in frame for frame in after_key), word
-    assert w.state() is CpState.SUMINISTRANDO  # the charge asked for at the CP
+    assert w.state(cp_id) is CpState.SUMINISTRANDO  # the charge asked for at the CP
     assert not rows(w, "refused")
 
 

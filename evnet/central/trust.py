@@ -244,9 +244,9 @@ class Trust:
         if why is not None:
             self._refuse_login(s, reply, cp_id, why, why, like)
             return
-        if s.login is not None:
+        if s.login is not None and s.key is None:  # (a CP logged in may just start its login again)
             self._failed(s, s.login.reply, s.login.auth.cp_id, "a new AUTH before the PROOF of the last one", "abandoned")
-            if s.key is None and self._locked_out(s, reply, cp_id):
+            if self._locked_out(s, reply, cp_id):
                 s.login = None
                 return
         pending = s.login = PendingLogin(msg, reply)
