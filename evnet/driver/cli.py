@@ -50,9 +50,9 @@ within --charge-timeout (--list), {EXIT_INTERRUPTED} interrupted.
 Example request files: evnet/examples/driver1.txt ... driver3.txt."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "evdriver") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evdriver",
+        prog=prog,
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -230,8 +230,8 @@ def _error(message: str) -> int:
     return EXIT_USAGE
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = build_parser()
+def main(argv: Optional[list[str]] = None, prog: str = "evdriver") -> None:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not valid_id(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
