@@ -794,3 +794,43 @@ def test_a_consumer_waits_for_a_missing_topic_when_it_does_not_create_them():
     bus.clock.advance(1)
     assert consumer.ready.called and kafka.consumers[1].subscribed == ["cp.telemetry"]
     assert kafka.created == []
+
+
+# -- a network's prefix (--kafka-prefix) -------------------------------------------
+
+
+def test_a_prefix_puts_the_networks_topics_and_groups_under_it():
+    kafka = FakeKafka(topics={"cp.telemetry": 6})  # another network's, unprefixed: left alone
+    bus = started(kafka, prefix="siteA")
+    assert kafka.topics == {"cp.telemetry": 6, **{f"siteA.{t}": n for t, n in TOPICS.items()}}
+    counts = []
+    bus.partition_counts(["cp.telemetry", "nope"]).addCallback(counts.append)
+    assert counts == [{"cp.telemetry": 6, "nope": 0}]  # the names the caller knows
+
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    ((topic, key, _, _),) = kafka.producers[0].sent
+    assert (topic, key) == ("siteA.cp.telemetry", b"CP1")
+
+    seen = []
+    consumer, fake = consumer_with(kafka, bus, lambda topic, key, msg: seen.append((topic, key, msg)))
+    assert fake.subscribed == ["siteA.cp.telemetry", "siteA.cp.events"]
+    assert fake.config["group_id"] == "siteA.central"
+    fake.batches.append([Record("siteA.cp.telemetry", 1, 0, b"CP1", telem(1).to_data())])
+    bus.clock.advance(bus.poll_interval)
+    assert seen == [("cp.telemetry", "CP1", telem(1))]  # handlers see the topic without the prefix
+    assert fake.commits == [{("siteA.cp.telemetry", 1): 1}]
+
+    keyed = bus.subscribe_key("driver.notifications", "D7", lambda *a: None, "evdriver-D7")
+    keyed.startService()
+    bus.clock.advance(0)
+    assert kafka.consumers[-1].config["group_id"] == "siteA.evdriver-D7"
+    assert kafka.consumers[-1].assigned[0].topic == "siteA.driver.notifications"
+
+
+def test_no_prefix_keeps_todays_names_and_a_bad_prefix_is_refused():
+    kafka = FakeKafka()
+    started(kafka, prefix="")
+    assert kafka.topics == TOPICS
+    for bad in ("site A", ".site", "a#b", "x" * 101):
+        with pytest.raises(BusError, match="Kafka prefix"):
+            kafka.bus(prefix=bad)
