@@ -62,8 +62,9 @@ class KafkaBus(service.MultiService):
 
     C{bootstrap} is ``host:port[,host:port…]``.  C{topics} (name ->
     partitions, default L{TOPICS}) are created at start when missing, with
-    C{replication_factor} replicas (C{create_topics=False} leaves that to the
-    cluster's administrators).  C{prefix} puts this network's topics and
+    C{replication_factor} replicas (default: one on each broker, up to 3,
+    with min.insync.replicas 2 from 3 on: L{evnet.kafka.admin};
+    C{create_topics=False} leaves that to the cluster's administrators).  C{prefix} puts this network's topics and
     consumer groups under a prefix (L{Topics}) so that several networks share
     one cluster: callers keep naming topics and groups as without one, and
     handlers are given those names.  The factories (default: kafka-python's
@@ -87,7 +88,7 @@ class KafkaBus(service.MultiService):
         pool_factory: Optional[Callable[[str], Any]] = None,
         topics: Optional[dict[str, int]] = None,
         prefix: str = "",
-        replication_factor: int = 1,
+        replication_factor: Optional[int] = None,
         create_topics: bool = True,
         backoff: Optional[Callable[[int], float]] = None,
         connect_timeout: float = 10.0,
