@@ -21,7 +21,9 @@ Everything is stopped by PID and the namespaces are deleted at the end.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 import time
 
 import pytest
@@ -34,6 +36,13 @@ from tests.procs import BIN, ProcGroup
 LIVENESS = 3.0  # Central's --liveness-timeout
 CENTRAL_PORT, DRIVERS_PORT, HTTP_PORT, REGISTRY_PORT = 7000, 7001, 8080, 7443
 ENGINE_PORT = 7100
+
+
+@functools.cache
+def monitor_options() -> str:
+    """``twistd evmonitor --help``: which options this Monitor has."""
+    return subprocess.run([str(BIN / "twistd"), "evmonitor", "--help"], capture_output=True, text=True,
+                          timeout=30).stdout
 
 
 class Deployment:
@@ -115,12 +124,16 @@ class Deployment:
             "--power-kw", "36", "--auto-plug", "--kafka", self.services.kafka,
         )
         host.wait_for_port(ENGINE_PORT)
+        login = []
+        if "--credentials-file" in monitor_options():  # issue 13: the Monitor logs in with its credentials
+            login = ["--registry", f"https://{self.pc2.address}:{REGISTRY_PORT}", "--ca-file", str(self.pki.ca),
+                     "--credentials-file", str(self.dir / f"{cp_id}.credentials.json")]
         self.monitors[cp_id] = host.twistd(
             self.procs, f"EV_CP_M-{cp_id}", "evmonitor",
             "--cp-id", cp_id, "--location", f"Street {cp_id}", "--price", "0.30",
             "--engine", self.pki.client(host, ENGINE_PORT),
             "--central", self.pki.client(self.pc2, CENTRAL_PORT),
-            "--kafka", self.services.kafka,
+            "--kafka", self.services.kafka, *login,
         )
         self.central.wait_for(rf"CP {cp_id} authenticated", timeout=60, start=mark)
 
