@@ -59,6 +59,7 @@ from twisted.protocols.basic import LineReceiver
 from evnet.launcher import free_port, wait_for_port
 from evnet.protocols import messages as m
 from evnet.protocols.framing import ACK, ACK_BYTE, ENQ_BYTE, EOT, NACK, NACK_BYTE, FrameDecoder, Kind, encode_frame
+from evnet.protocols.vocabulary import kafka_prefix
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -461,7 +462,8 @@ class Sim:
         if cfg.get("kafka"):
             from evnet.kafka.bus import KafkaBus
 
-            self.bus = KafkaBus(cfg["kafka"], f"loadgen-w{w}", reactor=reactor, max_pending=100000)
+            self.bus = KafkaBus(cfg["kafka"], f"loadgen-w{w}", reactor=reactor, max_pending=100000,
+                                prefix=cfg.get("kafka_prefix", ""))
             self.bus.startService()
         self.cps = [SimCp(self, i) for i in range(w, cfg["cps"], nw)]
         self.cps_by_id = {cp.id: cp for cp in self.cps}
@@ -909,7 +911,7 @@ class Master:
         for w in range(self.args.workers):
             cfg = {"worker": w, "workers": self.args.workers, "cps": self.args.cps,
                    "charges": self.args.charges, "cp_port": self.cp_port, "driver_port": self.driver_port,
-                   "kafka": self.args.kafka}
+                   "kafka": self.args.kafka, "kafka_prefix": self.args.kafka_prefix}
             wp = WorkerProcess(w)
             reactor.spawnProcess(
                 wp, sys.executable, [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
@@ -1138,6 +1140,9 @@ def main(argv=None) -> int:
                         help="run Central with --kafka and send the simulated Engines' TELEM and STOP through "
                         "Kafka (as evengine --kafka does); drivers stay in-band, so the telemetry latency is "
                         "Engine -> Kafka -> Central -> driver")
+    parser.add_argument("--kafka-prefix", type=kafka_prefix, default="", metavar="PREFIX",
+                        help="Central's and the simulated Engines' --kafka-prefix (topics and consumer groups "
+                        "under PREFIX., to share a cluster with other networks) [none]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (Central's log and DB)")
     parser.add_argument("--json-out", help="write the results as JSON to this file")
     parser.add_argument("--py-spy", metavar="FILE",
@@ -1183,7 +1188,8 @@ def main(argv=None) -> int:
             "--liveness-timeout", f"{args.liveness_timeout:g}",
         ]
         if args.kafka:
-            argv_server += ["--kafka", args.kafka, "--kafka-group", f"loadgen-{int(time.time())}"]
+            argv_server += ["--kafka", args.kafka, "--kafka-group", f"loadgen-{int(time.time())}",
+                            "--kafka-prefix", args.kafka_prefix]
     print(f"loadgen: starting {' '.join(argv_server)}", flush=True)
     server = start_server(argv_server, tmp, log)
     spy = None

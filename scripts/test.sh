@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian 12 machine and runs every test:
-# Debian packages (MariaDB, the MySQL client library, Chromium), the real MariaDB and Apache Kafka
-# broker (scripts/services.sh), a virtualenv with evnet and its test extra, then pytest.
+# Debian packages (MariaDB, the MySQL client library, Chromium, iproute2, openssl), the real MariaDB
+# and Apache Kafka broker (scripts/services.sh), a virtualenv with evnet and its test extra, then
+# pytest. The Kafka cluster test starts the three-broker cluster itself (services.sh up
+# kafka-cluster), the multi-host test its own namespaces and services; both stop what they started.
 # Extra arguments go to pytest (e.g. bash scripts/test.sh -m "not slow" -x).
 # The services are stopped at the end unless EVNET_KEEP_SERVICES=1.
 set -euo pipefail
@@ -14,6 +16,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq chromium >/dev/null
+fi
+
+# The multi-host test (network namespaces, certificates it makes) needs ip and openssl.
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (for the multi-host test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 say "starting MariaDB and Kafka (scripts/services.sh up)"

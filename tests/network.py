@@ -207,11 +207,15 @@ class Network:
         runs = self.drivers.setdefault(driver_id, [])
         proc = self.procs.command(
             f"driver-{driver_id}-{len(runs) + 1}", "evdriver", "--driver-id", driver_id,
-            "--requests-file", str(requests), "--central", self.drivers_endpoint,
+            "--requests-file", str(requests), *self.driver_way(),
             "--wait", f"{wait:g}", "--json", on_line=self._stamp,
         )
         runs.append(proc)
         return proc
+
+    def driver_way(self) -> list[str]:
+        """How a driver reaches Central: its drivers endpoint (through Kafka in tests.kafkanet)."""
+        return ["--central", self.drivers_endpoint]
 
     def _stamp(self, proc: Proc, line: str) -> None:
         self.arrivals.setdefault(proc.name, []).append((time.monotonic(), line))

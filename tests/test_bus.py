@@ -94,9 +94,11 @@ class FakeFuture:
 class FakeKafka:
     """One fake cluster: its topics, its records, and whether it is reachable."""
 
-    def __init__(self, topics=None):
+    def __init__(self, topics=None, brokers=1):
         self.up = True
+        self.brokers = brokers
         self.topics = dict(topics or {})
+        self.specs = {}  # topic -> how it was created
         self.pools = {}
         self.producers, self.consumers, self.admins = [], [], []
         self.created = []
@@ -189,11 +191,14 @@ class FakeAdmin:
     def create_topics(self, new_topics, raise_errors=True):
         result = []
         for name, spec in new_topics.items():
-            assert spec["replication_factor"] == 1
+            self.kafka.specs[name] = spec
             self.kafka.topics[name] = spec["num_partitions"]
             self.kafka.created.append(name)
             result.append({"name": name, "error_code": 0})
         return {"topics": result}
+
+    def describe_cluster(self):
+        return {"brokers": [{"broker_id": n} for n in range(1, self.kafka.brokers + 1)]}
 
     def wait_for_topics(self, names, timeout_ms=None):
         pass
@@ -282,11 +287,31 @@ def test_topics_are_created_at_start_with_the_documented_partitions():
     assert counts == [{"cp.telemetry": 6, "network.status": 1, "nope": 0}]
 
 
+@pytest.mark.parametrize("brokers, replicas, min_insync", [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
+def test_topics_are_replicated_as_the_cluster_allows(brokers, replicas, min_insync):
+    kafka = FakeKafka(brokers=brokers)
+    with capturedLogs() as events:
+        started(kafka)
+    assert set(kafka.specs) == set(TOPICS)
+    for spec in kafka.specs.values():
+        assert spec["replication_factor"] == replicas
+        assert spec["configs"] == {"min.insync.replicas": str(min_insync)}
+    assert any(f"replication factor {replicas}, min.insync.replicas {min_insync}" in line
+               for line in messages(events))
+
+
+def test_an_explicit_replication_factor_wins_over_the_cluster_size():
+    kafka = FakeKafka(brokers=5)
+    started(kafka, replication_factor=2)
+    assert {spec["replication_factor"] for spec in kafka.specs.values()} == {2}
+    assert {spec["configs"]["min.insync.replicas"] for spec in kafka.specs.values()} == {"1"}
+
+
 def test_producer_is_made_in_its_thread_with_acks_all_and_bounded_blocking():
     kafka = FakeKafka()
     bus = started(kafka)
     (producer,) = kafka.producers
-    assert producer.config["acks"] == "all"
+    assert producer.config["acks"] == "all" and producer.config["enable_idempotence"] is True
     assert producer.config["max_block_ms"] == 10000
     assert producer.config["bootstrap_servers"] == ["127.0.0.1:9092"]
     assert producer.config["retries"] > 0
@@ -794,3 +819,43 @@ def test_a_consumer_waits_for_a_missing_topic_when_it_does_not_create_them():
     bus.clock.advance(1)
     assert consumer.ready.called and kafka.consumers[1].subscribed == ["cp.telemetry"]
     assert kafka.created == []
+
+
+# -- a network's prefix (--kafka-prefix) -------------------------------------------
+
+
+def test_a_prefix_puts_the_networks_topics_and_groups_under_it():
+    kafka = FakeKafka(topics={"cp.telemetry": 6})  # another network's, unprefixed: left alone
+    bus = started(kafka, prefix="siteA")
+    assert kafka.topics == {"cp.telemetry": 6, **{f"siteA.{t}": n for t, n in TOPICS.items()}}
+    counts = []
+    bus.partition_counts(["cp.telemetry", "nope"]).addCallback(counts.append)
+    assert counts == [{"cp.telemetry": 6, "nope": 0}]  # the names the caller knows
+
+    bus.publish("cp.telemetry", "CP1", telem(1))
+    ((topic, key, _, _),) = kafka.producers[0].sent
+    assert (topic, key) == ("siteA.cp.telemetry", b"CP1")
+
+    seen = []
+    consumer, fake = consumer_with(kafka, bus, lambda topic, key, msg: seen.append((topic, key, msg)))
+    assert fake.subscribed == ["siteA.cp.telemetry", "siteA.cp.events"]
+    assert fake.config["group_id"] == "siteA.central"
+    fake.batches.append([Record("siteA.cp.telemetry", 1, 0, b"CP1", telem(1).to_data())])
+    bus.clock.advance(bus.poll_interval)
+    assert seen == [("cp.telemetry", "CP1", telem(1))]  # handlers see the topic without the prefix
+    assert fake.commits == [{("siteA.cp.telemetry", 1): 1}]
+
+    keyed = bus.subscribe_key("driver.notifications", "D7", lambda *a: None, "evdriver-D7")
+    keyed.startService()
+    bus.clock.advance(0)
+    assert kafka.consumers[-1].config["group_id"] == "siteA.evdriver-D7"
+    assert kafka.consumers[-1].assigned[0].topic == "siteA.driver.notifications"
+
+
+def test_no_prefix_keeps_todays_names_and_a_bad_prefix_is_refused():
+    kafka = FakeKafka()
+    started(kafka, prefix="")
+    assert kafka.topics == TOPICS
+    for bad in ("site A", ".site", "a#b", "x" * 101):
+        with pytest.raises(BusError, match="Kafka prefix"):
+            kafka.bus(prefix=bad)

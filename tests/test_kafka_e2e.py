@@ -10,7 +10,6 @@ wait is bounded.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.kafkanet import available_through_kafka
 from tests.network import eventually, events
-from tests.procs import BIN, free_port, wait_for_port
+from tests.procs import free_port, wait_for_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")
 REPO = Path(__file__).resolve().parent.parent
@@ -99,16 +99,7 @@ class KafkaNetwork:
     def available(self) -> list[str]:
         """The CPs Central says are available, asked through Kafka (evdriver --list; [] if no answer)."""
         self.probes += 1
-        try:
-            out = subprocess.run(
-                [str(BIN / "evdriver"), "--driver-id", self.id(f"probe{self.probes}"), "--list", "--kafka", KAFKA,
-                 "--json"],
-                capture_output=True, text=True, timeout=20,
-            )
-        except subprocess.TimeoutExpired:
-            return []  # Central's consumers are not assigned their partitions yet
-        assert out.returncode == 0, out.stdout + out.stderr
-        return [cp["cp"] for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "available" for cp in e["cps"]]
+        return available_through_kafka(self.id(f"probe{self.probes}"), ["--kafka", KAFKA])
 
     def wait_available(self, cps: list[str], timeout: float = 90.0) -> None:
         eventually(lambda: set(cps) <= set(self.available()), timeout, f"CPs {cps} available through Kafka",

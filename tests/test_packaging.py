@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("evcentral", "evmonitor", "evengine")
+COMMANDS = ("evcentral", "evmonitor", "evengine", "evregistry")
+# the statement's program names (evnet.names) -> an option of the plugin or CLI they run
+PROGRAMS = {
+    "EV_Central": "--liveness-timeout",
+    "EV_CP_E": "--power-kw",
+    "EV_CP_M": "--health-period",
+    "EV_Registry": "--tls-cert",
+    "EV_Driver": "--requests-file",
+}
 
 
 def test_importing_the_plugin_module_does_not_import_the_reactor():
@@ -60,3 +68,9 @@ def test_wheel_installs_into_a_fresh_venv_and_twistd_lists_the_commands(tmp_path
     for command in COMMANDS:
         assert command in out, out
     assert (env_dir / "bin" / "evdriver").exists()
+    for program, option in PROGRAMS.items():
+        out = subprocess.run(
+            [str(env_dir / "bin" / program), "--help"], check=True, capture_output=True, text=True, cwd=tmp_path,
+            env=alone,
+        ).stdout
+        assert out.lower().startswith(f"usage: {program.lower()} ") and option in out, out

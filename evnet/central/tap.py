@@ -14,6 +14,7 @@ from evnet.central.service import CentralService
 from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
 from evnet.central.store import Store, StoreError, parse_db_url
 from evnet.central.web import WebPanel
+from evnet.protocols.vocabulary import kafka_prefix
 
 
 class Options(usage.Options):
@@ -43,6 +44,7 @@ class Options(usage.Options):
          "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
          "through Kafka. Without it they travel in-band over the TCP links."],
         ["kafka-group", None, "evcentral", "Kafka consumer group of this Central."],
+        ["kafka-prefix", None, "", "Prefix of this network's Kafka topics and consumer groups (PREFIX.cp.telemetry...), so that several networks share one cluster; none by default.", kafka_prefix],
         ["http", None, "tcp:8080:interface=127.0.0.1",
          "Endpoint of the web panel and its API (none: no HTTP)."],
         ["admin-token-file", None, None,
@@ -144,7 +146,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
     if kafka:
         from evnet.kafka.bus import KafkaBus
 
-        bus = KafkaBus(options["kafka"], "evcentral", reactor=reactor)
+        bus = KafkaBus(options["kafka"], "evcentral", reactor=reactor, prefix=options["kafka-prefix"])
         bus.setServiceParent(top)
         adapter = CentralBus(central, bus, options["kafka-group"])
         adapter.setServiceParent(top)

@@ -25,7 +25,7 @@ from evnet.driver.core import (
 )
 from evnet.driver.requests import RequestsFileError, read_requests
 from evnet.driver.view import DriverView, describe_reason, fmt_duration
-from evnet.protocols.vocabulary import valid_id
+from evnet.protocols.vocabulary import kafka_prefix, valid_id
 
 EXIT_USAGE = 2  # a bad option or an unreadable request file (argparse's code too)
 
@@ -50,9 +50,9 @@ within --charge-timeout (--list), {EXIT_INTERRUPTED} interrupted.
 Example request files: evnet/examples/driver1.txt ... driver3.txt."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "evdriver") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evdriver",
+        prog=prog,
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOOTSTRAP",
         help="reach Central through Kafka instead (Central must run with --kafka): "
         "the bootstrap servers, host:port[,host:port]",
+    )
+    parser.add_argument(
+        "--kafka-prefix", type=kafka_prefix, default="", metavar="PREFIX",
+        help="the prefix of the network's Kafka topics and consumer groups, as Central's --kafka-prefix "
+        "(none by default)",
     )
     parser.add_argument(
         "--wait",
@@ -230,8 +235,8 @@ def _error(message: str) -> int:
     return EXIT_USAGE
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = build_parser()
+def main(argv: Optional[list[str]] = None, prog: str = "evdriver") -> None:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not valid_id(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
@@ -268,7 +273,7 @@ def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any
 
     if args.kafka is None:
         return LinkTransport(endpoint, args.central, reactor)
-    bus = KafkaBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor)
+    bus = KafkaBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor, prefix=args.kafka_prefix)
     return KafkaTransport(bus, args.driver_id, reactor)
 
 

@@ -14,6 +14,7 @@ from evnet.protocols.link import LinkFactory
 from evnet.engine.control import ConsoleService, ControlFactory
 from evnet.engine.service import EngineService
 from evnet.engine.statefile import StateError, StateFile
+from evnet.protocols.vocabulary import kafka_prefix
 
 DEFAULT_LISTEN = "tcp:7100:interface=127.0.0.1"
 DEFAULT_CONTROL = "tcp:7101:interface=127.0.0.1"
@@ -40,6 +41,7 @@ class Options(usage.Options):
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): telemetry goes to cp.telemetry and "
          "STOP/REQ to cp.events. Without it they go through the Monitor."],
+        ["kafka-prefix", None, "", "Prefix of this network's Kafka topics and consumer groups (PREFIX.cp.telemetry...), so that several networks share one cluster; none by default.", kafka_prefix],
     ]
     optFlags = [
         ["auto-plug", None, "Plug a vehicle in as soon as a charge is authorized (unattended scenarios)."],
@@ -91,7 +93,7 @@ def makeService(options: Options) -> service.MultiService:
 
         # Added first: started before the Engine (which may publish a STOP
         # at once) and stopped after it (flushing what it published last).
-        bus = KafkaBus(options["kafka"], f"evengine-{os.getpid()}", reactor=reactor)
+        bus = KafkaBus(options["kafka"], f"evengine-{os.getpid()}", reactor=reactor, prefix=options["kafka-prefix"])
         bus.setServiceParent(top)
     engine = EngineService(
         options.store,

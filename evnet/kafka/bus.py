@@ -46,7 +46,7 @@ from evnet.kafka.consumer import Consumer, Handler, partition_for_key
 from evnet.kafka.errors import BusError, BusFull, parse_bootstrap
 from evnet.kafka.producer import Producer
 from evnet.protocols import messages as m
-from evnet.protocols.vocabulary import TOPICS
+from evnet.protocols.vocabulary import TOPICS, Topics
 
 # Still imported from here by modules outside evnet.kafka (BusError, BusFull:
 # evnet.driver.core, tests); new code takes them from evnet.kafka.errors.
@@ -62,8 +62,12 @@ class KafkaBus(service.MultiService):
 
     C{bootstrap} is ``host:port[,host:port…]``.  C{topics} (name ->
     partitions, default L{TOPICS}) are created at start when missing, with
-    C{replication_factor} replicas (C{create_topics=False} leaves that to the
-    cluster's administrators).  The factories (default: kafka-python's
+    C{replication_factor} replicas (default: one on each broker, up to 3,
+    with min.insync.replicas 2 from 3 on: L{evnet.kafka.admin};
+    C{create_topics=False} leaves that to the cluster's administrators).  C{prefix} puts this network's topics and
+    consumer groups under a prefix (L{Topics}) so that several networks share
+    one cluster: callers keep naming topics and groups as without one, and
+    handlers are given those names.  The factories (default: kafka-python's
     classes, called with keyword configuration) and C{pool_factory} (name ->
     a ``ThreadPool``-like object) are for tests.
     """
@@ -83,7 +87,8 @@ class KafkaBus(service.MultiService):
         admin_factory: Optional[Callable[..., Any]] = None,
         pool_factory: Optional[Callable[[str], Any]] = None,
         topics: Optional[dict[str, int]] = None,
-        replication_factor: int = 1,
+        prefix: str = "",
+        replication_factor: Optional[int] = None,
         create_topics: bool = True,
         backoff: Optional[Callable[[int], float]] = None,
         connect_timeout: float = 10.0,
@@ -109,7 +114,12 @@ class KafkaBus(service.MultiService):
         self.consumer_factory = consumer_factory or KafkaConsumer
         self.admin_factory = admin_factory or KafkaAdminClient
         self.pool_factory = pool_factory or (lambda name: ThreadPool(1, 1, name=name))
-        self.topics = dict(TOPICS if topics is None else topics)
+        try:
+            self.names = Topics(prefix)
+        except ValueError as e:
+            raise BusError(str(e)) from None
+        #: Kafka's names of the topics (under the prefix) -> partitions.
+        self.topics = {self.names.topic(t): n for t, n in (TOPICS if topics is None else topics).items()}
         self.replication_factor = replication_factor
         self.create_topics = create_topics
         self.backoff = backoff or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0)
@@ -139,7 +149,7 @@ class KafkaBus(service.MultiService):
         C{max_pending} messages are already waiting.  While Kafka is
         unreachable the message waits and goes out when it is back.
         """
-        return self.producer.publish(topic, key.encode("utf-8"), msg.to_data())
+        return self.producer.publish(self.names.topic(topic), key.encode("utf-8"), msg.to_data())
 
     @property
     def pending(self) -> int:
@@ -170,7 +180,14 @@ class KafkaBus(service.MultiService):
         return self._consumer([topic], group_id, handler, key=key, offset_reset="latest")
 
     def _consumer(self, topics: list[str], group_id: str, handler: Handler, **kw: Any) -> Consumer:
-        consumer = Consumer(self, next(self._consumer_ids), topics, group_id, handler, **kw)
+        names = self.names
+
+        def handle(topic: str, key: str, msg: m.Message) -> Any:
+            return handler(names.name(topic), key, msg)
+
+        consumer = Consumer(
+            self, next(self._consumer_ids), [names.topic(t) for t in topics], names.group(group_id), handle, **kw
+        )
         consumer.setServiceParent(self)
         return consumer
 
@@ -180,7 +197,9 @@ class KafkaBus(service.MultiService):
 
     def partition_counts(self, topics: Iterable[str]) -> defer.Deferred:
         """Fires with {topic: partitions} as the cluster reports them (0: missing)."""
-        return self.admin.partition_counts(topics)
+        names = self.names
+        d = self.admin.partition_counts([names.topic(t) for t in topics])
+        return d.addCallback(lambda counts: {names.name(t): n for t, n in counts.items()})
 
     def add_status_observer(self, observer: StatusObserver) -> None:
         """

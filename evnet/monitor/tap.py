@@ -12,7 +12,7 @@ from evnet.endpoints import client_endpoint
 from evnet.monitor.service import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
 from evnet.protocols import messages as m
 from evnet.protocols.framing import DEFAULT_MAX_DATA
-from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, valid_id
+from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, kafka_prefix, valid_id
 
 DEFAULT_ENGINE = "tcp:host=127.0.0.1:port=7100"
 DEFAULT_CENTRAL = "tcp:host=127.0.0.1:port=7000"
@@ -52,6 +52,7 @@ class Options(usage.Options):
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): AVR and RCV go to cp.events. "
          "Without it they go on the Central link (STATUS always does)."],
+        ["kafka-prefix", None, "", "Prefix of this network's Kafka topics and consumer groups (PREFIX.cp.telemetry...), so that several networks share one cluster; none by default.", kafka_prefix],
     ]
 
     def postOptions(self) -> None:
@@ -102,7 +103,7 @@ def makeService(options: Options) -> service.MultiService:
     if options["kafka"] is not None:
         from evnet.kafka.bus import KafkaBus
 
-        bus = KafkaBus(options["kafka"], f"evmonitor-{options['cp-id']}", reactor=reactor)
+        bus = KafkaBus(options["kafka"], f"evmonitor-{options['cp-id']}", reactor=reactor, prefix=options["kafka-prefix"])
     monitor = MonitorService(
         options["cp-id"],
         options["location"],

@@ -29,6 +29,51 @@ TOPICS: dict[str, int] = {
     TOPIC_NETWORK_STATUS: 1,
 }
 
+KAFKA_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}\Z")
+KAFKA_PREFIX_RULE = "1 to 100 letters, digits, '_', '-' or '.' (not first)"
+
+
+class Topics:
+    """
+    The Kafka names of one network: its topics and consumer groups under
+    C{prefix}, so that several networks share one cluster.  No prefix (the
+    default) keeps the names above; prefix ``siteA`` gives ``siteA.cp.telemetry``
+    and consumer group ``siteA.evcentral``.  Components speak of the topics by
+    the names above; only the bus uses these.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = kafka_prefix(prefix)
+        self._head = f"{prefix}." if prefix else ""
+
+    def __repr__(self) -> str:
+        return f"Topics({self.prefix!r})"
+
+    def topic(self, name: str) -> str:
+        """The topic C{name} (e.g. L{TOPIC_CP_EVENTS}) as this network's Kafka calls it."""
+        return self._head + name
+
+    def group(self, group_id: str) -> str:
+        """The consumer group C{group_id} as this network's Kafka calls it."""
+        return self._head + group_id
+
+    def name(self, topic: str) -> str:
+        """The inverse of L{topic}: the name the components know C{topic} by."""
+        if not topic.startswith(self._head):
+            raise ValueError(f"topic {topic!r} is not under the Kafka prefix {self.prefix!r}")
+        return topic[len(self._head):]
+
+
+def kafka_prefix(text: str) -> str:
+    """The ``--kafka-prefix`` option's check: C{text} itself, or ValueError saying the rule."""
+    if text and not KAFKA_PREFIX_PATTERN.match(text):
+        raise ValueError(f"Kafka prefix {text!r}: use {KAFKA_PREFIX_RULE}, or nothing")
+    return text
+
+
+kafka_prefix.coerceDoc = f"{KAFKA_PREFIX_RULE}."  # type: ignore[attr-defined]  # shown by twistd --help
+
+
 #: The key of every ``network.status`` record.
 STATUS_KEY = "all"
 
