@@ -9,6 +9,7 @@ function to the list.
 
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
+- ``evctl weather add|remove|list ENDPOINT [CITY]``: EV_W's cities (L{evnet.ctl.weather}).
 - ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``
   and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evnet.ctl.registry import add_registry  # evctl registry … (imports this module)
 
     add_registry(subparsers)
+    from evnet.ctl.weather import add_weather  # evctl weather … (imports this module)
+
+    add_weather(subparsers)
     return parser
 
 
