@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("evcentral", "evmonitor", "evengine")
+COMMANDS = ("evcentral", "evmonitor", "evengine", "evregistry", "evweather")
 
 
 def test_importing_the_plugin_module_does_not_import_the_reactor():

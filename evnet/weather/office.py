@@ -80,11 +80,11 @@ class WeatherOffice(service.Service):
     # -- running -------------------------------------------------------------------
 
     def startService(self) -> None:
-        self._sync()  # not running yet: the first poll reads every city
-        super().startService()
         self.log.info("EV_W reads the weather from {source} every {interval:g} s; frost below {threshold:g} °C; "
                       "tells {central}", source=self.source.name, interval=self.interval,
                       threshold=self.threshold, central=getattr(self.central, "name", "Central"))
+        self._sync()  # not running yet: the first poll reads every city
+        super().startService()
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.clock
         self._loop.start(self.interval, now=True).addErrback(

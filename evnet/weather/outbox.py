@@ -109,7 +109,11 @@ class AlertOutbox:
         self.answered(f"alert {location}", None)
 
     def _failed(self, failure: Any, location: str) -> None:
-        text = failure.value.text if failure.check(CentralError) else f"unexpected error: {failure.getErrorMessage()}"
+        if failure.check(CentralError):
+            text = failure.value.text
+        else:
+            self.log.failure("sending the alert for {location}", failure, location=location)
+            text = f"unexpected error: {failure.getErrorMessage()}"
         attempt = self._attempts[location] = self._attempts.get(location, 0) + 1
         if not self._stopped:
             self._retry[location] = self.clock.callLater(self.backoff(attempt - 1), self._retried, location)
