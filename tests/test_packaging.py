@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("evcentral", "evmonitor", "evengine", "evregistry")
+COMMANDS = ("evcentral", "evmonitor", "evengine", "evregistry", "evweather")
 # the statement's program names (evnet.names) -> an option of the plugin or CLI they run
 PROGRAMS = {
     "EV_Central": "--liveness-timeout",

@@ -9,6 +9,7 @@ function to the list.
 
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
+- ``evctl weather add|remove|list ENDPOINT [CITY]``: EV_W's cities (L{evnet.ctl.weather}).
 - ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``,
   ``evctl keys revoke CP`` (L{evnet.ctl.keys}) and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registry(subparsers)
     add_keys(subparsers)
+    from evnet.ctl.weather import add_weather  # evctl weather … (imports this module)
+
+    add_weather(subparsers)
     return parser
 
 

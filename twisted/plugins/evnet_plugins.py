@@ -1,4 +1,4 @@
-"""twistd plugins for evnet: ``twistd evcentral``, ``evmonitor``, ``evengine``, ``evregistry``."""
+"""twistd plugins for evnet: ``twistd evcentral``, ``evmonitor``, ``evengine``, ``evregistry``, ``evweather``."""
 
 from twisted.application.service import ServiceMaker
 
@@ -14,3 +14,4 @@ evengine = ServiceMaker(
 evregistry = ServiceMaker(
     "EV_Registry", "evnet.registry.tap", "EV_Registry: registers and deregisters charging points (HTTPS API).", "evregistry"
 )
+evweather = ServiceMaker("EV_W", "evnet.weather.tap", "EV_W: the weather office (frost alerts for Central).", "evweather")
