@@ -160,6 +160,46 @@ class Central:
         cp = self.cps.get(cp_id) if cp_id else None
         return cp is not None and cp.link is link
 
+    # -- a CP whose credentials were checked (OCPP: evnet.central.ocpp) ----------
+
+    def cp_registered(self, row: dict) -> ChargingPoint:
+        """
+        The CP of a registration at EV_Registry (C{row}: cp_id, location,
+        price...), created or updated here with its location and price.
+        """
+        location, price = row["location"], float(row["price"])
+        cp = self.cps.get(row["cp_id"])
+        if cp is None:
+            cp = self.cps[row["cp_id"]] = ChargingPoint(row["cp_id"], location, price, CpMachine())
+            verb = "registered"
+        elif (cp.location, cp.price) != (location, price):
+            cp.location, cp.price = location, price
+            verb = "registration updated"
+        else:
+            return cp
+        self.store.upsert_cp(cp.id, cp.location, cp.price, cp.state.value).addErrback(self.journal.db_error, "saving a CP")
+        self.journal.message("register", cp.id, f"CP {cp.id} {verb}: {cp.location}, {cp.price:.3f} €/kWh (EV_Registry)")
+        self.journal.notify({"type": "cp", "cp": cp.as_dict()})
+        return cp
+
+    def cp_logged_in(self, cp: ChargingPoint, channel: IChannel, greet: Callable[[CpState], None]) -> None:
+        """
+        C{cp} proved who it is on C{channel}: it is online.  C{greet(state)}
+        tells the peer it is in, with the CP's state.
+        """
+        channel.context["cp_id"] = cp.id
+        cp.link = channel
+        cp.last_seen = self.clock.seconds()
+        if cp.state is CpState.DESCONECTADO:
+            self._fire(cp, CpInput.ONLINE)
+            if cp.session is not None and cp.state is CpState.ACTIVADO:
+                self._fire(cp, CpInput.CHARGE_START)
+                self._schedule_reconcile(cp, cp.session)
+        self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {channel.peer_name}: {cp.state.value}")
+        greet(cp.state)
+        if cp.machine.stopped:
+            channel.send(m.Parar(cp.id))
+
     # -- registration and authentication (on a Monitor's link only) ----------
 
     def register(self, link: IChannel, msg: m.Reg) -> None:
@@ -204,18 +244,7 @@ class Central:
             self.journal.message("refused", msg.cp_id, f"authentication of CP {msg.cp_id} refused: {why}", level="warn")
             link.send(m.Refused(WHAT_AUTH, msg.cp_id, why))
             return
-        link.context["cp_id"] = cp.id
-        cp.link = link
-        cp.last_seen = self.clock.seconds()
-        if cp.state is CpState.DESCONECTADO:
-            self._fire(cp, CpInput.ONLINE)
-            if cp.session is not None and cp.state is CpState.ACTIVADO:
-                self._fire(cp, CpInput.CHARGE_START)
-                self._schedule_reconcile(cp, cp.session)
-        self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {link.peer_name}: {cp.state.value}")
-        link.send(m.Accepted(WHAT_AUTH, cp.id, cp.state.value))
-        if cp.machine.stopped:
-            link.send(m.Parar(cp.id))
+        self.cp_logged_in(cp, link, lambda state: link.send(m.Accepted(WHAT_AUTH, cp.id, state.value)))
 
     def _schedule_reconcile(self, cp: ChargingPoint, session: Session) -> None:
         old = self._reconciles.pop(cp.id, None)
