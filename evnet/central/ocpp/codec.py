@@ -117,7 +117,7 @@ def parse(text: Union[str, bytes]) -> Frame:
         raise OcppError(FORMATION_VIOLATION, "an OCPP-J message is a JSON array [MessageTypeId, UniqueId, ...]")
     kind = frame[0]
     unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else None
-    answer = unique_id if unique_id is not None and len(unique_id) <= MAX_UNIQUE_ID else UNKNOWN_ID
+    answer = unique_id if unique_id and len(unique_id) <= MAX_UNIQUE_ID else UNKNOWN_ID
 
     def wrong(why: str) -> OcppError:
         return OcppError(FORMATION_VIOLATION, why, answer)

@@ -84,7 +84,7 @@ class Commands:
                 del self.starts[start.driver_id]
                 self.log.warn("CP {cp}: remote start of session {sid} failed ({why}): it ends", cp=self.cp_id,
                               sid=start.session_id, why=failure.getErrorMessage())
-                self.central.cp_report(self.cp_id, m.Stop(self.cp_id, start.session_id, 0, reason=REASON_BUSY))
+                self.central.cp_report(self.cp_id, m.Stop(self.cp_id, start.session_id, 0, 0.0, 0.0, 0, REASON_BUSY))
             return failure
 
         return d.addCallback(answered).addErrback(refused)

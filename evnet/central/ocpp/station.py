@@ -248,7 +248,7 @@ class Station(Commands):
             start = self.starts.pop(driver_id)
             self.preparing.discard(driver_id)
             self.log.info("CP {cp}: no vehicle for session {sid}: it ends", cp=self.cp_id, sid=start.session_id)
-            self.central.cp_report(self.cp_id, m.Stop(self.cp_id, start.session_id, 0, reason=REASON_UNPLUG))
+            self.central.cp_report(self.cp_id, m.Stop(self.cp_id, start.session_id, 0, 0.0, 0.0, 0, REASON_UNPLUG))
 
     def _id_status(self, id_tag: str) -> str:
         if not valid_id(id_tag):
