@@ -8,7 +8,7 @@ OCPP, not against its own.
 
 It boots, answers RemoteStart/RemoteStop/ChangeAvailability/Reset/
 TriggerMessage, charges with MeterValues every --meter-interval seconds,
-and prints one JSON object per event on stdout.  Lines on stdin drive it:
+and prints one JSON object per event on stdout (its "type" says which).  Lines on stdin drive it:
 ``fault``, ``ok`` (Available again), ``unplug``, ``heartbeat``, ``quit``.
 """
 
@@ -31,7 +31,7 @@ def now() -> str:
 
 
 def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    print(json.dumps({"type": event, **fields}), flush=True)
 
 
 class Station(ChargePoint):
@@ -72,13 +72,13 @@ class Station(ChargePoint):
     @on("ChangeAvailability")
     def on_change_availability(self, connector_id, type):
         self.operative = type == "Operative"
-        emit("availability", type=type, connector=connector_id)
+        emit("availability", kind=type, connector=connector_id)
         self.later(self.status("Available" if self.operative else "Unavailable", connector=0))
         return call_result.ChangeAvailability(status="Accepted")
 
     @on("Reset")
     def on_reset(self, type):
-        emit("reset", type=type)
+        emit("reset", kind=type)
         return call_result.Reset(status="Accepted")
 
     @on("TriggerMessage")
