@@ -227,3 +227,19 @@ def test_a_second_connection_of_a_cp_replaces_the_first():
     assert first.world.central.cps["CP01"].link is new
     assert first.world.state() == "ACTIVADO"
     assert second is None
+
+
+def test_the_ocpp_options_are_checked_at_once():
+    import pytest
+    from twisted.python import usage
+
+    from evnet.central.tap import Options
+
+    options = Options()
+    options.parseOptions(["--ocpp", "tcp:9000:interface=127.0.0.1", "--ocpp-heartbeat", "30"])
+    assert (options["ocpp"], options["ocpp-heartbeat"]) == ("tcp:9000:interface=127.0.0.1", 30.0)
+    assert Options().parseOptions([]) is None
+    for argv, text in ((["--ocpp", "nonsense:1"], "--ocpp 'nonsense:1' is not a server endpoint string"),
+                       (["--ocpp-heartbeat", "0"], "--ocpp-heartbeat must be at least 1")):
+        with pytest.raises(usage.UsageError, match=text):
+            Options().parseOptions(argv)
