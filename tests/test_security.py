@@ -217,3 +217,27 @@ def test_inner_capacity_is_what_fits_in_a_frame():
     wire = m.Sec(sealed.key_id, sealed.role, s.b64(sealed.nonce), s.b64(sealed.box)).to_data()
     assert len(wire) <= 4096
     assert len(m.Sec(sealed.key_id, sealed.role, s.b64(sealed.nonce), s.b64(sealer.seal(b"x" * (capacity + 4)).box)).to_data()) > 4096
+
+
+# -- check_secret: a secret presented in clear (OCPP's HTTP Basic auth) ------------
+
+
+def test_check_secret_accepts_the_secret_of_the_verifier_only():
+    verifier = s.make_verifier("correct horse", n=FAST)
+    assert s.check_secret(verifier, "correct horse")
+    assert not s.check_secret(verifier, "correct horsE")
+    assert not s.check_secret(verifier, "")
+    # The same secret under another salt is another verifier.
+    assert not s.check_secret(s.make_verifier("other", n=FAST), "correct horse")
+
+
+def test_check_secret_works_from_the_stored_text_and_with_the_default_cost():
+    verifier = s.Verifier.from_text(s.make_verifier(SECRET, salt=bytes(range(16))).to_text())
+    assert s.check_secret(verifier, SECRET)
+    assert not s.check_secret(verifier, SECRET[:-1])
+
+
+def test_check_secret_refuses_a_stored_cost_it_would_not_derive_with():
+    verifier = s.make_verifier("x", n=FAST)
+    hostile = s.Verifier(verifier.salt, verifier.stored_key, verifier.server_key, 3)  # not a power of two
+    assert not s.check_secret(hostile, "x")

@@ -18,7 +18,7 @@ from evnet.protocols.vocabulary import kafka_prefix
 
 
 class Options(usage.Options):
-    synopsis = "[--listen ENDPOINT] [--drivers ENDPOINT] [--db URL] [options]"
+    synopsis = "[--listen ENDPOINT] [--drivers ENDPOINT] [--ocpp ENDPOINT] [--db URL] [options]"
     longdesc = (
         "EV_Central: authenticates the charging points registered at EV_Registry (their Monitors "
         "connect to --listen and log in with their credentials), authorizes drivers' charges (drivers connect to --drivers), follows every "
@@ -47,6 +47,11 @@ class Options(usage.Options):
         ["kafka-prefix", None, "", "Prefix of this network's Kafka topics and consumer groups (PREFIX.cp.telemetry...), so that several networks share one cluster; none by default.", kafka_prefix],
         ["http", None, "tcp:8080:interface=127.0.0.1",
          "Endpoint of the web panel and its API (none: no HTTP)."],
+        ["ocpp", None, None,
+         "Endpoint of the OCPP 1.6J WebSocket server for charge points registered at EV_Registry "
+         "(HTTP Basic auth, security profile 1), e.g. tcp:9000:interface=127.0.0.1; an ssl: endpoint "
+         "(ssl:9443:privateKey=KEY:certKey=CERT) is security profile 2. Default: none."],
+        ["ocpp-heartbeat", None, "60", "Heartbeat interval, in seconds, told to OCPP charge points at boot."],
         ["admin-token-file", None, None,
          "File holding the admin token that the API's write calls (stop, resume, revoke) must present as "
          "'Authorization: Bearer TOKEN'. Without it, write calls are accepted only from loopback."],
@@ -60,8 +65,10 @@ class Options(usage.Options):
         for name in ("listen", "drivers"):
             # Checked here: the listeners start only once the database is loaded.
             check_server_endpoint(name, self[name], "tcp:7000:interface=127.0.0.1")
+        if self["ocpp"]:
+            check_server_endpoint("ocpp", self["ocpp"], "tcp:9000:interface=127.0.0.1")
         for name, minimum in (("liveness-interval", 0.1), ("liveness-timeout", 0.1), ("max-frame", 64),
-                              ("key-rotation", 0), ("login-failures", 0), ("login-window", 1)):
+                              ("key-rotation", 0), ("login-failures", 0), ("login-window", 1), ("ocpp-heartbeat", 1)):
             if self[name] is None:
                 continue
             try:
@@ -151,6 +158,10 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         adapter = CentralBus(central, bus, options["kafka-group"])
         adapter.setServiceParent(top)
         central.reach_drivers_by(adapter.channel)
+    if options["ocpp"]:
+        from evnet.central.ocpp.server import OcppService
+
+        OcppService(central, store, options["ocpp"], reactor, fail, heartbeat=int(options["ocpp-heartbeat"])).setServiceParent(top)
     if options["http"].lower() != "none":
         WebPanel(central, options["http"], reactor, options["admin_token"], on_failure=fail).setServiceParent(top)
     return top

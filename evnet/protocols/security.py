@@ -158,6 +158,20 @@ def make_verifier(secret: str, *, salt: bytes | None = None, n: int = SCRYPT_N) 
     return Verifier(salt, _sha256(client_key), server_key, n)
 
 
+def check_secret(verifier: Verifier, secret: str) -> bool:
+    """
+    Whether C{secret} is the one C{verifier} was made from (for a peer that
+    presents its secret itself, as an OCPP charge point does in HTTP Basic
+    auth): StoredKey recomputed from scrypt(secret, salt), compared in
+    constant time.  Slow by design (one scrypt): call it off the reactor.
+    """
+    try:
+        client_key, _ = _keys(salted_secret(secret, verifier.salt, verifier.n))
+    except SecurityError:
+        return False  # a stored cost this side refuses to derive with
+    return hmac.compare_digest(_sha256(client_key), verifier.stored_key)
+
+
 def auth_message(cp_id: str, client_nonce: str, server_nonce: str, salt: bytes, n: int) -> bytes:
     """What both sides sign: every field of the exchange, in order."""
     return "|".join([VERSION, "auth", cp_id, client_nonce, server_nonce, b64(salt), str(n)]).encode("utf-8")
