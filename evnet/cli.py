@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="evnet",
         description="evnet, an EV charging network. The components run as "
-        "'twistd evcentral', 'twistd evmonitor', 'twistd evengine' and 'evdriver'; "
+        "'twistd evcentral', 'twistd evmonitor', 'twistd evengine', 'twistd evregistry' and 'evdriver'; "
         "'evctl' steers them.",
     )
     parser.add_argument("--version", action="version", version=f"evnet {__version__}")

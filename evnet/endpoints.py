@@ -29,22 +29,62 @@ def check_server_endpoint(option: str, description: str, example: str) -> None:
 
     try:
         endpoints.serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OSError, NotImplementedError) as e:
         raise usage.UsageError(
             f"--{option} {description!r} is not a server endpoint string (e.g. {example}): {e}"
         ) from None
 
 
-def client_endpoint(option: str, description: str, example: str) -> Any:
-    """The client endpoint for C{description}, or a clear UsageError."""
+def client_endpoint(option: str, description: str, example: str, *, ca_file: Optional[str] = None) -> Any:
+    """
+    The client endpoint for C{description}, or a clear UsageError.
+
+    A ``tls:`` description (``tls:host=H:port=P`` or ``tls:H:P``) verifies
+    the server's certificate and name: against the certificates in
+    C{ca_file} (the ``--ca-file`` option) when given, else against the
+    system's trusted CAs.
+    """
     from twisted.internet import endpoints, reactor
 
+    if description.startswith("tls:") and ca_file is not None:
+        return _tls_client(reactor, option, description, example, ca_file)
     try:
         return endpoints.clientFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OSError, NotImplementedError) as e:
         raise usage.UsageError(
             f"--{option} {description!r} is not a client endpoint string (e.g. {example}): {e}"
         ) from None
+
+
+def _tls_client(reactor: Any, option: str, description: str, example: str, ca_file: str) -> Any:
+    from twisted.internet import endpoints, ssl
+
+    from evnet.tls import TlsError, trust_root
+
+    positional: list[str] = []
+    keywords: dict[str, str] = {}
+    for part in description[len("tls:"):].split(":"):
+        name, sep, value = part.partition("=")
+        if sep:
+            keywords[name] = value
+        else:
+            positional.append(part)
+    host = keywords.pop("host", positional[0] if positional else "")
+    port = keywords.pop("port", positional[1] if len(positional) > 1 else "")
+    timeout = keywords.pop("timeout", "30")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or not timeout.isdigit() or keywords:
+        extra = f" (unknown: {', '.join(sorted(keywords))})" if keywords else ""
+        raise usage.UsageError(
+            f"--{option} {description!r}: expected tls:host=HOST:port=PORT (e.g. {example}){extra}"
+        )
+    try:
+        trust = trust_root(ca_file)
+    except TlsError as e:
+        raise usage.UsageError(str(e)) from None
+    return endpoints.wrapClientTLS(
+        ssl.optionsForClientTLS(host, trustRoot=trust),
+        endpoints.HostnameEndpoint(reactor, host.encode("idna"), int(port), int(timeout)),
+    )
 
 
 def why_not_listening(failure: Failure) -> str:

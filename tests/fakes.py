@@ -4,7 +4,8 @@ In-memory fakes shared by the unit tests:
 - L{MemoryStore}: the real Store's interface and contract over dicts (synchronous
   Deferreds, optionally held to test ordering);
 - L{Peer}: drives a FramedLink over a StringTransport, acknowledging what it
-  receives;
+  receives; L{Monitor}: a Peer that logs in as a CP with its credentials and
+  then seals what it sends and opens what it gets, as an honest Monitor does;
 - L{RecordingHandler}, L{make_link}, L{take}, L{frame_of}: a LinkHandler
   that records what happens, and a FramedLink on a StringTransport.
 """
@@ -18,9 +19,13 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from evnet.protocols import framing
+from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, Kind, encode_frame
 from evnet.protocols.link import FramedLink, LinkHandler
 from evnet.protocols.messages import decode
+
+FAST_COST = 2**4  # the scrypt cost of the verifiers the unit tests register (a real one is 2**14)
 
 
 class DuplicateKey(Exception):
@@ -44,6 +49,7 @@ class MemoryStore:
         self.cps = {}
         self.drivers = {}
         self.sessions = {}
+        self.registrations = {}  # EV_Registry's rows, by CP id (what RegistryStore writes in the real one)
         self.event_rows = []
         self.hold = False
         self.held = []
@@ -79,7 +85,27 @@ class MemoryStore:
     # -- CPs and drivers
 
     def load_cps(self):
-        return self._run(lambda: [dict(self.cps[cp_id]) for cp_id in sorted(self.cps)])
+        def rows():
+            return [{**self.cps[cp_id], "registration": self.registrations.get(cp_id, {}).get("status")}
+                    for cp_id in sorted(self.cps)]
+
+        return self._run(rows)
+
+    # -- EV_Registry's rows (Central only reads them; these writers stand in for RegistryStore)
+
+    def registration(self, cp_id):
+        return self._run(lambda: dict(self.registrations[cp_id]) if cp_id in self.registrations else None)
+
+    def register_cp(self, cp_id, location, price, verifier):
+        """An alta at EV_Registry (or a new one, with new credentials): C{verifier} is its text."""
+        now = self.now()
+        row = self.registrations.get(cp_id, {"cp_id": cp_id, "registered_at": now})
+        row.update(location=location, price=float(price), verifier=verifier, status="registered", updated_at=now)
+        self.registrations[cp_id] = row
+
+    def deregister_cp(self, cp_id):
+        """A baja at EV_Registry: the verifier is gone."""
+        self.registrations[cp_id].update(verifier=None, status="deregistered", updated_at=self.now())
 
     def upsert_cp(self, cp_id, location, price, state):
         now = self.now()
@@ -202,13 +228,14 @@ class Peer:
 
     _port = 40000
 
-    def __init__(self, handler, clock, *, accepting_side=True, auto_ack=True):
+    def __init__(self, handler, clock, *, accepting_side=True, auto_ack=True, host="127.0.0.1"):
         Peer._port += 1
         self.link = FramedLink(handler, clock, initiator=not accepting_side)
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", Peer._port))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, Peer._port))
         self.decoder = framing.FrameDecoder()
         self.auto_ack = auto_ack
         self.inbox = []
+        self.frames = []  # the DATA of every frame received, as it came on the wire
         self.controls = []
         self.link.makeConnection(self.transport)
         if accepting_side:
@@ -225,11 +252,15 @@ class Peer:
                 return
             for event in self.decoder.feed(data):
                 if event.kind is Kind.FRAME:
-                    self.inbox.append(decode(event.data))
+                    self.frames.append(event.data)
+                    self.inbox.append(self.decode(event.data))
                     if self.auto_ack:
                         self.link.dataReceived(ACK_BYTE)
                 elif event.kind is Kind.CONTROL:
                     self.controls.append(event.control)
+
+    def decode(self, data):
+        return decode(data)
 
     def send(self, msg):
         self.link.dataReceived(frame_of(msg))
@@ -245,6 +276,80 @@ class Peer:
 
     def lose(self, why="connection lost"):
         self.link.connectionLost(Failure(ConnectionError(why)))
+
+
+def secret_of(cp_id):
+    """The secret the unit tests register CP C{cp_id} with (any Central of a test knows it)."""
+    return f"secret-of-{cp_id}"
+
+
+def verifier_of(secret):
+    return security.make_verifier(secret, n=FAST_COST).to_text()
+
+
+class Monitor(Peer):
+    """
+    An honest Monitor of CP C{cp_id} on a fake link to Central: L{login} with
+    the CP's credentials (L{security.ClientLogin}); once it has a key,
+    L{send} seals (role M) and what Central seals is opened (role C), so a
+    test reads and writes plain messages.  A frame that does not open (a
+    plain refusal) comes as it is.  L{record} is what its Engine (role E) or
+    itself writes to Kafka.  L{send_plain} sends without sealing.
+    """
+
+    def __init__(self, handler, clock, cp_id, secret=None, **options):
+        self.cp_id = cp_id
+        self.secret = secret_of(cp_id) if secret is None else secret
+        self.key_id = self.key = None
+        self.sealer = self.opener = self.engine = None
+        self._login = None  # the ClientLogin under way
+        super().__init__(handler, clock, **options)
+
+    def decode(self, data):
+        msg = decode(data)
+        if isinstance(msg, m.Sec) and self.opener is not None:
+            try:
+                msg = security.open_message(self.opener, msg)
+            except security.SecurityError:
+                return msg
+        if isinstance(msg, m.Key) and self._login is not None:
+            # As a Monitor does: the frames after KEY are under the new key.
+            self.use(*self._login.accept(msg))
+            self._login = None
+        return msg
+
+    def send(self, msg):
+        if self.sealer is not None:
+            msg = security.seal_message(self.sealer, msg)
+        super().send(msg)
+
+    def send_plain(self, msg):
+        super().send(msg)
+
+    def login(self, secret=None):
+        """Log in (again, on a sealed link) as this CP; the KEY.  What came before stays in the inbox."""
+        client = self._login = security.ClientLogin(self.cp_id, self.secret if secret is None else secret)
+        self.send(client.start())
+        self.send(client.answer(self.next(m.Challenge)))
+        return self.next(m.Key)
+
+    def next(self, kind):
+        """The first message of C{kind} in the inbox, taken out of it."""
+        self.pump()
+        for i, msg in enumerate(self.inbox):
+            if isinstance(msg, kind):
+                return self.inbox.pop(i)
+        raise AssertionError(f"{self.cp_id}'s Monitor got no {kind.code}: {self.inbox}")
+
+    def use(self, key_id, key):
+        self.key_id, self.key = key_id, key
+        self.sealer = security.Sealer(self.cp_id, key_id, key, security.ROLE_MONITOR)
+        self.engine = security.Sealer(self.cp_id, key_id, key, security.ROLE_ENGINE)
+        self.opener = security.Opener(self.cp_id, key_id, key, (security.ROLE_CENTRAL,))
+
+    def record(self, msg, role=security.ROLE_ENGINE):
+        """C{msg} as a Kafka record's value, sealed by the Engine (or the Monitor) under the current key."""
+        return security.seal_message(self.engine if role == security.ROLE_ENGINE else self.sealer, msg)
 
 
 class RecordingHandler(LinkHandler):

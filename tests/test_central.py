@@ -15,23 +15,25 @@ from twisted.logger import globalLogPublisher
 from evnet.endpoints import Listener
 from evnet.protocols import framing
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.central.links import CpLinks, DriverLinks
 from evnet.central.rules import RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
 from evnet.central.states import CpState
+from evnet.central.trust import REG_REFUSED
 
-from tests.fakes import MemoryStore, Peer
+from tests.fakes import FAST_COST, MemoryStore, Monitor, Peer, secret_of, verifier_of
 
 
 class World:
     """Central's rules and service on a fake clock and store, with its link handlers for fake peers."""
 
-    def __init__(self, store=None, liveness=3.0, reconcile_timeout=RECONCILE_TIMEOUT):
+    def __init__(self, store=None, liveness=3.0, reconcile_timeout=RECONCILE_TIMEOUT, **options):
         self.clock = Clock()
-        self.store = store or MemoryStore()
+        self.store = store or MemoryStore(now=self.clock.seconds)
         self.central = Central(
             self.store, self.clock, liveness_timeout=liveness, reconcile_timeout=reconcile_timeout,
-            wall_clock=self.clock.seconds,
+            wall_clock=self.clock.seconds, **options,
         )
         self.service = CentralService(self.central)
         self.cp_links = CpLinks(self.central)
@@ -39,10 +41,21 @@ class World:
         self.service.startService()
         assert self.service.ready.called
 
+    def register(self, cp_id="CP1", location="Centro", price=0.3):
+        """CP C{cp_id} registered at EV_Registry (as EV_Registry writes it in the shared database)."""
+        self.store.register_cp(cp_id, location, price, verifier_of(secret_of(cp_id)))
+
+    def monitor(self, cp_id="CP1", **options):
+        """A Monitor of C{cp_id} on a new link, not logged in yet."""
+        return Monitor(self.cp_links, self.clock, cp_id, **options)
+
     def cp(self, cp_id="CP1", location="Centro", price=0.3, engine="OK"):
-        peer = Peer(self.cp_links, self.clock)
-        peer.send(m.Reg(cp_id, location, price))
-        peer.send(m.Auth(cp_id))
+        """A registered, logged-in CP: its Monitor, which has sent its first STATUS."""
+        row = self.store.registrations.get(cp_id)
+        if row is None or (row["location"], row["price"], row["status"]) != (location, price, "registered"):
+            self.register(cp_id, location, price)
+        peer = self.monitor(cp_id)
+        peer.login()
         peer.send(m.Status(cp_id, engine))
         return peer
 
@@ -75,53 +88,93 @@ class World:
         return auth.session_id
 
 
-def test_register_and_authenticate():
+def test_a_registered_cp_logs_in_and_takes_its_location_and_price_from_the_registry():
     w = World()
-    cp = Peer(w.cp_links, w.clock)
-    cp.send(m.Reg("CP1", "Centro", 0.3))
-    assert cp.take() == [m.Accepted("REG", "CP1")]
-    assert w.state() is CpState.DESCONECTADO
-    cp.send(m.Auth("CP1"))
-    assert cp.take() == [m.Accepted("AUTH", "CP1", "ACTIVADO")]
+    w.register("CP1", "Centro", 0.3)
+    cp = w.monitor()
+    client = security.ClientLogin("CP1", secret_of("CP1"))
+    cp.send(client.start())
+    [challenge] = cp.take()
+    assert isinstance(challenge, m.Challenge) and challenge.cost == FAST_COST
+    assert "CP1" not in w.central.cps  # nothing changes before the proof
+    cp.send(client.answer(challenge))
+    [key] = cp.take()
+    assert isinstance(key, m.Key) and (key.cp_id, key.state, key.liveness) == ("CP1", "ACTIVADO", 1.0)
+    key_id, _ = client.accept(key)  # Central proved it holds the registration
     assert w.state() is CpState.ACTIVADO
-    assert w.store.cps["CP1"]["location"] == "Centro"
+    assert w.store.cps["CP1"]["location"] == "Centro" and w.store.cps["CP1"]["price"] == 0.3
     assert w.store.cps["CP1"]["state"] == "ACTIVADO"
+    shown = w.central.cps["CP1"].as_dict()
+    assert (shown["registration"], shown["key"], shown["key_id"]) == ("registered", "active", key_id)
+    assert shown["key_issued_at"] == w.clock.seconds() and shown["key_revoked_by"] is None
+    assert any(kind == "connect" and "CP CP1 authenticated from 127.0.0.1:" in text for kind, _, text in w.store.events)
 
 
-@pytest.mark.parametrize(
-    "reg, reason",
-    [
-        (m.Reg("bad id!", "x", 0.3), "a CP id is"),
-        (m.Reg("CP1", " ", 0.3), "location is empty"),
-        (m.Reg("CP1", "x", -1), "price must be between"),
-    ],
-)
-def test_malformed_registration_is_refused_and_recorded(reg, reason):
+def test_a_new_registration_at_the_registry_shows_at_the_next_login():
     w = World()
-    cp = Peer(w.cp_links, w.clock)
-    cp.send(reg)
+    cp = w.cp("CP1", "Centro", 0.3)
+    cp.lose()
+    w.register("CP1", "Playa", 0.45)
+    w.cp("CP1", "Playa", 0.45)
+    assert (w.central.cps["CP1"].location, w.central.cps["CP1"].price) == ("Playa", 0.45)
+    assert (w.store.cps["CP1"]["location"], w.store.cps["CP1"]["price"]) == ("Playa", 0.45)
+    assert any(kind == "register" and "registration updated: Playa" in text for kind, _, text in w.store.events)
+
+
+@pytest.mark.parametrize("logged_in", [False, True])
+def test_reg_on_a_link_is_refused_recorded_and_changes_nothing(logged_in):
+    w = World()
+    cp = w.cp() if logged_in else w.monitor()
+    cp.take()
+    cp.send(m.Reg("CP1", "Elsewhere", 0.01))
     [refused] = cp.take()
-    assert isinstance(refused, m.Refused) and refused.what == "REG" and reason in refused.reason
-    assert any(kind == "refused" for kind, _, _ in w.store.events)
+    assert refused == m.Refused("REG", "CP1", REG_REFUSED)
+    assert ("CP1" in w.central.cps) is logged_in
+    if logged_in:
+        assert (w.central.cps["CP1"].location, w.central.cps["CP1"].price) == ("Centro", 0.3)
+    [row] = [text for kind, _, text in w.store.events if kind == "refused"]
+    assert row.startswith(f"REG from {cp.link.peer_name} refused: register this CP at EV_Registry")
 
 
-def test_second_monitor_for_a_connected_cp_is_refused():
+def test_a_second_link_that_logs_in_replaces_the_first():
     w = World()
-    w.cp()
-    intruder = Peer(w.cp_links, w.clock)
-    intruder.send(m.Reg("CP1", "Elsewhere", 0.1))
-    [refused] = intruder.take()
-    assert refused.what == "REG" and "already connected" in refused.reason
-    intruder.send(m.Auth("CP1"))
-    assert "already connected" in intruder.take()[0].reason
+    first = w.cp()
+    first_key = first.key_id
+    second = w.monitor()
+    second.send_plain(m.Reg("CP1", "Elsewhere", 0.1))  # an unauthenticated link changes nothing...
+    second.send_plain(m.Auth("CP1", security.new_nonce()))
+    assert isinstance(second.next(m.Challenge), m.Challenge)
+    assert w.central.cps["CP1"].link is not None and not first.transport.disconnecting  # ...nor does a login under way
+    second.take()
+    second.login()
+    assert first.transport.disconnecting  # the old link is closed
+    assert second.key_id != first_key and w.central.cps["CP1"].key.key_id == second.key_id
+    first.send(m.Status("CP1", "KO"))  # what still comes on the old link is refused
+    assert w.state() is CpState.ACTIVADO
+    second.send(m.Status("CP1", "OK"))
+    first.lose()  # the old link's end does not take the CP down
+    assert w.state() is CpState.ACTIVADO
     assert w.central.cps["CP1"].location == "Centro"
 
 
-def test_auth_without_registration_is_refused():
+def test_an_unknown_id_gets_a_challenge_and_then_wrong_credentials_like_a_wrong_secret():
     w = World()
-    cp = Peer(w.cp_links, w.clock)
-    cp.send(m.Auth("CP9"))
-    assert "not registered" in cp.take()[0].reason
+    w.register("CP1")
+    answers = {}
+    for cp_id, secret in (("CP9", "a guess"), ("CP1", "a guess")):
+        peer = w.monitor(cp_id, secret=secret)
+        client = security.ClientLogin(cp_id, secret)
+        peer.send(client.start())
+        [challenge] = peer.take()
+        assert isinstance(challenge, m.Challenge)
+        peer.send(client.answer(challenge))
+        answers[cp_id] = peer.take()
+    assert answers == {"CP9": [m.Refused("AUTH", "CP9", "wrong credentials")],
+                       "CP1": [m.Refused("AUTH", "CP1", "wrong credentials")]}
+    refused = [text for kind, _, text in w.store.events if kind == "auth-refused"]
+    assert "unknown CP id (not registered at EV_Registry) (the peer was told: wrong credentials)" in refused[0]
+    assert "wrong secret" in refused[1] and "from 127.0.0.1:" in refused[1]
+    assert "CP9" not in w.central.cps and "CP1" not in w.central.cps  # a failed login touches no CP
 
 
 def test_messages_before_auth_are_refused():
@@ -129,6 +182,7 @@ def test_messages_before_auth_are_refused():
     cp = Peer(w.cp_links, w.clock)
     cp.send(m.Status("CP1", "OK"))
     assert cp.take() == [m.Refused("STATUS", "CP1", "link not authenticated")]
+    assert [kind for kind, _, _ in w.store.events] == ["refused"]
 
 
 def test_engine_ko_means_averiado_and_ok_means_activado():
@@ -317,10 +371,9 @@ def test_stopped_stays_stopped_across_reconnection():
     cp = w.cp()
     w.central.stop_cp("CP1")
     cp.lose()
-    again = Peer(w.cp_links, w.clock)
-    again.send(m.Reg("CP1", "Centro", 0.3))
-    again.send(m.Auth("CP1"))
-    assert again.take() == [m.Accepted("REG", "CP1"), m.Accepted("AUTH", "CP1", "PARADO"), m.Parar("CP1")]
+    again = w.monitor()
+    assert again.login().state == "PARADO"
+    assert again.take() == [m.Parar("CP1")]
 
 
 def test_ticket_is_stored_before_it_is_sent():
@@ -378,9 +431,8 @@ def test_restart_rebuilds_state_and_reconciles_the_open_charge():
     w2 = World(store)
     assert w2.state() is CpState.DESCONECTADO
     assert sid in w2.central.sessions
-    cp2 = Peer(w2.cp_links, w2.clock)
-    cp2.send(m.Reg("CP1", "Centro", 0.3))
-    cp2.send(m.Auth("CP1"))
+    cp2 = w2.monitor()
+    cp2.login()
     assert w2.state() is CpState.SUMINISTRANDO
     cp2.send(m.Telem("CP1", sid, 1, 0.1, 9, 0.03, 1))  # a replay
     cp2.send(m.Telem("CP1", sid, 2, 0.2, 9, 0.06, 2))

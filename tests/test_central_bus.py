@@ -7,6 +7,7 @@ from zope.interface.verify import verifyObject
 
 from evnet.protocols import framing
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.channel import IChannel
 from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus, KafkaDriverChannel
 from evnet.central.rules import RECONCILE_TIMEOUT
@@ -63,10 +64,10 @@ def test_driver_request_and_telemetry_through_kafka():
     assert start.session_id == auth.session_id and start.target_kwh == 0.5
     # The Engine's telemetry arrives through cp.telemetry; a replay counts nothing.
     for seq in (1, 2, 2):
-        bus.feed("cp.telemetry", "CP1", m.Telem("CP1", auth.session_id, seq, 0.1 * seq, 36, 0.03 * seq, seq))
+        bus.feed("cp.telemetry", "CP1", cp.record(m.Telem("CP1", auth.session_id, seq, 0.1 * seq, 36, 0.03 * seq, seq)))
     assert [msg.seq for _, msg in bus.take(kind=m.Telem)] == [1, 2]
     assert w.central.sessions[auth.session_id].kwh == 0.2
-    bus.feed("cp.events", "CP1", m.Stop("CP1", auth.session_id, 3, 0.3, 0.09, 3, "target"))
+    bus.feed("cp.events", "CP1", cp.record(m.Stop("CP1", auth.session_id, 3, 0.3, 0.09, 3, "target")))
     [(key, ticket)] = bus.take(kind=m.Ticket)
     assert key == "D1" and ticket.kwh == 0.3
     assert cp.take(m.Ticket) == [ticket]  # the CP's confirmation stays on its link
@@ -79,7 +80,7 @@ def test_ticket_counts_as_delivered_only_when_the_driver_confirms():
     bus.feed("driver.requests", "D1", m.Driver("D1"))
     bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
     [(_, auth)] = bus.take(kind=m.Authorized)
-    bus.feed("cp.events", "CP1", m.Stop("CP1", auth.session_id, 1, 0.1, 0.03, 1, "unplug"))
+    bus.feed("cp.events", "CP1", cp.record(m.Stop("CP1", auth.session_id, 1, 0.1, 0.03, 1, "unplug")))
     assert bus.take(kind=m.Ticket)
     assert w.store.sessions[auth.session_id]["ticket_delivered_at"] is None
     # A driver that comes back before confirming gets the ticket again...
@@ -95,18 +96,19 @@ def test_ticket_counts_as_delivered_only_when_the_driver_confirms():
 
 def test_faults_through_cp_events():
     w, bus = kafka_world()
-    w.cp()
-    bus.feed("cp.events", "CP1", m.Avr("CP1", "engine KO"))
+    cp = w.cp()
+    bus.feed("cp.events", "CP1", cp.record(m.Avr("CP1", "engine KO"), role=security.ROLE_MONITOR))
     assert w.state() is CpState.AVERIADO
-    bus.feed("cp.events", "CP1", m.Rcv("CP1"))
+    bus.feed("cp.events", "CP1", cp.record(m.Rcv("CP1"), role=security.ROLE_MONITOR))
     assert w.state() is CpState.ACTIVADO
 
 
 def test_events_of_unknown_or_disconnected_cps_are_ignored():
     w, bus = kafka_world()
     bus.feed("cp.events", "CP9", m.Avr("CP9", "x"))
-    w.cp().lose()
-    bus.feed("cp.events", "CP1", m.Avr("CP1", "old news"))
+    cp = w.cp()
+    cp.lose()
+    bus.feed("cp.events", "CP1", cp.record(m.Avr("CP1", "old news")))  # its key is still good: the CP is not connected
     assert w.state() is CpState.DESCONECTADO
     assert not w.central.cps["CP1"].machine.stopped
     assert not any(kind == "fault" for kind, _, _ in w.store.events)  # no "AVERIADO" said of it either
@@ -142,10 +144,10 @@ def restarted_with_an_open_charge():
 
 def test_after_a_restart_kafka_drivers_are_reached_before_they_speak():
     w2, bus2, sid = restarted_with_an_open_charge()  # the driver says nothing after the restart
-    w2.cp()
-    bus2.feed("cp.telemetry", "CP1", m.Telem("CP1", sid, 1, 0.1, 36, 0.03, 1))
+    cp = w2.cp()
+    bus2.feed("cp.telemetry", "CP1", cp.record(m.Telem("CP1", sid, 1, 0.1, 36, 0.03, 1)))
     assert [key for key, _ in bus2.take(kind=m.Telem)] == ["D1"]
-    bus2.feed("cp.events", "CP1", m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))
+    bus2.feed("cp.events", "CP1", cp.record(m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target")))
     assert [(key, t.kwh) for key, t in bus2.take(kind=m.Ticket)] == [("D1", 0.2)]
 
 
@@ -165,7 +167,7 @@ def reporter(w, bus, cp, via):
     """How a CP's report reaches Central: on its Monitor's link, or through cp.events."""
     if via == "link":
         return cp.send
-    return lambda msg: bus.feed("cp.events", "CP1", msg)
+    return lambda msg: bus.feed("cp.events", "CP1", cp.record(msg))
 
 
 @pytest.mark.parametrize("via", ["link", "kafka"])
@@ -208,16 +210,28 @@ def test_a_charge_asked_for_at_the_cp_is_answered_on_its_link_by_either_transpor
 
 def test_a_record_about_another_cp_than_its_key_is_ignored():
     w, bus = kafka_world()
-    w.cp("CP1")
+    cp1 = w.cp("CP1")
     w.cp("CP2")
-    bus.feed("cp.events", "CP1", m.Avr("CP2", "not CP1's to say"))
+    bus.feed("cp.events", "CP1", cp1.record(m.Avr("CP2", "not CP1's to say")))
     assert w.state("CP2") is CpState.ACTIVADO
 
 
-def test_a_charge_ends_through_kafka_even_before_its_cp_reconnects():
-    w2, bus2, sid = restarted_with_an_open_charge()  # CP1 not connected to this Central yet
-    bus2.feed("cp.events", "CP1", m.Stop("CP1", sid, 2, 0.2, 0.06, 2, "target"))
-    assert w2.store.sessions[sid]["status"] == "closed"
+def test_after_a_restart_a_stop_under_the_old_key_waits_for_the_cp_to_log_in_again():
+    # Keys live in Central's memory: a record sealed before the restart is refused (and recorded); the
+    # Engine sends its STOP again until it has the ticket, and once its Monitor logged in that one counts.
+    w, bus = kafka_world()
+    cp = w.cp()
+    bus.feed("driver.requests", "D1", m.Req("D1", "CP1"))
+    [(_, auth)] = bus.take(kind=m.Authorized)
+    stop = m.Stop("CP1", auth.session_id, 2, 0.2, 0.06, 2, "target")
+    w2, bus2 = kafka_world(w.store)
+    bus2.feed("cp.events", "CP1", cp.record(stop))
+    assert w2.store.sessions[auth.session_id]["status"] == "open"
+    assert any(kind == "kafka-refused" and "not the CP's key" in text for kind, _, text in w2.store.events)
+    again = w2.monitor()
+    again.login()
+    bus2.feed("cp.events", "CP1", again.record(stop))
+    assert w2.store.sessions[auth.session_id]["status"] == "closed"
     assert [(key, t.kwh) for key, t in bus2.take(kind=m.Ticket)] == [("D1", 0.2)]
 
 

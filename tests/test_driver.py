@@ -1081,16 +1081,17 @@ def test_a_driver_stopped_between_requests_goes_on_with_the_next(tmp_path):
 
 
 def test_a_machine_reports_an_input_it_does_not_allow_and_stays_put():
-    from evnet.driver.states import PHASES, Machine, PhaseInput
+    from evnet.driver.states import PHASES, PhaseInput
+    from evnet.protocols.machine import Machine
 
     rejected = []
     phase = Machine("phase", PHASES, Phase.AUTHORIZED, rejected.append)
-    assert not phase.fire(PhaseInput.DENY)
+    assert not phase.attempt(PhaseInput.DENY)
     assert phase.state is Phase.AUTHORIZED
-    assert rejected == ["phase: deny is not allowed in state authorized"]
-    assert phase.fire(PhaseInput.TELEMETRY) and phase.changed and phase.state is Phase.CHARGING
-    assert phase.fire(PhaseInput.TELEMETRY) and not phase.changed
-    assert phase.fire(PhaseInput.FINISH) and not phase.fire(PhaseInput.FINISH)
+    assert rejected == ["phase: deny is not allowed when authorized"]
+    assert phase.attempt(PhaseInput.TELEMETRY) and phase.changed and phase.state is Phase.CHARGING
+    assert phase.attempt(PhaseInput.TELEMETRY) and not phase.changed
+    assert phase.attempt(PhaseInput.FINISH) and not phase.attempt(PhaseInput.FINISH)
     assert len(rejected) == 2
 
 

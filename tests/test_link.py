@@ -274,3 +274,17 @@ def test_tcp_links_turn_nagle_off_on_both_sides():
         transport = TcpTransport()
         link.makeConnection(transport)
         assert transport.no_delay is True
+
+
+def test_an_input_the_link_machine_does_not_allow_is_logged_and_ignored():
+    from twisted.logger import capturedLogs
+
+    from evnet.protocols.link import LinkInput
+
+    link, transport, handler, _ = open_server()
+    with capturedLogs() as events:
+        link._goto(LinkInput.ACKED)  # nothing is in flight: not allowed when open
+    assert link.state is LinkState.OPEN
+    assert any("acked is not allowed when open" in str(e.get("why", "")) for e in events)
+    link.sendMessage(m.Parar("CP01"))  # and the link carries on
+    assert link.state is LinkState.AWAITING_ACK

@@ -29,7 +29,8 @@ MYSQL_URL = os.environ.get("EVNET_TEST_MYSQL")
 WAIT = 15.0  # seconds any one store call may take (MariaDB on a busy machine)
 
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
-CP_COLUMNS = {"id", "location", "price", "state", "stopped", "registered_at", "last_seen"}
+CP_COLUMNS = {"id", "location", "price", "state", "stopped", "registered_at", "last_seen", "registration"}
+REGISTRATION_KEYS = {"cp_id", "location", "price", "verifier", "status", "registered_at", "updated_at"}
 SESSION_KEYS = {c.strip() for c in SESSION_COLUMNS.split(",")}
 EVENT_COLUMNS = {"id", "at", "kind", "subject", "detail"}
 
@@ -137,6 +138,7 @@ def test_cps_are_rows_of_plain_values_in_id_order(store):
     assert all(set(r) == CP_COLUMNS for r in rows), rows
     cp2 = rows[1]
     assert (cp2["location"], cp2["price"], cp2["state"], cp2["stopped"]) == ("Playa", 1.0, "DESCONECTADO", 0)
+    assert cp2["registration"] is None  # not registered at EV_Registry
     assert type(cp2["price"]) is float and type(cp2["stopped"]) is int
     assert before <= cp2["registered_at"] == cp2["last_seen"] <= after
 
@@ -152,6 +154,43 @@ def test_cps_are_rows_of_plain_values_in_id_order(store):
         "Playa Norte", 0.35, "ACTIVADO", 1)
     assert type(again["stopped"]) is int
     assert again["registered_at"] == cp2["registered_at"] and again["last_seen"] >= cp2["last_seen"]
+
+
+def registry_writes(store):
+    """EV_Registry's alta and baja on C{store}: RegistryStore on the real one, its stand-ins on the fake."""
+    fake = store.store
+    if isinstance(fake, MemoryStore):
+        return (lambda cp_id, location, price, verifier: defer.succeed(fake.register_cp(cp_id, location, price, verifier)),
+                lambda cp_id: defer.succeed(fake.deregister_cp(cp_id)))
+    from evnet.registry.store import RegistryStore
+
+    registry = RegistryStore(fake)
+    return (lambda cp_id, location, price, verifier: registry.register(
+                cp_id, location, price, lambda: verifier, time.time(), "a test"),
+            lambda cp_id: registry.deregister(cp_id, time.time(), "a test"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_registration_is_read_as_the_registry_wrote_it_and_shown_with_its_cp(store):
+    yield store.start()  # creates EV_Registry's tables too: Central alone works
+    register, deregister = registry_writes(store)
+    assert (yield store.registration("CP1")) is None
+    before = time.time()
+    yield register("CP1", "Centro", 0.35, "scram-scrypt$16$AA$BB$CC")
+    row = yield store.registration("CP1")
+    assert set(row) == REGISTRATION_KEYS, row
+    assert (row["cp_id"], row["location"], row["price"], row["verifier"], row["status"]) == (
+        "CP1", "Centro", 0.35, "scram-scrypt$16$AA$BB$CC", "registered")
+    assert type(row["price"]) is float and before <= row["registered_at"] <= row["updated_at"] <= time.time()
+    yield store.upsert_cp("CP1", "Centro", 0.35, "DESCONECTADO")
+    yield store.upsert_cp("CP2", "Playa", 0.3, "DESCONECTADO")
+    assert [(r["id"], r["registration"]) for r in (yield store.load_cps())] == [("CP1", "registered"), ("CP2", None)]
+    yield deregister("CP1")
+    row = yield store.registration("CP1")
+    assert (row["status"], row["verifier"]) == ("deregistered", None)
+    assert [r["registration"] for r in (yield store.load_cps())] == ["deregistered", None]
+    row["status"] = "changed"  # a copy
+    assert (yield store.registration("CP1"))["status"] == "deregistered"
 
 
 @pytest_twisted.inlineCallbacks

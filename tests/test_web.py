@@ -7,8 +7,11 @@ Monitor/driver links, a task.Clock.  No global reactor, no sleeps.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import re
+import urllib.error
+import urllib.parse
 
 import pytest
 from twisted.internet import defer
@@ -20,6 +23,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from evnet.central.tap import Options
+from evnet.ctl import cli
 from evnet.protocols import messages as m
 from evnet.central.web import OPENAPI, ROUTES, EventHub, WebPanel, make_site
 
@@ -235,6 +239,67 @@ def test_stop_during_a_charge_ends_it_with_a_ticket():
     assert (ticket.session_id, ticket.kwh, ticket.reason) == (sid, 0.2, "parar")
 
 
+def test_revoke_a_cps_key():
+    web = Web()
+    cp = web.world.cp()
+    assert web.get("/api/cps/CP1").json()["key"] == "active"
+    answer = web.post("/api/cps/CP1/revoke")
+    assert answer.status == 200
+    body = answer.json()
+    assert body["ok"] is True and body["message"].startswith("CP CP1's key revoked")
+    assert (body["cp"]["state"], body["cp"]["key"], body["cp"]["key_id"]) == ("DESCONECTADO", "revoked", None)
+    assert body["cp"]["key_revoked_by"].startswith("the operator at 127.0.0.1:")
+    [revoked] = cp.take(m.Revoked)
+    assert revoked.reason == f"its key was revoked by {body['cp']['key_revoked_by']}"
+    again = web.post("/api/cps/CP1/revoke").json()
+    assert again["message"] == "CP CP1's key is already revoked"
+    # A CP known from the database, whose Monitor has not logged in to this Central: no key.
+    web.central.restore([{"id": "CP2", "location": "Playa", "price": 0.3, "state": "DESCONECTADO", "stopped": 0}], [])
+    refused = web.post("/api/cps/CP2/revoke")
+    assert refused.status == 409 and refused.json() == {"error": "CP CP2 has no key to revoke: it has not logged in"}
+    unknown = web.post("/api/cps/NOPE/revoke")
+    assert unknown.status == 404 and unknown.json() == {"error": "unknown CP NOPE"}
+    [event] = [e for e in web.get("/api/events").json()["events"] if e["kind"] == "revoke"]
+    assert event["text"] == f"CP CP1 out of service: {revoked.reason}"
+
+
+class SiteOpener:
+    """urllib's opener for evctl's CentralApi, answered by the in-memory Site of C{web} (from C{host})."""
+
+    def __init__(self, web, host="127.0.0.1"):
+        self.web, self.host = web, host
+
+    def open(self, request, timeout):
+        path = urllib.parse.urlsplit(request.full_url).path
+        headers = {k: v for k, v in request.header_items() if k.lower() == "authorization"}
+        answer = self.web.request(request.get_method(), path, headers, host=self.host)
+        if answer.status >= 400:
+            raise urllib.error.HTTPError(request.full_url, answer.status, "refused", {}, io.BytesIO(answer.body))
+        return io.BytesIO(answer.body)
+
+
+def evctl(capsys, web, *argv, host="127.0.0.1"):
+    code = cli.run_plain(cli.build_parser().parse_args(list(argv)), SiteOpener(web, host))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_evctl_keys_revoke(capsys, tmp_path):
+    web = Web(token=TOKEN)
+    cp = web.world.cp()
+    (tmp_path / "token").write_text(TOKEN)
+    token = ("--token-file", str(tmp_path / "token"))
+    assert evctl(capsys, web, "keys", "revoke", "CP1", host="10.1.2.3")[0] == 1  # a write call: no token, refused
+    assert web.central.cps["CP1"].key_state == "active"
+    code, out, err = evctl(capsys, web, "keys", "revoke", "CP1", *token, host="10.1.2.3")
+    assert (code, out, err) == (0, "CP CP1's key revoked: it is out of service until it logs in again\n", "")
+    assert cp.take(m.Revoked) and web.central.cps["CP1"].as_dict()["key"] == "revoked"
+    code, out, _ = evctl(capsys, web, "keys", "revoke", "CP1", "--json", *token)
+    assert code == 0 and json.loads(out)["message"] == "CP CP1's key is already revoked"
+    code, out, err = evctl(capsys, web, "keys", "revoke", "NOPE", *token)
+    assert (code, out, err) == (1, "", "evctl: Central refused: unknown CP NOPE\n")
+
+
 def test_stop_all_and_resume_all():
     web = Web()
     web.world.cp("CP1")
@@ -249,13 +314,14 @@ def test_stop_all_and_resume_all():
     assert web.post("/api/cps/resume").json()["results"] == []
 
 
-@pytest.mark.parametrize("path", ["/api/cps/CP1/stop", "/api/cps/CP1/resume", "/api/cps/stop", "/api/cps/resume"])
+@pytest.mark.parametrize("path", ["/api/cps/CP1/stop", "/api/cps/CP1/resume", "/api/cps/stop", "/api/cps/resume",
+                                  "/api/cps/CP1/revoke"])
 def test_without_a_token_file_writes_from_elsewhere_are_403(path):
     web = Web()
     web.world.cp()
     answer = web.post(path, host="10.1.2.3")
     assert answer.status == 403 and "only from this host" in answer.json()["error"]
-    assert web.central.cps["CP1"].state.value == "ACTIVADO"
+    assert web.central.cps["CP1"].state.value == "ACTIVADO" and web.central.cps["CP1"].key_state == "active"
     assert web.get("/api/cps", host="10.1.2.3").status == 200  # reading is open
 
 
@@ -448,6 +514,7 @@ def test_the_dashboard_is_served_at_the_root():
     script = web.get("/app.js")
     assert script.status == 200 and "javascript" in script.headers["content-type"]
     assert b"EventSource" in script.body
+    assert b'actionButton(cp.id, "revoke", "Revoke key")' in script.body and b"cp.key_revoked_by" in script.body
     assert "css" in web.get("/style.css").headers["content-type"]
     assert web.get("/nothing-here").status == 404
 

@@ -3,7 +3,9 @@ The dashboard in a real headless browser (Debian's chromium driven by
 Playwright) against real processes: Central with its web panel, an Engine
 and its Monitor.  The CP's tile turns green, red on a fault, orange after a
 stop click, green after resume; a charge shows the driver and live kW; the
-page reconnects by itself when Central restarts.
+page reconnects by itself when Central restarts.  And the tile's Revoke key
+button: the CP is shown out of service with its key revoked, until a new
+login brings it back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 
 import pytest
 
+from evnet.protocols import messages as m
 from tests.procs import free_port, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -120,3 +123,48 @@ def test_the_dashboard_follows_a_charging_point_live(procs, tmp_path, browser):
     procs.twistd("central-2", "evcentral", *central_args)
     page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
     page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+
+
+def test_the_revoke_button_puts_a_cp_out_of_service_and_a_new_login_brings_it_back(procs, tmp_path, browser):
+    # The CP's Monitor here is the test's own (tests.test_central_process.RawMonitor, with Central's
+    # liveness timeout long enough that it need not send STATUS): the tile, its key state and the button.
+    from tests.test_central_process import RawMonitor, register_in_db
+
+    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
+    register_in_db(tmp_path / "central.db", "CP1", "Calle Mayor 1", 0.3)
+    procs.twistd(
+        "central", "evcentral",
+        "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
+        "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1",
+        "--db", f"sqlite:{tmp_path / 'central.db'}", "--liveness-timeout", "600",
+    )
+    wait_for_port(http_port)
+    wait_for_port(cp_port)
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.goto(f"http://127.0.0.1:{http_port}/")
+    page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
+    monitor = RawMonitor(cp_port, "CP1")
+    try:
+        monitor.login()
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="ACTIVADO"][data-key="active"]', timeout=WAIT_MS)
+        card = page.locator('.tile[data-cp="CP1"]')
+        assert "Key active" in card.inner_text()
+        page.once("dialog", lambda dialog: dialog.accept())  # "Revoke the key of CP1? …"
+        card.locator('button[data-action="revoke"]').click()
+        revoked = monitor.receive()  # sealed under the key it revokes
+        assert isinstance(revoked, m.Revoked) and revoked.reason.startswith("its key was revoked by the operator at ")
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="DESCONECTADO"][data-key="revoked"]', timeout=WAIT_MS)
+        text = card.inner_text()
+        assert "Out of service — key revoked" in text and "CP1 out of service: its key was revoked by" in text
+        assert card.locator('button[data-action="revoke"]').is_disabled()
+        background = page.evaluate("getComputedStyle(document.querySelector('.tile[data-cp=\"CP1\"]')).backgroundColor")
+        assert background == "rgb(91, 42, 134)"  # neither PARADO's orange nor DESCONECTADO's grey
+    finally:
+        monitor.close()
+    again = RawMonitor(cp_port, "CP1")
+    try:
+        assert again.login().state == "ACTIVADO"
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="ACTIVADO"][data-key="active"]', timeout=WAIT_MS)
+    finally:
+        again.close()

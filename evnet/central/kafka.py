@@ -2,8 +2,10 @@
 Central's side of the Kafka bus: a thin adapter over the same rules as the
 framed links (L{evnet.central.rules}), reached through topics instead.
 
-- ``cp.telemetry`` and ``cp.events`` (TELEM, STOP, AVR, RCV, REQ from CPs)
-  go to the rules' one CP-report dispatch, as a Monitor's link does; the
+- ``cp.telemetry`` and ``cp.events`` (TELEM, STOP, AVR, RCV, REQ from CPs),
+  each sealed (SEC) under its CP's key by the Engine or the Monitor, are
+  opened by the rules' trust (anything else is refused and recorded) and go
+  to the rules' one CP-report dispatch, as a Monitor's link does; the
   record's key names the CP.
 - ``driver.requests`` (DRIVER, REQ, LIST, ACCEPTED#TICKET) go to the
   rules' driver dispatch, as a driver's link does; the answers, the
@@ -12,7 +14,7 @@ framed links (L{evnet.central.rules}), reached through topics instead.
 - ``network.status`` gets the list of available CPs (in parts, each within
   a frame) whenever a CP changes.
 
-Control (REG, AUTH, STATUS, START, PARAR, REANUDAR, TICKET to the CP) stays
+Control (the login, STATUS, START, PARAR, REANUDAR, TICKET to the CP) stays
 on the Monitors' links.  This module does not import kafka-python: the bus
 is given.
 """
@@ -140,7 +142,10 @@ class CentralBus(service.Service):
             # The link-level hello is implicit: every record names its driver by key.
             self.central.driver_message(self.channel(key), msg)
             return
-        why = self.central.cp_report(key, msg)
+        inner = self.central.trust.open_record(topic, key, msg)  # refused and recorded unless sealed by the CP
+        if inner is None:
+            return
+        why = self.central.cp_report(key, inner)
         if why is not None:
             self.log.warn("{topic}: {code} from CP {cp} ignored: {why}", topic=topic, code=msg.code, cp=key, why=why)
 

@@ -11,12 +11,54 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.channel import IChannel
 from evnet.central.states import CpMachine, CpState, SessionMachine, SessionState
 
 # Who asked for a charge (the sessions table's "origin").
 ORIGIN_DRIVER = "driver"  # the driver's app
 ORIGIN_CP = "cp"  # at the charging point itself
+
+# A CP's key, as the panel shows it.
+KEY_NONE = "none"  # never logged in to this Central, or its key expired
+KEY_ACTIVE = "active"
+KEY_REVOKED = "revoked"  # by the operator; a new login brings the CP back
+
+# A CP's registration at EV_Registry, as Central last read it.
+REGISTRATION_UNKNOWN = "unknown"  # no row at EV_Registry (or not read yet)
+
+# The roles whose sealed messages Central accepts from a CP.
+ROLES_FROM_CP = (security.ROLE_MONITOR, security.ROLE_ENGINE)
+
+
+class CpKey:
+    """
+    A session key Central issued to one CP at a login.  The key bytes stay
+    here: no repr, log line, row or answer shows them.  Each channel a CP
+    seals on (its link, each Kafka topic) has its own L{security.Opener}, so
+    that the order of one never makes another look replayed.
+    """
+
+    def __init__(self, cp_id: str, key_id: str, key: bytes, issued_at: float) -> None:
+        self.cp_id = cp_id
+        self.key_id = key_id
+        self.issued_at = issued_at  # wall clock
+        self._key = key
+        self._openers: dict[str, security.Opener] = {}
+
+    def sealer(self) -> security.Sealer:
+        """Central's sealer (role C) under this key."""
+        return security.Sealer(self.cp_id, self.key_id, self._key, security.ROLE_CENTRAL)
+
+    def opener(self, channel: str) -> security.Opener:
+        """The opener of what the CP seals on C{channel} ("link", or a topic), accepting roles M and E."""
+        opener = self._openers.get(channel)
+        if opener is None:
+            opener = self._openers[channel] = security.Opener(self.cp_id, self.key_id, self._key, ROLES_FROM_CP)
+        return opener
+
+    def __repr__(self) -> str:
+        return f"<CpKey {self.key_id} of CP {self.cp_id}>"
 
 
 @dataclass
@@ -69,9 +111,16 @@ class ChargingPoint:
     location: str
     price: float
     machine: CpMachine
-    link: Optional[IChannel] = None  # its Monitor's channel while connected
+    link: Optional[IChannel] = None  # its Monitor's channel (sealed) while connected
     last_seen: float = 0.0  # Central's clock
     session: Optional[Session] = None
+    registration: str = REGISTRATION_UNKNOWN  # registered / deregistered / unknown, as last read
+    key: Optional[CpKey] = None  # the current key (never shown)
+    key_state: str = KEY_NONE
+    key_revoked_by: Optional[str] = None
+    # The key a rotation replaced: still good for Kafka records until old_key_until (Central's clock).
+    old_key: Optional[CpKey] = None
+    old_key_until: float = 0.0
 
     @property
     def state(self) -> CpState:
@@ -100,6 +149,11 @@ class ChargingPoint:
             "kwh": s.kwh if s else None,
             "euros": s.euros if s else None,
             "seconds": s.seconds if s else None,
+            "registration": self.registration,
+            "key": self.key_state,
+            "key_id": self.key.key_id if self.key else None,
+            "key_issued_at": self.key.issued_at if self.key else None,
+            "key_revoked_by": self.key_revoked_by,
         }
 
 
@@ -112,9 +166,13 @@ def ticket_from_row(row: dict) -> m.Ticket:
 
 
 def cp_from_row(row: dict) -> ChargingPoint:
-    """A CP as the store has it: DESCONECTADO until its Monitor connects; PARADO is remembered."""
+    """
+    A CP as the store has it: DESCONECTADO until its Monitor logs in (with
+    no key: keys live in memory only); PARADO is remembered.
+    """
     return ChargingPoint(
-        row["id"], row["location"], float(row["price"]), CpMachine(CpState.DESCONECTADO, bool(row["stopped"]))
+        row["id"], row["location"], float(row["price"]), CpMachine(CpState.DESCONECTADO, bool(row["stopped"])),
+        registration=row.get("registration") or REGISTRATION_UNKNOWN,
     )
 
 

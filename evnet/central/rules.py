@@ -1,7 +1,8 @@
 """
-EV_Central's rules: the CP registry and its authentication, the CPs'
-states, who may charge where, the one dispatch of what CPs and drivers say,
-and the operator's commands.
+EV_Central's rules: the CPs and their states, who may charge where, the
+one dispatch of what CPs and drivers say, and the operator's commands.
+Who a CP is (its login, its key, what is refused) is L{evnet.central.trust};
+a CP that logged in comes here (L{Central.cp_logged_in}).
 
 L{Central} is the one source of truth.  It never asks which transport a
 message came by: the Monitors' links (L{evnet.central.links}), the Kafka
@@ -26,14 +27,11 @@ from evnet.protocols import messages as m
 from evnet.protocols.channel import IChannel
 from evnet.protocols.vocabulary import (
     ID_RULE,
-    MAX_PRICE,
     REASON_DISCONNECTED,
     REASON_FAULT,
     REASON_NOT_REPORTED,
     REASON_PARAR,
-    WHAT_AUTH,
     WHAT_DRIVER,
-    WHAT_REG,
     WHAT_TICKET,
     valid_id,
 )
@@ -41,6 +39,7 @@ from evnet.central.charges import Charges
 from evnet.central.journal import Journal
 from evnet.central.model import ORIGIN_CP, ORIGIN_DRIVER, ChargingPoint, Session, cp_from_row, ticket_from_row
 from evnet.central.states import CpInput, CpMachine, CpState, IllegalTransition
+from evnet.central.trust import Trust
 
 # How long a CP that comes back with a charge left open by an earlier run
 # of Central has to report it (TELEM or STOP) before it is closed as lost.
@@ -62,13 +61,17 @@ class Central:
         store: Any,
         clock: IReactorTime,
         *,
-        liveness_timeout: float = 3.0,
+        liveness_interval: float = 1.0,
+        liveness_timeout: Optional[float] = None,
         reconcile_timeout: float = RECONCILE_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
+        **trust: Any,
     ) -> None:
+        """C{trust}: the options of L{Trust} (key rotation, login lockout)."""
         self.store = store
         self.clock = clock
-        self.liveness_timeout = liveness_timeout
+        self.liveness_interval = liveness_interval  # how often a Monitor sends STATUS (it is told in KEY)
+        self.liveness_timeout = 3 * liveness_interval if liveness_timeout is None else liveness_timeout
         self.reconcile_timeout = reconcile_timeout
         self.now = wall_clock
         self.cps: dict[str, ChargingPoint] = {}
@@ -81,6 +84,7 @@ class Central:
         self.charges = Charges(store, clock, self.journal, self.cps, self.driver_channel, wall_clock)
         self.sessions = self.charges.sessions  # open sessions by id
         self.driver_sessions = self.charges.driver_sessions
+        self.trust = Trust(self, **trust)  # logins, keys, refusals (the CP links and records go through it)
 
     # -- wiring and lifecycle (called by the service) -------------------------
 
@@ -112,6 +116,7 @@ class Central:
         for call in calls.values():
             if call.active():
                 call.cancel()
+        self.trust.cancel_pending()
 
     def close_links(self) -> None:
         """Close every CP's and driver's channel (Central is stopping)."""
@@ -138,84 +143,61 @@ class Central:
         for cp in self.cps.values():
             if cp.link is not None and now - cp.last_seen > self.liveness_timeout:
                 link = cp.link
-                self.cp_offline(cp, f"no liveness from its Monitor for {self.liveness_timeout:g} s")
+                self.cp_offline(cp, f"CP {cp.id} DESCONECTADO: no liveness from its Monitor for {self.liveness_timeout:g} s")
                 link.close()
 
-    def cp_offline(self, cp: ChargingPoint, why: str) -> None:
+    def cp_offline(self, cp: ChargingPoint, text: str, *, reason: str = REASON_DISCONNECTED,
+                   kind: str = "disconnect") -> None:
+        """C{cp} has no link now: DESCONECTADO, its charge ended with C{reason}; C{text} is the message."""
         cp.link = None
         if cp.session is not None:
-            self.charges.end(cp.session, REASON_DISCONNECTED)
+            self.charges.end(cp.session, reason)
         self._fire(cp, CpInput.OFFLINE)
-        self.journal.message("disconnect", cp.id, f"CP {cp.id} DESCONECTADO: {why}")
+        self.journal.message(kind, cp.id, text, level="info" if kind == "disconnect" else "warn")
 
-    def cp_link_lost(self, link: IChannel, why: str) -> None:
-        """A Monitor's link is gone: its CP is DESCONECTADO (if the link was still its CP's)."""
-        cp_id = link.context.get("cp_id")
-        cp = self.cps.get(cp_id) if cp_id else None
-        if cp is not None and cp.link is link:
-            self.cp_offline(cp, f"link to its Monitor lost ({why})")
+    # -- a CP that logged in (L{evnet.central.trust} checked its credentials) ----
 
-    def is_link_of(self, cp_id: Optional[str], link: IChannel) -> bool:
-        """True if C{link} is the authenticated link of CP C{cp_id}."""
-        cp = self.cps.get(cp_id) if cp_id else None
-        return cp is not None and cp.link is link
-
-    # -- registration and authentication (on a Monitor's link only) ----------
-
-    def register(self, link: IChannel, msg: m.Reg) -> None:
-        why = None
-        if not valid_id(msg.cp_id):
-            why = f"a CP id is {ID_RULE}"
-        elif not msg.location.strip():
-            why = "the location is empty"
-        elif not 0 <= msg.price <= MAX_PRICE:
-            why = f"the price must be between 0 and {MAX_PRICE:g} €/kWh"
-        else:
-            cp = self.cps.get(msg.cp_id)
-            if cp is not None and cp.link is not None and cp.link is not link:
-                why = f"CP {msg.cp_id} is already connected from {cp.link.peer_name}"
-        if why is not None:
-            self.journal.message("refused", msg.cp_id, f"registration of CP {msg.cp_id} refused: {why}", level="warn")
-            link.send(m.Refused(WHAT_REG, msg.cp_id, why))
-            return
-        cp = self.cps.get(msg.cp_id)
+    def cp_registered(self, row: dict) -> ChargingPoint:
+        """
+        The CP of a successful login, with the location and price of its
+        registration at EV_Registry (C{row}): a link cannot change them.
+        """
+        location, price = row["location"], float(row["price"])
+        cp = self.cps.get(row["cp_id"])
         if cp is None:
-            cp = self.cps[msg.cp_id] = ChargingPoint(msg.cp_id, msg.location, msg.price, CpMachine())
+            cp = self.cps[row["cp_id"]] = ChargingPoint(row["cp_id"], location, price, CpMachine())
             verb = "registered"
-        else:
-            cp.location, cp.price = msg.location, msg.price
+        elif (cp.location, cp.price) != (location, price):
+            cp.location, cp.price = location, price
             verb = "registration updated"
-        self.store.upsert_cp(cp.id, cp.location, cp.price, cp.state.value).addErrback(self.journal.db_error, "saving a CP")
-        self.journal.message("register", cp.id, f"CP {cp.id} {verb}: {cp.location}, {cp.price:.3f} €/kWh from {link.peer_name}")
-        link.send(m.Accepted(WHAT_REG, cp.id))
-        self.journal.notify({"type": "cp", "cp": cp.as_dict()})
-
-    def authenticate(self, link: IChannel, msg: m.Auth) -> None:
-        cp = self.cps.get(msg.cp_id)
-        if cp is None:
-            why = f"CP {msg.cp_id} is not registered: send REG first"
-        elif cp.link is not None and cp.link is not link:
-            why = f"CP {msg.cp_id} is already connected from {cp.link.peer_name}"
-        elif link.context.get("cp_id") not in (None, msg.cp_id):
-            why = f"this link is already CP {link.context['cp_id']}"
         else:
-            why = None
-        if why is not None:
-            self.journal.message("refused", msg.cp_id, f"authentication of CP {msg.cp_id} refused: {why}", level="warn")
-            link.send(m.Refused(WHAT_AUTH, msg.cp_id, why))
-            return
-        link.context["cp_id"] = cp.id
-        cp.link = link
+            verb = None
+        cp.registration = row["status"]
+        self.store.upsert_cp(cp.id, cp.location, cp.price, cp.state.value).addErrback(self.journal.db_error, "saving a CP")
+        if verb is not None:
+            self.journal.message("register", cp.id, f"CP {cp.id} {verb}: {cp.location}, {cp.price:.3f} €/kWh (EV_Registry)")
+            self.journal.notify({"type": "cp", "cp": cp.as_dict()})
+        return cp
+
+    def cp_logged_in(self, cp: ChargingPoint, channel: IChannel, greet: Callable[[CpState], None]) -> None:
+        """
+        C{cp} logged in on C{channel} (sealed): it is online.  C{greet(state)}
+        sends KEY with the CP's state, before anything sealed under the new key.
+        """
+        cp.link = channel
         cp.last_seen = self.clock.seconds()
         if cp.state is CpState.DESCONECTADO:
             self._fire(cp, CpInput.ONLINE)
             if cp.session is not None and cp.state is CpState.ACTIVADO:
                 self._fire(cp, CpInput.CHARGE_START)
                 self._schedule_reconcile(cp, cp.session)
-        self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {link.peer_name}: {cp.state.value}")
-        link.send(m.Accepted(WHAT_AUTH, cp.id, cp.state.value))
+        else:  # a new link replaced the old one: same state, a new key
+            self.journal.notify({"type": "cp", "cp": cp.as_dict()})
+        key = cp.key.key_id if cp.key else "-"
+        self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {channel.peer_name}: {cp.state.value} (key {key})")
+        greet(cp.state)
         if cp.machine.stopped:
-            link.send(m.Parar(cp.id))
+            channel.send(m.Parar(cp.id))
 
     def _schedule_reconcile(self, cp: ChargingPoint, session: Session) -> None:
         old = self._reconciles.pop(cp.id, None)
@@ -466,6 +448,10 @@ class Central:
             cp.link.send(m.Reanudar(cp.id))
         self.journal.message("resume", cp.id, f"CP {cp.id} resumed by the operator: {cp.state.value}")
         return True, f"CP {cp_id} resumed"
+
+    def revoke_key(self, cp_id: str, requester: str) -> tuple[bool, str]:
+        """Revoke the CP's key at once: it is out of service until it logs in again (L{Trust.revoke})."""
+        return self.trust.revoke(cp_id, requester)
 
     def stop_all(self) -> list[tuple[bool, str]]:
         return [self.stop_cp(cp_id) for cp_id in sorted(self.cps)]

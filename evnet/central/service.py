@@ -9,7 +9,8 @@ status 1); a service never stops the reactor itself.
 
 Stop, at any point (while loading, after a failed load, running): cancel
 what is scheduled, stop the children that were started, close the links,
-write what is still unwritten, close the store.
+write what is still unwritten (progress, closes, refusal summaries), close
+the store.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from evnet.central.rules import Central
+
+SWEEP_INTERVAL = 5.0  # seconds between two sweeps of the refusal summaries and login failures
 
 
 def _store_name(store: Any) -> str:
@@ -48,6 +51,8 @@ class CentralService(service.MultiService):
         self._liveness.clock = central.clock
         self._flusher = task.LoopingCall(central.charges.flush)
         self._flusher.clock = central.clock
+        self._sweeper = task.LoopingCall(central.trust.sweep)  # refusal summaries, old login failures
+        self._sweeper.clock = central.clock
         self._loading: Optional[defer.Deferred] = None
         self._outcome: Any = None  # None while loading, then the rules or the load's Failure
         self._waiters: list[defer.Deferred] = []
@@ -108,6 +113,7 @@ class CentralService(service.MultiService):
                 return
         self._liveness.start(min(0.5, self.central.liveness_timeout / 6), now=False)
         self._flusher.start(self.flush_interval, now=False)
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
         self._settle(self.central)
 
     def _not_loaded(self, failure: Failure) -> None:
@@ -128,7 +134,7 @@ class CentralService(service.MultiService):
         service.Service.stopService(self)
         if self._loading is not None:
             self._loading.cancel()
-        for loop in (self._liveness, self._flusher):
+        for loop in (self._liveness, self._flusher, self._sweeper):
             if loop.running:
                 loop.stop()
         self.central.cancel_pending()
@@ -137,6 +143,8 @@ class CentralService(service.MultiService):
             if not ok:
                 self.log.failure("a part of EV_Central did not stop cleanly", result)
         self.central.close_links()
+        if self._outcome is self.central:
+            self.central.trust.sweep(everything=True)  # the refusal summaries still counting
         try:
             yield self.central.charges.flush()
         finally:

@@ -21,6 +21,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from evnet.registry import schema as registry_schema
+
 SCHEMA_VERSION = 1
 
 # Column types are written once and mapped per dialect below.
@@ -146,8 +148,10 @@ def _is_lost_connection(failure: Any) -> bool:
 
 class Store:
     """
-    Central's tables: cps, drivers, sessions, events.  Every method returns a
-    Deferred of plain data.
+    Central's tables: cps, drivers, sessions, events; and EV_Registry's
+    (L{evnet.registry.schema}), created here too so that Central alone
+    works, which Central only reads.  Every method returns a Deferred of
+    plain data.
     """
 
     log = Logger()
@@ -309,6 +313,7 @@ class Store:
                     f"the database has schema version {row[0]}, newer than this evnet "
                     f"({SCHEMA_VERSION}): upgrade evnet"
                 )
+            registry_schema.create_tables(cursor)
 
         return self.run(txn)
 
@@ -318,7 +323,20 @@ class Store:
     # -- CPs and drivers ---------------------------------------------------
 
     def load_cps(self) -> defer.Deferred:
-        return self._query("SELECT id, location, price, state, stopped, registered_at, last_seen FROM cps ORDER BY id")
+        """Every CP, by id, with C{registration}: its status at EV_Registry, or None if it has no row there."""
+        return self._query(
+            "SELECT c.id, c.location, c.price, c.state, c.stopped, c.registered_at, c.last_seen, "
+            "r.status AS registration FROM cps c LEFT JOIN registrations r ON r.cp_id = c.id ORDER BY c.id"
+        )
+
+    def registration(self, cp_id: str) -> defer.Deferred:
+        """
+        The CP's row at EV_Registry (cp_id, location, price, verifier text or
+        None, status, registered_at, updated_at), or None: what a login checks.
+        """
+        from evnet.registry.store import RegistryStore  # it is built on this module
+
+        return RegistryStore(self).registration(cp_id)
 
     def upsert_cp(self, cp_id: str, location: str, price: float, state: str) -> defer.Deferred:
         now = time.time()

@@ -11,6 +11,7 @@ from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.links import CpLinks, DriverLinks
 from evnet.central.rules import RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
+from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
 from evnet.central.store import Store, StoreError, parse_db_url
 from evnet.central.web import WebPanel
 
@@ -18,8 +19,8 @@ from evnet.central.web import WebPanel
 class Options(usage.Options):
     synopsis = "[--listen ENDPOINT] [--drivers ENDPOINT] [--db URL] [options]"
     longdesc = (
-        "EV_Central: registers and authenticates charging points (their Monitors connect to "
-        "--listen), authorizes drivers' charges (drivers connect to --drivers), follows every "
+        "EV_Central: authenticates the charging points registered at EV_Registry (their Monitors "
+        "connect to --listen and log in with their credentials), authorizes drivers' charges (drivers connect to --drivers), follows every "
         "charge and issues its ticket, and keeps everything in its database so a restart "
         "rebuilds the state. Addresses are Twisted endpoint strings, e.g. "
         "tcp:7000:interface=127.0.0.1 (loopback only) or tcp:7000 (every interface)."
@@ -29,7 +30,14 @@ class Options(usage.Options):
         ["drivers", "d", "tcp:7001:interface=127.0.0.1", "Endpoint where drivers connect (in-band mode)."],
         ["db", None, "sqlite:evcentral.db",
          "Database: sqlite:PATH (embedded) or mysql://user:password@host:port/dbname."],
-        ["liveness-timeout", None, "3", "Seconds without a Monitor's STATUS before its CP is DESCONECTADO."],
+        ["liveness-interval", None, "1", "Seconds between two STATUS of a Monitor (told to it at its login)."],
+        ["liveness-timeout", None, None,
+         "Seconds without a Monitor's STATUS before its CP is DESCONECTADO (default: 3 x --liveness-interval)."],
+        ["key-rotation", None, str(int(KEY_ROTATION)),
+         "Seconds between two keys of a CP: Central sends REAUTH and the Monitor logs in again (0: never)."],
+        ["login-failures", None, str(LOGIN_FAILURES),
+         "Failed logins from one address within --login-window that lock it out for as long (0: no lockout)."],
+        ["login-window", None, str(int(LOGIN_WINDOW)), "Seconds of --login-failures' window and of a lockout."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
@@ -38,7 +46,7 @@ class Options(usage.Options):
         ["http", None, "tcp:8080:interface=127.0.0.1",
          "Endpoint of the web panel and its API (none: no HTTP)."],
         ["admin-token-file", None, None,
-         "File holding the admin token that the API's write calls (stop/resume) must present as "
+         "File holding the admin token that the API's write calls (stop, resume, revoke) must present as "
          "'Authorization: Bearer TOKEN'. Without it, write calls are accepted only from loopback."],
     ]
 
@@ -50,7 +58,10 @@ class Options(usage.Options):
         for name in ("listen", "drivers"):
             # Checked here: the listeners start only once the database is loaded.
             check_server_endpoint(name, self[name], "tcp:7000:interface=127.0.0.1")
-        for name, minimum in (("liveness-timeout", 0.1), ("max-frame", 64)):
+        for name, minimum in (("liveness-interval", 0.1), ("liveness-timeout", 0.1), ("max-frame", 64),
+                              ("key-rotation", 0), ("login-failures", 0), ("login-window", 1)):
+            if self[name] is None:
+                continue
             try:
                 value = float(self[name])
             except ValueError:
@@ -58,6 +69,8 @@ class Options(usage.Options):
             if value < minimum:
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
+        if 0 < self["key-rotation"] < 10:
+            raise usage.UsageError("--key-rotation must be 0 (never) or at least 10 seconds")
         if self["kafka"]:
             from evnet.kafka.errors import BusError, parse_bootstrap
 
@@ -118,8 +131,10 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
     fail = stop_process(reactor, "evcentral")
     kafka = bool(options["kafka"])
     central = Central(
-        store, reactor, liveness_timeout=options["liveness-timeout"],
+        store, reactor, liveness_interval=options["liveness-interval"], liveness_timeout=options["liveness-timeout"],
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
+        key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
+        login_window=options["login-window"],
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}

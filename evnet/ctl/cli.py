@@ -10,8 +10,8 @@ function to the list.
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
 - ``evctl monitor ENDPOINT reauth|status|help`` (``evnet/ctl/monitor.py``)
-- ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``
-  and ``evctl panel``: Central's HTTP API (``--http URL``, default
+- ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``,
+  ``evctl keys revoke CP`` (L{evnet.ctl.keys}) and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
 
 The one-shot API subcommands (cps, stop, resume, sessions) are plain
@@ -349,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
+    from evnet.ctl.keys import add_keys  # evctl keys … (imports this module)
     from evnet.ctl.monitor import add_monitor  # evctl monitor … (imports this module)
     from evnet.ctl.registry import add_registry  # evctl registry … (imports this module)
 
     add_registry(subparsers)
+    add_keys(subparsers)
     add_monitor(subparsers)
     return parser
 

@@ -28,13 +28,13 @@ from evnet.driver.states import (
     REACH,
     UNANSWERED,
     ListParts,
-    Machine,
     Phase,
     PhaseInput,
     Reach,
     ReachInput,
 )
 from evnet.protocols import messages as m
+from evnet.protocols.machine import Machine
 from evnet.protocols.vocabulary import WHAT_DRIVER
 
 DEFAULT_WAIT = 4.0
@@ -224,7 +224,7 @@ class DriverService(service.MultiService):
             return
         charge = self.current
         if isinstance(msg, m.Req) and charge is not None and charge.req_channel is channel:
-            self._phase.fire(PhaseInput.LOST)  # sent again after the next hello
+            self._phase.attempt(PhaseInput.LOST)  # sent again after the next hello
         self.transport.not_sent(msg, failure)
 
     # -- the transport's calls ----------------------------------------------
@@ -232,7 +232,7 @@ class DriverService(service.MultiService):
     def channel_opened(self, channel: Any) -> None:
         """Central can be spoken to through C{channel}: say hello."""
         self.channel = channel
-        self._reach.fire(ReachInput.OPENED)
+        self._reach.attempt(ReachInput.OPENED)
         self._send(m.Driver(self.driver_id))
 
     def channel_lost(self, channel: Any) -> None:
@@ -240,17 +240,17 @@ class DriverService(service.MultiService):
         if channel is not self.channel:
             return
         self.channel = None
-        self._reach.fire(ReachInput.LOST)
+        self._reach.attempt(ReachInput.LOST)
         self._settle_timer.cancel()
-        self._phase.fire(PhaseInput.LOST)
+        self._phase.attempt(PhaseInput.LOST)
 
     def central_silent(self) -> None:
         """Central does not answer our hello: no new request until it does."""
-        self._reach.fire(ReachInput.SILENT)
+        self._reach.attempt(ReachInput.SILENT)
 
     def _hello_accepted(self) -> None:
         self.transport.hello_accepted()
-        if not self._reach.fire(ReachInput.ACCEPTED):
+        if not self._reach.attempt(ReachInput.ACCEPTED):
             return
         if self._reach.changed:
             self.emit("connected", again=self._hellos > 0, **self.transport.describe())
@@ -261,13 +261,13 @@ class DriverService(service.MultiService):
                     self._arm(charge)
         # (Otherwise it answers a hello that checked Central is still there.)
         if self.list_only:
-            if self._phase.fire(PhaseInput.LIST):
+            if self._phase.attempt(PhaseInput.LIST):
                 self._send(m.ListCps(self.driver_id))
             return
         self._settle_timer.start(self.settle, self._settled)
 
     def _settled(self) -> None:
-        if not self._phase.fire(PhaseInput.SETTLED):
+        if not self._phase.attempt(PhaseInput.SETTLED):
             return
         if self.phase is Phase.IDLE:
             self._next()
@@ -289,7 +289,7 @@ class DriverService(service.MultiService):
         self._send_request(self.current)
 
     def _send_request(self, charge: Charge) -> None:
-        if not self._phase.fire(PhaseInput.SEND):
+        if not self._phase.attempt(PhaseInput.SEND):
             return
         request = charge.request
         charge.req_channel = self.channel
@@ -299,7 +299,7 @@ class DriverService(service.MultiService):
 
     def _outcome(self, event: PhaseInput) -> None:
         """The current request has its result (C{event}): pause, then the next one."""
-        self._phase.fire(event)
+        self._phase.attempt(event)
         charge, self.current = self.current, None
         self._disarm(charge)
         self.index += 1
@@ -311,7 +311,7 @@ class DriverService(service.MultiService):
         self._wait_timer.start(self.wait, self._waited)
 
     def _waited(self) -> None:
-        if self._phase.fire(PhaseInput.WAITED):
+        if self._phase.attempt(PhaseInput.WAITED):
             self._next()
 
     # -- give-up timers ----------------------------------------------------
@@ -377,7 +377,7 @@ class DriverService(service.MultiService):
         if msg.session_id in self.recovered or msg.session_id in self.seen_tickets:
             return
         if charge is not None and msg.cp_id == charge.cp_id and self._phase.can(PhaseInput.AUTHORIZE):
-            self._phase.fire(PhaseInput.AUTHORIZE)
+            self._phase.attempt(PhaseInput.AUTHORIZE)
             charge.session = msg.session_id
             self._save_progress(msg.session_id)
             self.emit("authorized", session=msg.session_id, **self._where(charge))
@@ -401,7 +401,7 @@ class DriverService(service.MultiService):
     def _on_Telem(self, link: Any, msg: m.Telem) -> None:
         charge = self.current
         if charge is not None and msg.session_id == charge.session:
-            if not self._phase.fire(PhaseInput.TELEMETRY):
+            if not self._phase.attempt(PhaseInput.TELEMETRY):
                 return
         else:
             charge = self.recovered.get(msg.session_id)
@@ -459,7 +459,7 @@ class DriverService(service.MultiService):
 
     def _on_Available(self, link: Any, msg: m.Available) -> None:
         # Only while a LIST of ours waits (not, e.g., an old record replayed from Kafka).
-        if not self._phase.fire(PhaseInput.AVAILABLE):
+        if not self._phase.attempt(PhaseInput.AVAILABLE):
             return
         if not self.list_parts.follows(msg):
             self.log.info(
@@ -476,7 +476,7 @@ class DriverService(service.MultiService):
     # -- the end -----------------------------------------------------------
 
     def _finish(self, code: int, interrupted: bool = False) -> None:
-        if not self._phase.fire(PhaseInput.FINISH):
+        if not self._phase.attempt(PhaseInput.FINISH):
             return
         if self.progress is not None and code == EXIT_OK and self.index >= len(self.requests):
             self.progress.clear()

@@ -1,6 +1,7 @@
 """
-The driver's explicit state machines, as tables (state × input → next
-state) in the style of L{evnet.central.states}.  Pure: no I/O, no Twisted.
+The driver's explicit state machines: tables (state × input → next state)
+for L{evnet.protocols.machine.Machine}, evnet's one machine idiom.  Pure:
+no I/O, no Twisted.
 
 - L{Phase}: what the driver is doing with its requests (or its list).
 - L{Reach}: where its conversation with Central stands (no channel, hello
@@ -18,43 +19,9 @@ an assertion or a crash.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Generic, Mapping, Optional, TypeVar
+from typing import Optional
 
 from evnet.protocols.messages import Available, CpInfo
-
-S = TypeVar("S", bound=Enum)
-I = TypeVar("I", bound=Enum)  # noqa: E741 (the input type)
-
-
-class Machine(Generic[S, I]):
-    """
-    A state and the table of what each input does in it.  L{fire} applies
-    an input the table allows and returns True; any other input is passed
-    to C{rejected} (a sentence saying why) and changes nothing.
-    """
-
-    def __init__(
-        self, name: str, table: Mapping[tuple[S, I], S], state: S, rejected: Callable[[str], None]
-    ) -> None:
-        self.name = name
-        self.table = table
-        self.state = state
-        self.rejected = rejected
-        #: True when the last input allowed moved the machine to another state.
-        self.changed = False
-
-    def can(self, event: I) -> bool:
-        return (self.state, event) in self.table
-
-    def fire(self, event: I) -> bool:
-        target = self.table.get((self.state, event))
-        if target is None:
-            self.rejected(f"{self.name}: {event.value} is not allowed in state {self.state.value}")
-            return False
-        self.changed = target is not self.state
-        self.state = target
-        return True
-
 
 # -- the driver's work ---------------------------------------------------------
 

@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from evnet.driver.core import DriverService, Timer
-from evnet.driver.states import HELLOS, OUTAGES, Hello, HelloInput, Machine, Outage, OutageInput
+from evnet.driver.states import HELLOS, OUTAGES, Hello, HelloInput, Outage, OutageInput
+from evnet.protocols.machine import Machine
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkClosed, LinkFactory, LinkHandler
 from evnet.protocols.vocabulary import TOPIC_DRIVER_NOTIFICATIONS, TOPIC_DRIVER_REQUESTS, WHAT_DRIVER, WHAT_TICKET
@@ -109,7 +110,7 @@ class LinkTransport(_Transport, LinkHandler):
         return {"central": self.central}
 
     def hello_accepted(self) -> None:
-        self.outage.fire(OutageInput.RECOVERED)
+        self.outage.attempt(OutageInput.RECOVERED)
 
     def not_sent(self, msg: m.Message, failure: Failure) -> None:
         """Nothing to add: a link that loses a message is lost, and said so by L{linkLost}."""
@@ -137,7 +138,7 @@ class LinkTransport(_Transport, LinkHandler):
     def _connect_failed(self, failure: Failure) -> None:
         if self.core.finished:
             return
-        if self.outage.fire(OutageInput.FAILED) and self.outage.changed:
+        if self.outage.attempt(OutageInput.FAILED) and self.outage.changed:
             self.core.emit("unreachable", central=self.central, reason=failure.getErrorMessage())
 
     # -- LinkHandler ---------------------------------------------------------
@@ -268,7 +269,7 @@ class KafkaTransport(_Transport):
             self._send(m.Driver(self.driver_id))
 
     def _hello_sent(self) -> None:
-        self.hellos.fire(HelloInput.SENT)
+        self.hellos.attempt(HelloInput.SENT)
         self._probe_timer.cancel()
         if not self._hello_timer.pending:
             self._hello_timer.start(self.hello_backoff(self._hellos_unanswered), self._hello_unanswered)
@@ -278,13 +279,13 @@ class KafkaTransport(_Transport):
         if self.core.finished:
             return
         # While Kafka is away its outage says it all; Central's silence is told after.
-        if self.kafka.state is Outage.CLEAR and self.hellos.fire(HelloInput.UNANSWERED) and self.hellos.changed:
+        if self.kafka.state is Outage.CLEAR and self.hellos.attempt(HelloInput.UNANSWERED) and self.hellos.changed:
             self.core.central_silent()
             self.core.emit("no_answer", central=self.bus.bootstrap)
         self._hello()
 
     def hello_accepted(self) -> None:
-        self.hellos.fire(HelloInput.ANSWERED)
+        self.hellos.attempt(HelloInput.ANSWERED)
         self._hellos_unanswered = 0
         self._hello_timer.cancel()
 
@@ -319,7 +320,7 @@ class KafkaTransport(_Transport):
         if self.core is None or self.core.finished:
             return
         if reachable:
-            if self.kafka.fire(OutageInput.RECOVERED) and self.kafka.changed:
+            if self.kafka.attempt(OutageInput.RECOVERED) and self.kafka.changed:
                 self.core.emit("kafka_back", kafka=self.bus.bootstrap)
-        elif self.kafka.fire(OutageInput.FAILED) and self.kafka.changed:
+        elif self.kafka.attempt(OutageInput.FAILED) and self.kafka.changed:
             self.core.emit("kafka_unreachable", kafka=self.bus.bootstrap, reason=_why(reason))

@@ -5,7 +5,7 @@ L{evnet.protocols.framing} and L{evnet.protocols.messages}.
 A link is opened by the connecting side (ENQ, answered ACK or NACK), carries
 typed messages in frames that the receiver answers ACK or NACK one at a time
 (stop-and-wait), retransmits a NACKed frame at most three times, and closes
-with EOT.  The link's own state is the explicit machine L{LinkState}; its
+with EOT.  The link's own state is an explicit table machine (L{LINK_TABLE}); its
 timeouts run on an injected clock.
 
 Behaviour lives in a L{LinkHandler} (a service), never here: the protocol
@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from evnet.protocols import framing
 from evnet.protocols.channel import IChannel
+from evnet.protocols.machine import Machine
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
 from evnet.protocols.messages import Message, MessageError, decode
 
@@ -53,19 +54,28 @@ class LinkState(Enum):
     CLOSED = "closed"
 
 
-# The transitions the machine allows; anything else is a bug in this module.
-_TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
-    LinkState.WAITING_ENQ: frozenset({LinkState.OPEN, LinkState.CLOSING, LinkState.CLOSED}),
-    LinkState.OPENING: frozenset({LinkState.OPEN, LinkState.CLOSING, LinkState.CLOSED}),
-    LinkState.OPEN: frozenset({LinkState.AWAITING_ACK, LinkState.CLOSING, LinkState.CLOSED}),
-    LinkState.AWAITING_ACK: frozenset(
-        {LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING, LinkState.CLOSING, LinkState.CLOSED}
-    ),
-    LinkState.RETRANSMITTING: frozenset(
-        {LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING, LinkState.CLOSING, LinkState.CLOSED}
-    ),
-    LinkState.CLOSING: frozenset({LinkState.CLOSED}),
-    LinkState.CLOSED: frozenset(),
+class LinkInput(Enum):
+    OPENED = "opened"  # ENQ accepted (accepting side) or ACKed (connecting side)
+    SENT = "sent"  # a frame went out and waits for its ACK
+    ACKED = "acked"  # the peer ACKed the frame in flight
+    NACKED = "nacked"  # the peer NACKed it: it goes out again
+    CLOSE = "close"  # EOT either way, a refusal, or a drop
+    LOST = "lost"  # the connection is gone
+
+
+_S, _I = LinkState, LinkInput
+_UP_OR_OPENING = (_S.WAITING_ENQ, _S.OPENING, _S.OPEN, _S.AWAITING_ACK, _S.RETRANSMITTING)
+#: The link's machine (evnet.protocols.machine): every move it may make.
+LINK_TABLE: dict[tuple[LinkState, LinkInput], LinkState] = {
+    (_S.WAITING_ENQ, _I.OPENED): _S.OPEN,
+    (_S.OPENING, _I.OPENED): _S.OPEN,
+    (_S.OPEN, _I.SENT): _S.AWAITING_ACK,
+    (_S.AWAITING_ACK, _I.ACKED): _S.OPEN,
+    (_S.RETRANSMITTING, _I.ACKED): _S.OPEN,
+    (_S.AWAITING_ACK, _I.NACKED): _S.RETRANSMITTING,
+    (_S.RETRANSMITTING, _I.NACKED): _S.RETRANSMITTING,
+    **{(state, _I.CLOSE): _S.CLOSING for state in _UP_OR_OPENING},
+    **{(state, _I.LOST): _S.CLOSED for state in _UP_OR_OPENING + (_S.CLOSING,)},
 }
 
 _LINK_UP = (LinkState.OPEN, LinkState.AWAITING_ACK, LinkState.RETRANSMITTING)
@@ -126,7 +136,7 @@ class FramedLink(Protocol):
         self.enq_timeout = enq_timeout
         self.ack_timeout = ack_timeout
         self.max_retransmissions = max_retransmissions
-        self.state = LinkState.OPENING if initiator else LinkState.WAITING_ENQ
+        self._machine = Machine("link", LINK_TABLE, LinkState.OPENING if initiator else LinkState.WAITING_ENQ)
         self.decoder = framing.FrameDecoder(max_data)
         self.peer_name = "?"
         # Whatever the handler wants to remember about this link (a CP id...).
@@ -139,10 +149,13 @@ class FramedLink(Protocol):
 
     # -- the state machine -------------------------------------------------
 
-    def _goto(self, new: LinkState) -> None:
-        if new not in _TRANSITIONS[self.state] and new is not self.state:
-            raise AssertionError(f"illegal link transition {self.state} -> {new}")
-        self.state = new
+    @property
+    def state(self) -> LinkState:
+        return self._machine.state
+
+    def _goto(self, event: LinkInput) -> None:
+        # An input the table does not allow is logged and ignored, never a crash.
+        self._machine.attempt(event, self.log)
 
     @property
     def is_open(self) -> bool:
@@ -163,7 +176,7 @@ class FramedLink(Protocol):
         return d
 
     def _link_up(self) -> None:
-        self._goto(LinkState.OPEN)
+        self._goto(LinkInput.OPENED)
         waiters, self._open_waiters = self._open_waiters, []
         for d in waiters:
             d.callback(self)
@@ -206,7 +219,7 @@ class FramedLink(Protocol):
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
         self._cancel_timer()
         if self.state is not LinkState.CLOSED:
-            self._goto(LinkState.CLOSED)
+            self._goto(LinkInput.LOST)
         why = self._lost_reason or reason.getErrorMessage()
         pending, self._queue = self._queue, deque()
         for _, _, d in pending:
@@ -230,7 +243,7 @@ class FramedLink(Protocol):
                     self.log.info("evnet link {peer}: refused: {reason}", peer=self.peer_name, reason=reason)
                     self.transport.write(NACK_BYTE)
                     self._lost_reason = f"refused: {reason}"
-                    self._goto(LinkState.CLOSING)
+                    self._goto(LinkInput.CLOSE)
                     self.transport.loseConnection()
             else:
                 self.log.debug("evnet link {peer}: stray ENQ ignored", peer=self.peer_name)
@@ -242,7 +255,7 @@ class FramedLink(Protocol):
                 self._cancel_timer()
                 _, _, d = self._queue.popleft()
                 self._retries = 0
-                self._goto(LinkState.OPEN)
+                self._goto(LinkInput.ACKED)
                 d.callback(None)
                 self._send_next()
             else:
@@ -251,7 +264,7 @@ class FramedLink(Protocol):
             if self.state is LinkState.OPENING:
                 self._cancel_timer()
                 self._lost_reason = "the peer refused the link (NACK to ENQ)"
-                self._goto(LinkState.CLOSING)
+                self._goto(LinkInput.CLOSE)
                 self.handler.linkRefused(self)
                 self.transport.loseConnection()
             elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
@@ -260,13 +273,13 @@ class FramedLink(Protocol):
                     self.drop(f"{msg.code} frame NACKed {self._retries + 1} times")
                 else:
                     self._retries += 1
-                    self._goto(LinkState.RETRANSMITTING)
+                    self._goto(LinkInput.NACKED)
                     self._transmit()
             else:
                 self.log.debug("evnet link {peer}: stray NACK ignored", peer=self.peer_name)
         elif byte == framing.EOT:
             self._lost_reason = "the peer closed the link (EOT)"
-            self._goto(LinkState.CLOSING)
+            self._goto(LinkInput.CLOSE)
             self.transport.loseConnection()
 
     def _frame_received(self, data: bytes) -> None:
@@ -330,7 +343,7 @@ class FramedLink(Protocol):
     def _send_next(self) -> None:
         if self.state is LinkState.OPEN and self._queue:
             self._retries = 0
-            self._goto(LinkState.AWAITING_ACK)
+            self._goto(LinkInput.SENT)
             self._transmit()
 
     def _transmit(self) -> None:
@@ -345,7 +358,7 @@ class FramedLink(Protocol):
         if self.state in (LinkState.CLOSING, LinkState.CLOSED):
             return
         self._lost_reason = "closed by us (EOT)"
-        self._goto(LinkState.CLOSING)
+        self._goto(LinkInput.CLOSE)
         self._cancel_timer()
         self.transport.write(EOT_BYTE)
         self.transport.loseConnection()
@@ -356,7 +369,7 @@ class FramedLink(Protocol):
             return
         self.log.warn("evnet link {peer}: dropping the link: {why}", peer=self.peer_name, why=why)
         self._lost_reason = why
-        self._goto(LinkState.CLOSING)
+        self._goto(LinkInput.CLOSE)
         self._cancel_timer()
         self.transport.loseConnection()
 

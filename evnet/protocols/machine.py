@@ -16,7 +16,7 @@ with a C{warn(format, **fields)} method, such as a L{twisted.logger.Logger}).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
 S = TypeVar("S", bound=Enum)
 I = TypeVar("I", bound=Enum)
@@ -32,10 +32,16 @@ class Machine(Generic[S, I]):
     of its moves.
     """
 
-    def __init__(self, name: str, table: Mapping[tuple[S, I], S], state: S) -> None:
+    def __init__(
+        self, name: str, table: Mapping[tuple[S, I], S], state: S, rejected: Optional[Callable[[str], None]] = None
+    ) -> None:
         self.name = name
         self.table = table
         self.state = state
+        #: Where L{attempt} tells an illegal input when it is given no log (a sentence saying why).
+        self.rejected = rejected
+        #: True when the last input allowed moved the machine to another state.
+        self.changed = False
 
     def can(self, event: I) -> bool:
         return (self.state, event) in self.table
@@ -45,18 +51,23 @@ class Machine(Generic[S, I]):
         target = self.table.get((self.state, event))
         if target is None:
             raise IllegalTransition(f"{self.name}: {event.value} is not allowed when {self.state.value}")
+        self.changed = target is not self.state
         self.state = target
         return target
 
-    def attempt(self, event: I, log: Any) -> bool:
+    def attempt(self, event: I, log: Any = None) -> bool:
         """
         Apply C{event} if the table allows it in the current state; otherwise
-        log a warning on C{log}, change nothing, and return False.
+        tell it (a warning on C{log}, or the machine's C{rejected}), change
+        nothing, and return False.
         """
         try:
             self.fire(event)
         except IllegalTransition as e:
-            log.warn("{why}; ignored", why=str(e))
+            if log is not None:
+                log.warn("{why}; ignored", why=str(e))
+            elif self.rejected is not None:
+                self.rejected(str(e))
             return False
         return True
 

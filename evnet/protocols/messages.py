@@ -376,7 +376,7 @@ class Cfg(Message):
 
 @message("AVR")
 class Avr(Message):
-    """M → C (or E → C through Kafka): the CP has a fault."""
+    """M → C (on the link, or through Kafka's cp.events): the CP has a fault."""
 
     cp_id: str
     reason: str
@@ -456,7 +456,9 @@ class Telem(Message):
 class Stop(Message):
     """
     E → M → C: session C{session_id} ended with these totals; C{reason} is
-    target, unplug, fault, parar or engine-restart.
+    one of the REASON_* words of L{evnet.protocols.vocabulary} (target,
+    unplug, fault, parar, engine-restart, monitor-lost, closed-by-central,
+    busy).
     """
 
     cp_id: str

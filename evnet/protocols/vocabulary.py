@@ -51,6 +51,7 @@ REASON_CLOSED = "closed-by-central"  # Central closed the session first
 REASON_BUSY = "busy"  # the Engine could not take a START
 REASON_DISCONNECTED = "disconnected"  # Central lost the CP
 REASON_NOT_REPORTED = "not reported after reconnection"  # Central reconciled a lost charge
+REASON_KEY_REVOKED = "key revoked"  # the operator revoked the CP's key: it is out of service
 
 # -- ids and prices ----------------------------------------------------------
 

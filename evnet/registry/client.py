@@ -54,7 +54,7 @@ def http_client(reactor: Any, ca_file: Optional[str], timeout: float = DEFAULT_T
     from treq.client import HTTPClient
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-    from evnet.registry.tls import TlsError, trust_root
+    from evnet.tls import TlsError, trust_root
 
     try:
         policy = BrowserLikePolicyForHTTPS(trust_root(ca_file) if ca_file else None)

@@ -25,16 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evnet.registry.credentials import write_private_file
+from evnet.tls import TlsError
 
 CERT_FILE = "registry-cert.pem"
 KEY_FILE = "registry-key.pem"
 VALID_DAYS = 3650
 ALWAYS_NAMED = ("127.0.0.1", "localhost")
 _INTERFACE = re.compile(r"(?:^|:)interface=((?:\\.|[^:\\])*)")
-
-
-class TlsError(Exception):
-    """The certificate or key cannot be used; the text says what to do."""
 
 
 @dataclass(frozen=True)
@@ -186,19 +183,3 @@ def self_signed_identity(state_dir: str, names: list[str]) -> Identity:
     identity = Identity(cert_path, key_path, fingerprint(cert), _names_in(cert), created, self_signed=True)
     identity.server_options()
     return identity
-
-
-def trust_root(ca_file: str):
-    """A Twisted trust root of the certificates in C{ca_file} (PEM), for clients."""
-    from twisted.internet import ssl
-
-    try:
-        with open(ca_file, "rb") as f:
-            certs = x509.load_pem_x509_certificates(f.read())
-    except OSError as e:
-        raise TlsError(f"--ca-file {ca_file}: cannot read it: {e.strerror or e}") from None
-    except ValueError:
-        raise TlsError(f"--ca-file {ca_file}: not a PEM certificate file") from None
-    return ssl.trustRootFromCertificates(
-        [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
-    )

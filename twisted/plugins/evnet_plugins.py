@@ -1,4 +1,4 @@
-"""twistd plugins for evnet: ``twistd evcentral``, ``evmonitor``, ``evengine``."""
+"""twistd plugins for evnet: ``twistd evcentral``, ``evmonitor``, ``evengine``, ``evregistry``."""
 
 from twisted.application.service import ServiceMaker
 

@@ -3,8 +3,8 @@ Everything under C{/api}: the route table, who may write, and one handler
 per route, answered in JSON.
 
 The handlers read Central's public attributes and call its operator
-commands (C{stop_cp}, C{resume_cp}, ...); Central stays the one source of
-truth.  Write calls (POST) need C{Authorization: Bearer TOKEN} when Central
+commands (C{stop_cp}, C{resume_cp}, C{revoke_key}, ...); Central stays the
+one source of truth.  Write calls (POST) need C{Authorization: Bearer TOKEN} when Central
 was started with an admin token file; without one they are accepted only
 from loopback (and never from another web origin).
 """
@@ -45,6 +45,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/cps/resume", "resume_all", write=True),
     Route("POST", "/api/cps/{id}/stop", "stop_cp", write=True),
     Route("POST", "/api/cps/{id}/resume", "resume_cp", write=True),
+    Route("POST", "/api/cps/{id}/revoke", "revoke_cp", write=True),
     Route("GET", "/api/sessions", "sessions"),
     Route("GET", "/api/events", "events"),
     Route("GET", "/api/stream", "stream"),
@@ -182,6 +183,10 @@ class Api(resource.Resource):
 
     def resume_cp(self, request, id):
         return self._one(request, id, self.central.resume_cp)
+
+    def revoke_cp(self, request, id):
+        requester = f"the operator at {peer(request)}"
+        return self._one(request, id, lambda cp_id: self.central.revoke_key(cp_id, requester))
 
     def _all(self, request, command: Callable[[], list], verb: str):
         results = [{"ok": ok, "message": text} for ok, text in command()]

@@ -65,6 +65,11 @@ _CP = _object(
     state={"type": "string", "enum": ["ACTIVADO", "PARADO", "SUMINISTRANDO", "AVERIADO", "DESCONECTADO"]},
     stopped=_BOOLEAN, engine_ok=_BOOLEAN, driver_id=_nullable(_STRING), session_id=_nullable(_STRING),
     kw=_nullable(_NUMBER), kwh=_nullable(_NUMBER), euros=_nullable(_NUMBER), seconds=_nullable(_INTEGER),
+    registration={"type": "string", "enum": ["registered", "deregistered", "unknown"],
+                  "description": "the CP's registration at EV_Registry, as Central last read it"},
+    key={"type": "string", "enum": ["none", "active", "revoked"], "description": "the CP's session key (never shown)"},
+    key_id=_nullable(_STRING), key_issued_at=_nullable(_NUMBER),
+    key_revoked_by=_nullable({"type": "string", "description": "who revoked the key, while it is revoked"}),
 )
 _RESULT = {"ok": _BOOLEAN, "message": _STRING}
 
@@ -75,7 +80,7 @@ OPENAPI: dict = {
         "version": "1",
         "description": (
             "Charging points, charges and application messages of EV_Central, and the operator's "
-            "stop/resume commands. Write calls (POST) need 'Authorization: Bearer TOKEN' when Central "
+            "stop/resume/revoke commands. Write calls (POST) need 'Authorization: Bearer TOKEN' when Central "
             "runs with --admin-token-file; otherwise they are accepted only from loopback. "
             "Errors are {\"error\": \"...\"}."
         ),
@@ -87,6 +92,10 @@ OPENAPI: dict = {
                                      _ok("CommandResult", "stopped (or already stopped)"), "404", parameters=_ID),
         "/api/cps/{id}/resume": _write("Resume a stopped CP (REANUDAR)", _ok("CommandResult", "resumed"),
                                        "404", "409", parameters=_ID),
+        "/api/cps/{id}/revoke": _write(
+            "Revoke a CP's key: REVOKED to its Monitor, its link closed, its charge ended with a ticket; it is out of "
+            "service (DESCONECTADO, key revoked) until its Monitor logs in again",
+            _ok("CommandResult", "revoked (or already revoked)"), "404", "409", parameters=_ID),
         "/api/cps/stop": _write("Stop every CP", _ok("AllResult", "one result per CP")),
         "/api/cps/resume": _write("Resume every stopped CP", _ok("AllResult", "one result per stopped CP")),
         "/api/sessions": _get("Charges in progress and recent charges with their tickets",

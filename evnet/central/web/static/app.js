@@ -2,9 +2,10 @@
 // Events) and draws the charging points, the on-going requests and the
 // application messages.  Plain JavaScript, no build step.
 //
-// Stop/resume POST to the API.  When Central runs with --admin-token-file the
-// API answers 401: the page then asks for the token once (prompt) and keeps it
-// in sessionStorage for this tab only; the "Token…" button changes or clears it.
+// Stop/resume/revoke POST to the API (revoking a key asks to confirm first).
+// When Central runs with --admin-token-file the API answers 401: the page then
+// asks for the token once (prompt) and keeps it in sessionStorage for this tab
+// only; the "Token…" button changes or clears it.
 "use strict";
 
 (function () {
@@ -34,8 +35,22 @@
     const button = el("button", action, label);
     button.type = "button";
     button.dataset.action = action;
-    button.addEventListener("click", () => command(`api/cps/${encodeURIComponent(cpId)}/${action}`));
+    button.addEventListener("click", () => {
+      if (action === "revoke" && !window.confirm(`Revoke the key of ${cpId}? It goes out of service until its Monitor logs in again.`)) return;
+      command(`api/cps/${encodeURIComponent(cpId)}/${action}`);
+    });
     return button;
+  }
+
+  // What a tile says of the CP's key and registration, and why it is out of service.
+  function keyLine(cp) {
+    const registration = cp.registration && cp.registration !== "registered" ? ` · registration ${cp.registration}` : "";
+    return `Key ${cp.key || "none"}${cp.key_id ? ` (${cp.key_id})` : ""}${registration}`;
+  }
+
+  function notice(cp) {
+    if (cp.key === "revoked") return `${cp.id} out of service: its key was revoked by ${cp.key_revoked_by || "the operator"}`;
+    return "";
   }
 
   function tile(cp) {
@@ -43,19 +58,25 @@
     if (!node) {
       node = el("article", "tile");
       node.dataset.cp = cp.id;
-      node.append(el("div", "id"), el("div", "location"), el("div", "price"), el("div", "state"), el("div", "charge"));
+      node.append(el("div", "id"), el("div", "location"), el("div", "price"), el("div", "state"), el("div", "charge"),
+        el("div", "key"), el("div", "notice"));
       const actions = el("div", "actions");
-      actions.append(actionButton(cp.id, "stop", "Stop"), actionButton(cp.id, "resume", "Resume"));
+      actions.append(actionButton(cp.id, "stop", "Stop"), actionButton(cp.id, "resume", "Resume"),
+        actionButton(cp.id, "revoke", "Revoke key"));
       node.append(actions);
       const grid = $("#cps");
       const after = [...grid.querySelectorAll(".tile")].find((t) => t.dataset.cp > cp.id);
       grid.insertBefore(node, after || null);
     }
     node.dataset.state = cp.state;
+    node.dataset.key = cp.key || "none";
     node.querySelector(".id").textContent = cp.id;
     node.querySelector(".location").textContent = cp.location;
     node.querySelector(".price").textContent = `${num(cp.price, 3)} €/kWh`;
-    node.querySelector(".state").textContent = cp.state === "PARADO" ? "Out of Order" : cp.state;
+    node.querySelector(".state").textContent = cp.key === "revoked" ? "Out of service — key revoked"
+      : cp.state === "PARADO" ? "Out of Order" : cp.state;
+    node.querySelector(".key").textContent = keyLine(cp);
+    node.querySelector(".notice").textContent = notice(cp);
     const charge = node.querySelector(".charge");
     if (cp.driver_id) {
       charge.textContent = cp.state === "SUMINISTRANDO"
@@ -66,6 +87,7 @@
     }
     node.querySelector('[data-action="stop"]').disabled = cp.stopped;
     node.querySelector('[data-action="resume"]').disabled = !cp.stopped;
+    node.querySelector('[data-action="revoke"]').disabled = cp.key !== "active";
     $("#no-cps").hidden = true;
   }
 
@@ -163,7 +185,7 @@
   }
 
   function askToken() {
-    const given = window.prompt("Admin token for stop/resume (kept in this tab only; empty to clear):",
+    const given = window.prompt("Admin token for stop/resume/revoke (kept in this tab only; empty to clear):",
       sessionStorage.getItem(TOKEN_KEY) || "");
     if (given === null) return false;
     if (given.trim()) sessionStorage.setItem(TOKEN_KEY, given.trim());
