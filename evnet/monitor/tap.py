@@ -130,7 +130,7 @@ class Options(usage.Options):
         except RegistryError as e:
             raise usage.UsageError(f"--registry: {e}") from None
         if self["ca-file"] is not None:
-            from evnet.registry.tls import TlsError, trust_root
+            from evnet.tls import TlsError, trust_root
 
             try:
                 trust_root(self["ca-file"])
