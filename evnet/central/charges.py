@@ -23,7 +23,8 @@ from evnet.protocols import messages as m
 from evnet.protocols.channel import IChannel
 from evnet.central.journal import Journal
 from evnet.central.model import ORIGIN_DRIVER, ChargingPoint, Session, session_from_row, ticket_from_row
-from evnet.central.states import IllegalTransition, SessionInput
+from evnet.central.states import SessionInput
+from evnet.protocols.machine import IllegalTransition
 
 STALE_ANSWER_INTERVAL = 5.0  # seconds between two tickets sent for one stale session
 STOP_REASON = "stop"  # the reason of a STOP that gives none

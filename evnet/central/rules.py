@@ -38,7 +38,8 @@ from evnet.protocols.vocabulary import (
 from evnet.central.charges import Charges
 from evnet.central.journal import Journal
 from evnet.central.model import ORIGIN_CP, ORIGIN_DRIVER, ChargingPoint, Session, cp_from_row, ticket_from_row
-from evnet.central.states import CpInput, CpMachine, CpState, IllegalTransition
+from evnet.central.states import CpInput, CpMachine, CpState
+from evnet.protocols.machine import IllegalTransition
 from evnet.central.trust import Trust
 
 # How long a CP that comes back with a charge left open by an earlier run

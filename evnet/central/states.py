@@ -1,17 +1,16 @@
 """
 The explicit state machines of Central: a charging point's state and a
-charge session's state.  Pure: no I/O, no Twisted.  An input a machine does
-not allow in its current state raises L{IllegalTransition}; callers log it
-and carry on, they never crash on it.
+charge session's state, as tables for L{evnet.protocols.machine.Machine}
+(evnet's one machine idiom).  Pure: no I/O, no Twisted.  An input a
+machine does not allow in its current state raises L{IllegalTransition};
+callers log it and carry on, they never crash on it.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-
-class IllegalTransition(Exception):
-    """An input that the machine does not accept in its current state."""
+from evnet.protocols.machine import Machine
 
 
 class CpState(str, Enum):
@@ -65,15 +64,16 @@ _CP_TABLE: dict[tuple[CpState, CpInput], object] = {
 }
 
 
-class CpMachine:
+class CpMachine(Machine):
     """
     A CP's state at Central.  Besides the state it keeps two facts that
     decide where an idle CP rests: whether the operator stopped it (PARADO
     survives disconnections and restarts) and whether its Engine is healthy.
+    The table's L{IDLE} target means "wherever those facts say".
     """
 
     def __init__(self, state: CpState = CpState.DESCONECTADO, stopped: bool = False, engine_ok: bool = True):
-        self.state = state
+        super().__init__("CP", _CP_TABLE, state)  # type: ignore[arg-type]
         self.stopped = stopped
         self.engine_ok = engine_ok
 
@@ -82,14 +82,10 @@ class CpMachine:
             return CpState.PARADO
         return CpState.ACTIVADO if self.engine_ok else CpState.AVERIADO
 
-    def can(self, event: CpInput) -> bool:
-        return (self.state, event) in _CP_TABLE
-
     def fire(self, event: CpInput) -> CpState:
         """Apply C{event}; return the new state or raise L{IllegalTransition}."""
-        target = _CP_TABLE.get((self.state, event))
-        if target is None:
-            raise IllegalTransition(f"{event.value} is not allowed in state {self.state.value}")
+        before = self.state
+        super().fire(event)
         if event is CpInput.FAULT:
             self.engine_ok = False
         elif event is CpInput.RECOVER:
@@ -98,7 +94,9 @@ class CpMachine:
             self.stopped = True
         elif event is CpInput.RESUME:
             self.stopped = False
-        self.state = self.idle_state() if target is IDLE else target  # type: ignore[assignment]
+        if self.state is IDLE:
+            self.state = self.idle_state()
+        self.changed = self.state is not before
         return self.state
 
 
@@ -121,13 +119,6 @@ _SESSION_TABLE = {
 }
 
 
-class SessionMachine:
+class SessionMachine(Machine):
     def __init__(self, state: SessionState = SessionState.AUTHORIZED):
-        self.state = state
-
-    def fire(self, event: SessionInput) -> SessionState:
-        target = _SESSION_TABLE.get((self.state, event))
-        if target is None:
-            raise IllegalTransition(f"session: {event.value} is not allowed when {self.state.value}")
-        self.state = target
-        return target
+        super().__init__("session", _SESSION_TABLE, state)
