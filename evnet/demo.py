@@ -1,8 +1,11 @@
 """
 ``evnet demo``: the whole network as real processes on loopback, with no
-human: one Central, ten charging points (Engine + Monitor each), three
-drivers with ten requests each.  Along the way it simulates a fault, stops
-and resumes a CP and restarts a Monitor, so every CP state appears.  It shows
+human: one EV_Registry, one Central, ten charging points (Engine + Monitor
+each; the demo enrolls every CP at the Registry and each Monitor registers
+its CP there with its token), three drivers with ten requests each.  Along
+the way it simulates a fault, stops and resumes a CP, revokes a CP's key and
+has its Monitor log in again, and restarts a Monitor, so every CP state
+appears.  It shows
 what happens as it happens, prints every driver's tickets and a verdict, and
 leaves no process behind (also on Ctrl+C).
 """
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable, Optional
 
-from evnet.launcher import Proc, ProcGroup, free_port, wait_for_port
+from evnet.launcher import Proc, ProcGroup, Registry, free_port, wait_for_port
 
 STATES = ("ACTIVADO", "SUMINISTRANDO", "AVERIADO", "PARADO", "DESCONECTADO")
 LOCATIONS = [
@@ -34,10 +37,12 @@ DRIVERS = ("D1", "D2", "D3")
 
 # What Central prints that a person following the demo wants to see.
 _CENTRAL_EVENT = re.compile(
-    r"\] (CP \S+ (registered|authenticated|AVERIADO|recovered|stopped|resumed|DESCONECTADO).*"
+    r"\] (CP \S+ (registered|authenticated|AVERIADO|recovered|stopped|resumed|DESCONECTADO|out of service).*"
     r"|REQ .*|TICKET .*)$"
 )
 _TRANSITION = re.compile(r"CP (\S+): (\w+) -> (\w+)")
+_REVOKED = re.compile(r"CP (\S+) out of service: its key was revoked")
+_AUTHENTICATED = re.compile(r"CP (\S+) authenticated from")
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Demo:
         self.results = {d: DriverResult(d) for d in DRIVERS}
         self.monitors: dict[str, Proc] = {}
         self.ports: dict[str, int] = {}
+        self.revoked: dict[str, bool] = {}  # CP -> whether it logged in again since Central revoked its key
+        self.registry: Optional[Registry] = None
         self.stopping = threading.Event()
         self.panel = None
 
@@ -94,6 +101,12 @@ class Demo:
         for cp, _before, after in _TRANSITION.findall(line):
             with self.lock:
                 self.seen_states.add(after)
+        with self.lock:
+            for cp in _REVOKED.findall(line):
+                self.revoked[cp] = False
+            for cp in _AUTHENTICATED.findall(line):
+                if cp in self.revoked:
+                    self.revoked[cp] = True
         match = _CENTRAL_EVENT.search(line)
         if match and not self.stopping.is_set():
             self.say("central", match.group(1))
@@ -128,12 +141,23 @@ class Demo:
                 result.unfinished = event.get("unfinished", [])
         return handle
 
+    @property
+    def db(self) -> str:
+        return self.o.db or f"sqlite:{self.workdir / 'evcentral.db'}"
+
+    def start_registry(self) -> Registry:
+        """EV_Registry on Central's database, and an enrollment token for every CP."""
+        self.registry = Registry(self.group, self.db, self.workdir / "registry")
+        self.registry.start(log_path=str(self.workdir / "registry.log"))
+        self.registry.enroll(*(self.cp_id(i) for i in range(self.o.cps)))
+        return self.registry
+
     def start_central(self) -> Proc:
         args = [
             "--listen", f"tcp:{self.ports['cp']}:interface=127.0.0.1",
             "--drivers", f"tcp:{self.ports['drivers']}:interface=127.0.0.1",
             "--http", f"tcp:{self.ports['http']}:interface=127.0.0.1",
-            "--db", self.o.db or f"sqlite:{self.workdir / 'evcentral.db'}",
+            "--db", self.db,
         ]
         if self.o.kafka:
             # A consumer group of its own: records left on the cluster by an
@@ -163,6 +187,8 @@ class Demo:
             "--cp-id", cp, "--location", LOCATIONS[i % len(LOCATIONS)], "--price", f"{PRICES[i % len(PRICES)]:.2f}",
             "--engine", f"tcp:host=127.0.0.1:port={self.ports[f'engine{i}']}",
             "--central", f"tcp:host=127.0.0.1:port={self.ports['cp']}",
+            "--control", f"tcp:{self.ports[f'monitor{i}']}:interface=127.0.0.1",
+            *self.registry.monitor_args(cp, self.workdir / f"credentials-{cp}.json"),
         ]
         if self.o.kafka:
             args += ["--kafka", self.o.kafka]
@@ -189,17 +215,28 @@ class Demo:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read() or b"null")
 
-    def engine_command(self, i: int, command: str) -> str:
-        proc = self.group.command(f"evctl-{i}", "evctl", "engine",
-                                  f"tcp:host=127.0.0.1:port={self.ports[f'control{i}']}", command)
-        proc.wait(15)
+    def evctl(self, name: str, *args: str) -> str:
+        """One evctl command; its output, or RuntimeError if it did not succeed."""
+        proc = self.group.command(name, "evctl", *args)
+        code = proc.wait(15)
+        if code != 0:
+            raise RuntimeError(f"evctl {' '.join(args[:2])} exited with {code}: {proc.output().strip()}")
         return proc.output().strip()
+
+    def engine_command(self, i: int, command: str) -> str:
+        return self.evctl(f"evctl-{i}", "engine", f"tcp:host=127.0.0.1:port={self.ports[f'control{i}']}", command)
 
     def script(self) -> None:
         """Inject one fault, one stop/resume and one Monitor restart while the drivers work."""
         n = self.o.cps
-        fault_i, stop_i, restart_i = 4 % n, 7 % n, 9 % n
+        fault_i, stop_i, restart_i, revoke_i = 4 % n, 7 % n, 9 % n, 2 % n
+        revoked = self.cp_id(revoke_i)
         steps = [
+            (14, f"the operator revokes the key of {revoked} (evctl keys revoke {revoked})",
+             lambda: self.evctl("revoke", "keys", "revoke", revoked, "--http", f"http://127.0.0.1:{self.ports['http']}")),
+            (22, f"{revoked}'s Monitor logs in again (evctl monitor … reauth)",
+             lambda: self.evctl("reauth", "monitor", f"tcp:host=127.0.0.1:port={self.ports[f'monitor{revoke_i}']}",
+                                "reauth")),
             (10, f"simulating a fault at {self.cp_id(fault_i)} (evctl engine … fault)",
              lambda: self.engine_command(fault_i, "fault")),
             (18, f"the fault at {self.cp_id(fault_i)} is repaired (evctl engine … recover)",
@@ -213,6 +250,7 @@ class Demo:
             (50, f"the Monitor of {self.cp_id(restart_i)} is started again",
              lambda: self.start_monitor(restart_i)),
         ]
+        steps.sort(key=lambda step: step[0])
         start = time.monotonic()
         for at, text, action in steps:
             if self.stopping.wait(max(0.0, start + at - time.monotonic())):
@@ -268,20 +306,23 @@ class Demo:
             self.ports[name] = free_port()
         self.ports["http"] = self.o.http_port or free_port()
         for i in range(n):
-            self.ports[f"engine{i}"] = free_port()
-            self.ports[f"control{i}"] = free_port()
+            for port in ("engine", "control", "monitor"):
+                self.ports[f"{port}{i}"] = free_port()
         self.say("demo", f"working directory (logs, database, state): {self.workdir}")
+        self.say("demo", f"starting EV_Registry and enrolling {n} charging points (evctl registry enroll)")
+        self.start_registry()
         backend = "Kafka at " + self.o.kafka if self.o.kafka else "in-band (no Kafka)"
         self.say("demo", f"starting EV_Central ({self.o.db or 'SQLite'}, {backend})")
         self.start_central()
         self.say("demo", f"web panel: http://127.0.0.1:{self.ports['http']}/")
-        self.say("demo", f"starting {n} charging points (an Engine and a Monitor each)")
+        self.say("demo", f"starting {n} charging points (an Engine and a Monitor each; "
+                         "each Monitor registers its CP at the Registry)")
         for i in range(n):
             self.start_engine(i)
         for i in range(n):
             wait_for_port(self.ports[f"engine{i}"], timeout=30)
             self.start_monitor(i)
-        central = self.group.procs[0]
+        central = next(p for p in self.group.procs if p.name == "central")
         for i in range(n):
             central.wait_for(rf"CP {self.cp_id(i)} authenticated", timeout=60)
         self.say("demo", f"all {n} charging points are connected; starting drivers {', '.join(DRIVERS)}")
@@ -340,6 +381,11 @@ class Demo:
         missing = [s for s in STATES if s not in self.seen_states]
         if missing:
             problems.append("states never seen: " + ", ".join(missing))
+        if not self.revoked:
+            problems.append("no CP's key was revoked")
+        for cp, back in self.revoked.items():
+            if not back:
+                problems.append(f"{cp} did not log in again after its key was revoked")
         sessions = [t.get("session") for d in DRIVERS for t in self.results[d].tickets]
         if len(set(sessions)) != len(sessions):
             problems.append("a ticket was received twice")
@@ -354,8 +400,10 @@ class Demo:
             out(f"logs: {self.workdir}")
             return 1
         db_note = f", {closed} sessions in the database, each ticketed once"
+        revoked = ", ".join(self.revoked)
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
-            f"every state seen ({', '.join(STATES)}); no process left running")
+            f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
+            f"after its Monitor's new login; no process left running")
         return 0
 
     def count_sessions(self) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """
 Real evnet processes, for the demo and the end-to-end tests: start evnet
-commands, follow what they print, stop them by PID (never by name).
+commands, follow what they print, stop them by PID (never by name); and
+L{Registry}, one EV_Registry with which they register their CPs.
 
 Plain blocking code with timeouts, for programs that orchestrate processes
 (``evnet demo``, tests), never for code on a reactor.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -196,3 +198,57 @@ class ProcGroup:
                 proc.popen.wait(5)
         for proc in self.procs:
             proc._reader.join(2)
+
+
+class Registry:
+    """
+    One ``twistd -n evregistry`` of C{group} on Central's database C{db}
+    (its state and admin token in C{directory}), and the CPs enrolled at it
+    as an operator does: ``evctl registry enroll CP --token-output F``.  A
+    Monitor started with L{monitor_args} registers its CP there itself the
+    first time and keeps the answer in its credentials file.
+    """
+
+    def __init__(self, group: ProcGroup, db: str, directory: Path | None = None):
+        self.group = group
+        self.db = db
+        self.dir = Path(directory or group.workdir / "registry")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.admin = self.dir / "admin.token"
+        if not self.admin.exists():
+            fd = os.open(self.admin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+        self.ca_file = self.dir / "state" / "registry-cert.pem"
+        self.proc: Proc | None = None
+        self.tokens: dict[str, Path] = {}
+
+    def start(self, timeout: float = 60.0, **kwargs) -> Proc:
+        self.proc = self.group.twistd(
+            "registry", "evregistry", "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--db", self.db,
+            "--state-dir", str(self.dir / "state"), "--admin-token-file", str(self.admin), **kwargs,
+        )
+        self.proc.wait_for("EV_Registry ready", timeout=timeout)
+        return self.proc
+
+    def enroll(self, *cp_ids: str, timeout: float = 60.0) -> None:
+        """An enrollment token for each CP (0600 files), asked for all at once."""
+        runs = []
+        for cp_id in cp_ids:
+            token = self.dir / f"{cp_id}.token"
+            runs.append((cp_id, token, self.group.command(
+                f"enroll-{cp_id}", "evctl", "registry", "enroll", cp_id, "--registry", self.url,
+                "--ca-file", str(self.ca_file), "--token-file", str(self.admin), "--token-output", str(token),
+            )))
+        for cp_id, token, proc in runs:
+            code = proc.wait(timeout)
+            if code != 0:
+                raise AssertionError(f"evctl registry enroll {cp_id} failed ({code}): {proc.output()[-2000:]}")
+            self.tokens[cp_id] = token
+
+    def monitor_args(self, cp_id: str, credentials_file: Path) -> list[str]:
+        """The Monitor's options to register C{cp_id} (enrolled) here, keeping its credentials in C{credentials_file}."""
+        return ["--registry", self.url, "--ca-file", str(self.ca_file),
+                "--enrollment-token-file", str(self.tokens[cp_id]), "--credentials-file", str(credentials_file)]

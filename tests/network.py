@@ -1,7 +1,11 @@
 """
 A small evnet network of real processes for end-to-end tests: one Central,
-charging points (Engine + Monitor), drivers (``evdriver --json``), every port
-from free_port(), and restarts with the same command line.  Processes are
+one EV_Registry on the same database, charging points (Engine + Monitor,
+the Monitor registering its CP at the Registry with an enrollment token the
+first time), drivers (``evdriver --json``), every port from free_port(), and
+restarts with the same command line.  L{registered} is the shortcut for a
+test that starts a Monitor itself: the CP's registration written in the
+database as the Registry writes it, and its credentials file.  Processes are
 started through the ``procs`` fixture (evnet.launcher), so every one of them
 is stopped by PID at the end of the test.
 
@@ -26,6 +30,10 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from evnet.central.store import parse_db_url
+from evnet.launcher import Registry
+from evnet.protocols import security
+from evnet.registry.credentials import Credentials, save_credentials
+from evnet.registry.schema import STATEMENTS
 from tests.procs import BIN, Proc, ProcGroup, free_port, wait_for_port
 
 T = TypeVar("T")
@@ -108,12 +116,46 @@ def fresh_mysql_database(server_url: str):
         mysql(base, f"DROP DATABASE IF EXISTS {name}")
 
 
+def registered(db: str, directory: Path, cp_id: str, location: str = "Centro", price: float = 0.30) -> list[str]:
+    """
+    CP C{cp_id} registered in Central's database C{db} (an ``sqlite:PATH``
+    or ``mysql://`` URL) as EV_Registry writes it, with a fresh secret kept in
+    a 0600 credentials file in C{directory}: the Monitor's options to use it.
+    """
+    secret = security.new_secret()
+    row = (cp_id, location, price, security.make_verifier(secret).to_text(), "registered", time.time(), time.time())
+    insert = ("REPLACE INTO registrations (cp_id, location, price, verifier, status, registered_at, updated_at) "
+              "VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0})")
+    url = parse_db_url(db)
+    if url.backend == "sqlite":
+        with sqlite3.connect(url.path) as conn:
+            for statement in STATEMENTS:
+                conn.execute(statement)
+            conn.execute(insert.format("?"), row)
+    else:
+        import MySQLdb
+
+        conn = MySQLdb.connect(host=url.host, port=url.port, user=url.user, passwd=url.password, db=url.database)
+        try:
+            cursor = conn.cursor()
+            for statement in STATEMENTS:
+                cursor.execute(statement)
+            cursor.execute(insert.format("%s"), row)
+            conn.commit()
+        finally:
+            conn.close()
+    path = Path(directory) / f"credentials-{cp_id}.json"
+    save_credentials(str(path), Credentials(cp_id, secret, "https://127.0.0.1:7443"))
+    return ["--credentials-file", str(path)]
+
+
 @dataclass
 class ChargingPoint:
     cp_id: str
     engine_args: list[str]
     monitor_args: list[str]
     control: str
+    monitor_control: str = ""  # the Monitor's --control (evctl monitor)
     engine: Proc | None = None
     monitor: Proc | None = None
     engines: list[Proc] = field(default_factory=list)  # every run, for the delivered energy
@@ -122,7 +164,9 @@ class ChargingPoint:
 class Network:
     """
     One Central on C{db} (SQLite in the test's directory by default) with an
-    HTTP port for ``evctl`` (or none), plus the CPs and drivers a test adds.
+    HTTP port for ``evctl`` (or none), plus the CPs and drivers a test adds,
+    and the EV_Registry (same database) their Monitors register at, started
+    with the first CP.
     """
 
     def __init__(self, procs: ProcGroup, db: str | None = None, http: bool = True):
@@ -139,6 +183,7 @@ class Network:
         ]
         self.central: Proc | None = None
         self.centrals: list[Proc] = []
+        self.registry = Registry(procs, self.db, self.dir / "registry")
         self.cps: dict[str, ChargingPoint] = {}
         self.drivers: dict[str, list[Proc]] = {}
         self.arrivals: dict[str, list[tuple[float, str]]] = {}  # driver run -> (when, line)
@@ -156,8 +201,15 @@ class Network:
         return self.central
 
     def add_cp(self, cp_id: str, price: float = 0.30, power_kw: float = 36, wait: bool = True) -> ChargingPoint:
-        """An Engine (--auto-plug) and its Monitor; with C{wait}, until Central authenticates the CP."""
-        engine_port, control_port = free_port(), free_port()
+        """
+        An Engine (--auto-plug) and its Monitor, the CP enrolled at the
+        Registry first (the Monitor registers it with the token); with C{wait},
+        until Central authenticates the CP.
+        """
+        if self.registry.proc is None:
+            self.registry.start()
+        self.registry.enroll(cp_id)
+        engine_port, control_port, monitor_control = free_port(), free_port(), free_port()
         cp = ChargingPoint(
             cp_id,
             engine_args=[
@@ -170,8 +222,11 @@ class Network:
                 "--cp-id", cp_id, "--location", f"Street {cp_id}", "--price", f"{price:.2f}",
                 "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
                 "--central", f"tcp:host=127.0.0.1:port={self.cp_port}",
+                "--control", f"tcp:{monitor_control}:interface=127.0.0.1",
+                *self.registry.monitor_args(cp_id, self.dir / f"credentials-{cp_id}.json"),
             ],
             control=f"tcp:host=127.0.0.1:port={control_port}",
+            monitor_control=f"tcp:host=127.0.0.1:port={monitor_control}",
         )
         self.cps[cp_id] = cp
         mark = self.central.mark() if self.central else 0

@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+from tests.network import registered
 from tests.procs import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,7 @@ def test_central_killed_mid_charge_restarts_and_the_driver_gets_one_ticket(procs
         "monitor", "evmonitor", "--cp-id", "CP1", "--location", "Centro", "--price", "0.30",
         "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
         "--central", f"tcp:host=127.0.0.1:port={cp_port}",
+        *registered(f"sqlite:{db}", tmp_path, "CP1", "Centro", 0.30),
     )
     central.wait_for("CP CP1 authenticated", timeout=20)
     requests = tmp_path / "requests.txt"

@@ -1,10 +1,13 @@
 """
 ``evnet demo`` as a person runs it (without the live panel): the whole network
-comes up, every driver works through its file, the verdict is OK, exit 0, and
-no process it started is left running.
+comes up (every CP registered by its Monitor at the Registry, its credentials
+in a 0600 file), every driver works through its file, a CP's key is revoked
+and its Monitor logs in again, the verdict is OK, exit 0, and no process it
+started is left running.
 """
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -55,6 +58,10 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     assert "VERDICT: OK" in output, output[-6000:]
     assert "sessions in the database, each ticketed once" in output
     assert "all 10 charging points are connected" in output
+    assert "CP03 out of service with its key revoked and back after its Monitor's new login" in output
+    credentials = sorted(workdir.glob("credentials-CP*.json"))
+    assert len(credentials) == 10
+    assert {stat.S_IMODE(os.stat(path).st_mode) for path in credentials} == {0o600}
     for driver in ("D1", "D2", "D3"):
         assert f"driver {driver}: " in output and "(exit code 0)" in output
     assert processes_mentioning(str(workdir)) == []

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.network import registered
 from tests.procs import BIN, free_port, wait_for_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")
@@ -78,6 +79,7 @@ def test_driver_completes_a_ten_line_file_against_real_central_and_cps(procs, tm
             "--price", "0.30",
             "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
             "--central", f"tcp:host=127.0.0.1:port={cp_port}",
+            *registered(f"sqlite:{tmp_path / 'central.db'}", tmp_path, cp, f"Street {cp}", 0.30),
             *kafka,
         )
     deadline = time.monotonic() + 90

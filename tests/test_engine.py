@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from evnet.engine import tap as engine_tap
 from evnet.ctl.cli import LineExchange, build_parser, client_endpoint_string
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
 from evnet.kafka.bus import BusError, BusFull, KafkaBus
 from evnet.engine.charger import Charger, Phase, PhaseInput
@@ -106,6 +107,12 @@ class FakeBus(service.MultiService):
         self.published = [p for p in self.published if p not in got]
         return got
 
+    def take_opened(self, opener, topic=None):
+        """L{take}, each record opened with C{opener} (they must all be sealed): (topic, key, msg)."""
+        got = self.take(topic)
+        assert all(isinstance(msg, m.Sec) for _, _, msg in got), f"published in the clear: {got}"
+        return [(t, k, security.open_message(opener, msg)) for t, k, msg in got]
+
     def subscribe_key(self, topic, key, handler, group_id):
         consumer = FakeConsumer(topic, key, handler, group_id)
         self.consumers.append(consumer)
@@ -131,11 +138,24 @@ def make_engine(tmp_path, clock=None, **kwargs):
     return engine, clock
 
 
-def connect(engine, clock, cfg=True):
+KEY_ID = "0a1b2c3d"
+KEY = bytes(range(32, 64))  # the session key a Monitor hands over in tests
+CPKEY = m.CpKey("CP1", KEY_ID, security.b64(KEY))
+
+
+def central_opener():
+    """What Central opens the CP's Kafka records with (the roles a CP seals by)."""
+    return security.Opener("CP1", KEY_ID, KEY, (security.ROLE_MONITOR, security.ROLE_ENGINE))
+
+
+def connect(engine, clock, cfg=True, key=False):
+    """A Monitor link to C{engine}: CFG first (C{cfg}), then the CPKEY (C{key})."""
     monitor = MonitorEnd(engine, clock)
     assert monitor.answer == ACK_BYTE
     if cfg:
         monitor.send(m.Cfg("CP1", PRICE))
+    if key:
+        monitor.send(CPKEY)
     return monitor
 
 
@@ -584,11 +604,12 @@ def test_evctl_sends_one_command_line_and_reads_one_answer():
 def test_with_kafka_telemetry_and_stop_go_to_their_topics_not_the_monitor(tmp_path):
     bus = FakeBus()
     engine, clock = make_engine(tmp_path, bus=bus)
-    monitor = connect(engine, clock)
+    monitor = connect(engine, clock, key=True)
     monitor.send(start_msg(kwh=0.025))
     engine.command("plug")
     assert run(clock, monitor, 3) == []  # nothing for Central on the Monitor link
-    assert bus.take() == [
+    opener = central_opener()
+    assert bus.take_opened(opener) == [
         ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 1, 0.01, POWER, 0.005, 1)),
         ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 2, 0.02, POWER, 0.01, 2)),
         ("cp.telemetry", "CP1", m.Telem("CP1", "S1", 3, 0.025, POWER, 0.0125, 2)),
@@ -607,19 +628,20 @@ def test_with_kafka_telemetry_and_stop_go_to_their_topics_not_the_monitor(tmp_pa
 def test_with_kafka_a_stop_is_resent_until_its_ticket_one_copy_at_a_time(tmp_path):
     bus = FakeBus(hold=True)  # Kafka is unreachable: nothing is acknowledged
     engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
-    monitor = connect(engine, clock)
+    monitor = connect(engine, clock, key=True)
     monitor.send(start_msg(seconds=1))
     clock.advance(1)
     stop = m.Stop("CP1", "S1", 2, 0.01, 0.005, 1, "target")
-    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]
+    opener = central_opener()
+    assert bus.take_opened(opener, "cp.events") == [("cp.events", "CP1", stop)]
     clock.advance(10)
     assert bus.take("cp.events") == []  # the first copy still waits for Kafka: no pile-up
     bus.ack()  # Kafka is back and took it; the TICKET has not come back yet
     clock.advance(5)
-    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]
+    assert bus.take_opened(opener, "cp.events") == [("cp.events", "CP1", stop)]  # sealed again: not a replay
     bus.fail(BusError("Kafka at fake:9092 did not take the cp.events message: too large"))
     clock.advance(5)
-    assert bus.take("cp.events") == [("cp.events", "CP1", stop)]  # sent again after a refusal
+    assert bus.take_opened(opener, "cp.events") == [("cp.events", "CP1", stop)]  # sent again after a refusal
     bus.ack()
     monitor.send(m.Ticket("S1", 0.01, 0.005, 1, "CP1", "D1", "target"))
     clock.advance(20)
@@ -630,7 +652,7 @@ def test_with_kafka_a_stop_is_resent_until_its_ticket_one_copy_at_a_time(tmp_pat
 def test_with_kafka_a_refused_stop_is_logged_and_kept(tmp_path):
     bus = FakeBus(hold=True)
     engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
-    connect(engine, clock)
+    connect(engine, clock, key=True)
     engine.messageReceived(engine.monitor, start_msg(seconds=1))
     clock.advance(1)
     with capturedLogs() as events:
@@ -646,7 +668,7 @@ def test_with_kafka_a_refused_stop_is_logged_and_kept(tmp_path):
 def test_with_kafka_refused_telemetry_is_logged_once_then_its_recovery(tmp_path):
     bus = FakeBus(hold=True)
     engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
-    monitor = connect(engine, clock)
+    monitor = connect(engine, clock, key=True)
     monitor.send(start_msg())
     with capturedLogs() as events:
         for _ in range(3):
@@ -670,21 +692,84 @@ def test_with_kafka_a_request_at_the_cp_goes_to_cp_events(tmp_path):
     bus = FakeBus()
     engine, clock = make_engine(tmp_path, bus=bus)
     assert engine.command("request D1").startswith("ERROR no Monitor connected")  # its answer comes that way
-    monitor = connect(engine, clock)
+    monitor = connect(engine, clock, key=True)
     assert engine.command("request D1 2.5").startswith("OK asked Central")
-    assert bus.take() == [("cp.events", "CP1", m.Req("D1", "CP1", 2.5))]
+    assert bus.take_opened(central_opener()) == [("cp.events", "CP1", m.Req("D1", "CP1", 2.5))]
     assert monitor.received() == []
 
 
-def test_with_kafka_a_stop_restored_from_the_state_file_is_published_at_start(tmp_path):
+def test_with_kafka_a_stop_restored_from_the_state_file_is_published_once_a_key_comes(tmp_path):
     engine, clock = make_engine(tmp_path, auto_plug=True)
     monitor = connect(engine, clock)
     monitor.send(start_msg())
     run(clock, monitor, 2)
     engine.stopService()
     bus = FakeBus()
-    make_engine(tmp_path, bus=bus)  # the charge ends: engine-restart, no Monitor yet
-    assert bus.take() == [("cp.events", "CP1", m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "engine-restart"))]
+    engine, clock = make_engine(tmp_path, bus=bus)  # the charge ends: engine-restart, no Monitor yet
+    assert bus.take() == []  # no key (it lives only in memory): nothing in the clear
+    monitor = connect(engine, clock)
+    assert bus.take() == []
+    monitor.send(CPKEY)
+    stop = m.Stop("CP1", "S1", 3, 0.02, 0.01, 2, "engine-restart")
+    assert bus.take_opened(central_opener()) == [("cp.events", "CP1", stop)]
+
+
+def test_with_kafka_nothing_is_published_before_the_monitors_key(tmp_path):
+    bus = FakeBus()
+    engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
+    monitor = connect(engine, clock)  # CFG, but no CPKEY yet
+    with capturedLogs() as events:
+        monitor.send(start_msg(seconds=3))
+        run(clock, monitor, 3)  # three TELEMs, then the STOP at the target
+    assert bus.take() == [] and monitor.received() == []
+    said = [formatEvent(e) for e in events if "No key from the Monitor yet" in formatEvent(e)]
+    assert said == [
+        "No key from the Monitor yet: nothing is published to Kafka in the clear "
+        "(STOPs are kept until a key comes, TELEMs skipped: the next one is cumulative)"
+    ]
+    assert "awaiting-tickets=1" in engine.command("status") and "key=none" in engine.command("status")
+    assert engine.command("request D1").startswith("ERROR no key from the Monitor yet")
+    monitor.send(CPKEY)  # the STOP goes at once, sealed by the Engine
+    records = bus.take()
+    assert [(topic, msg.role, msg.key_id) for topic, _, msg in records] == [("cp.events", "E", KEY_ID)]
+    assert security.open_message(central_opener(), records[0][2]) == m.Stop("CP1", "S1", 4, 0.03, 0.015, 3, "target")
+    status = engine.command("status")
+    assert f"key={KEY_ID}" in status and CPKEY.key not in status  # the id, never the key
+
+
+def test_with_kafka_each_topic_is_sealed_as_its_own_sequence(tmp_path):
+    # Central reads cp.telemetry and cp.events on their own: whichever it reads
+    # first, the other still opens (neither looks like a replay of the other).
+    bus = FakeBus()
+    engine, clock = make_engine(tmp_path, bus=bus, auto_plug=True)
+    monitor = connect(engine, clock, key=True)
+    monitor.send(start_msg(seconds=2))
+    run(clock, monitor, 2)
+    opener = central_opener()
+    events = bus.take_opened(opener, "cp.events")
+    telemetry = bus.take_opened(opener, "cp.telemetry")
+    assert [msg.code for _, _, msg in events] == ["STOP"]
+    assert [msg.seq for _, _, msg in telemetry] == [1, 2]
+
+
+def test_a_key_the_engine_cannot_use_is_logged_and_ignored(tmp_path):
+    bus = FakeBus()
+    engine, clock = make_engine(tmp_path, bus=bus)
+    monitor = connect(engine, clock)
+    with capturedLogs() as events:
+        monitor.send(m.CpKey("CP1", KEY_ID, security.b64(b"short")))
+        monitor.send(m.CpKey("CP1", "not-hex!", security.b64(KEY)))
+        monitor.send(m.CpKey("CP2", KEY_ID, security.b64(KEY)))
+    assert [formatEvent(e) for e in events] == [
+        "Ignored a key from the Monitor: the key must be 32 bytes",
+        "Ignored a key from the Monitor: the key id must be 8 hex digits",
+        "Ignored a key for CP CP2: this Engine serves CP1",
+    ]
+    assert engine.key_id is None
+    with capturedLogs() as events:
+        monitor.send(CPKEY)
+    assert [formatEvent(e) for e in events] == [f"Key {KEY_ID} from the Monitor: Kafka records are sealed with it"]
+    assert KEY_ID in engine.command("status")
 
 
 def test_engine_options_accept_kafka_and_make_a_bus_started_before_the_engine(tmp_path):

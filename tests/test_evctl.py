@@ -27,6 +27,7 @@ from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceiv
 
 from evnet.ctl import cli, panel, stream, terminal
 from evnet.ctl.errors import CentralRefused, UserError
+from tests.network import registered
 from tests.procs import free_port, wait_for_port
 
 
@@ -59,6 +60,7 @@ class Central:
             "monitor", "evmonitor", "--cp-id", cp_id, "--location", "Calle Mayor 1", "--price", "0.3",
             "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
             "--central", f"tcp:host=127.0.0.1:port={self.cp_port}",
+            *registered(f"sqlite:{self.tmp_path / 'central.db'}", self.tmp_path, cp_id, "Calle Mayor 1", 0.3),
         )
         monitor.wait_for(rf"Central authenticated CP {cp_id}", timeout=20)
         self.proc.wait_for(rf"CP {cp_id} authenticated", timeout=20)

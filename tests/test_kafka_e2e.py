@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafkanet import available_through_kafka
-from tests.network import eventually, events
+from tests.network import eventually, events, registered
 from tests.procs import free_port, wait_for_port
 
 KAFKA = os.environ.get("EVNET_TEST_KAFKA")
@@ -92,6 +92,7 @@ class KafkaNetwork:
             "--cp-id", cp_id, "--location", f"Street {cp_id}", "--price", "0.30",
             "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
             "--central", f"tcp:host=127.0.0.1:port={self.cp_port}",
+            *registered(f"sqlite:{self.db}", self.tmp, cp_id, f"Street {cp_id}", 0.30),
             "--kafka", KAFKA,
         )
         return engine

@@ -1,4 +1,4 @@
-"""The Monitor (EV_CP_M) on fake endpoints, fake transports and a fake clock."""
+"""The Monitor (EV_CP_M) on fake endpoints, fake transports, a fake clock and a fake Central."""
 
 import pytest
 from twisted.internet import defer
@@ -12,13 +12,20 @@ from twisted.python.failure import Failure
 
 from evnet.monitor import tap as monitor_tap
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, FrameDecoder
 from evnet.monitor.service import MonitorService
 from evnet.monitor.states import Health
+from evnet.registry.credentials import Credentials
 
 from tests.fakes import frame_of
 from evnet.kafka.bus import BusError, KafkaBus
 from tests.test_engine import FakeBus, read_frames
+
+FAST = 2**4  # the scrypt cost of the test verifiers: a login in microseconds
+SECRET = "c2VjcmV0LWZvci10aGUtdGVzdHMtb25seS0tLS0tLS0"
+VERIFIER = security.make_verifier(SECRET, n=FAST)
+CREDENTIALS = Credentials("CP1", SECRET, "https://127.0.0.1:7443")
 
 
 class Peer:
@@ -53,14 +60,72 @@ class Peer:
         self.proto.connectionLost(Failure(ConnectionDone("gone")))
 
 
-class FakeEndpoint:
-    """Connects at once to a fresh Peer, or fails while C{down}."""
+class CentralPeer(Peer):
+    """
+    A fake Central built from L{security.ServerLogin}: L{login} answers the
+    Monitor's AUTH and PROOF; once it gave a key, L{send} seals (role C) and
+    L{received} opens what the Monitor sealed (role M), failing on anything
+    in the clear.  L{raw} is what the link carried, unopened.
+    """
 
-    def __init__(self):
+    def __init__(self, proto, transport):
+        super().__init__(proto, transport)
+        self.sealer = self.opener = None
+        self.key_id = self.key = None
+        self.raw = []
+
+    def send_plain(self, msg):
+        super().send(msg)
+
+    def send(self, msg):
+        if self.sealer is None:
+            return self.send_plain(msg)
+        return self.send_plain(security.seal_message(self.sealer, msg))
+
+    def received(self):
+        msgs = super().received()
+        self.raw += msgs
+        if self.opener is None:
+            return msgs
+        assert all(isinstance(x, m.Sec) for x in msgs), f"in the clear after KEY: {msgs}"
+        return [security.open_message(self.opener, x) for x in msgs]
+
+    def use_key(self, key_id, key):
+        self.key_id, self.key = key_id, key
+        self.sealer = security.Sealer("CP1", key_id, key, security.ROLE_CENTRAL)
+        self.opener = security.Opener("CP1", key_id, key, (security.ROLE_MONITOR,))
+        self.kafka = security.Opener("CP1", key_id, key, (security.ROLE_MONITOR, security.ROLE_ENGINE))
+
+    def login(self, state="ACTIVADO", liveness=1.0, verifier=VERIFIER, tamper=None):
+        """
+        Answer the Monitor's login (plain, or sealed on a keyed link) and give
+        it a new key; what the Monitor sent after the KEY, opened.  With
+        C{tamper}, the KEY sent is C{tamper(KEY)} and no key is taken.
+        """
+        (auth,) = self.received()
+        assert isinstance(auth, m.Auth) and auth.cp_id == "CP1"
+        server = security.ServerLogin(auth, verifier, b"decoy")
+        self.send(server.challenge())
+        (proof,) = self.received()
+        assert isinstance(proof, m.Proof)
+        answer, key_id, key = server.check(proof, state, liveness)
+        if tamper is not None:
+            self.send(tamper(answer))
+            return self.received()
+        self.send(answer)
+        self.use_key(key_id, key)
+        return self.received()
+
+
+class FakeEndpoint:
+    """Connects at once to a fresh peer (a C{peer_class}), or fails while C{down}."""
+
+    def __init__(self, peer_class=Peer):
         self.peers = []
         self.attempts = []
         self.down = False
         self.clock = None
+        self.peer_class = peer_class
 
     def connect(self, factory):
         self.attempts.append(self.clock.seconds() if self.clock else None)
@@ -69,7 +134,7 @@ class FakeEndpoint:
         proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7000))
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 7000))
         proto.makeConnection(transport)
-        self.peers.append(Peer(proto, transport))
+        self.peers.append(self.peer_class(proto, transport))
         return defer.succeed(proto)
 
     @property
@@ -83,9 +148,10 @@ def no_jitter(attempt):
 
 def make_monitor(**kwargs):
     clock = Clock()
-    engine, central = FakeEndpoint(), FakeEndpoint()
+    engine, central = FakeEndpoint(), FakeEndpoint(CentralPeer)
     engine.clock = central.clock = clock
     kwargs.setdefault("backoff", no_jitter)
+    kwargs.setdefault("credentials", CREDENTIALS)
     monitor = MonitorService(
         "CP1", "Calle Mayor 1", 0.3, engine, central, clock,
         engine_name="tcp:host=127.0.0.1:port=7100", central_name="tcp:host=127.0.0.1:port=7000", **kwargs
@@ -93,25 +159,27 @@ def make_monitor(**kwargs):
     return monitor, engine, central, clock
 
 
-def authenticate(central, state="ACTIVADO"):
+def authenticate(central, state="ACTIVADO", **kwargs):
+    """Open the link and answer the login; what the Monitor sent after KEY (opened)."""
     central.accept()
-    assert central.received() == [m.Reg("CP1", "Calle Mayor 1", 0.3)]
-    central.send(m.Accepted("REG", "CP1"))
-    assert central.received() == [m.Auth("CP1")]
-    central.send(m.Accepted("AUTH", "CP1", state))
-    return central.received()
+    return central.login(state, **kwargs)
 
 
 def running(engine_ok=True, **kwargs):
-    """A Monitor with both links up, authenticated, the Engine answering OK."""
+    """A Monitor with both links up, logged in, the Engine answering OK."""
     monitor, engine, central, clock = make_monitor(**kwargs)
     monitor.startService()
     authenticate(central.peer)
     engine.peer.accept()
-    assert engine.peer.received() == [m.Cfg("CP1", 0.3), m.Hck()]
+    assert engine.peer.received() == [m.Cfg("CP1", 0.3), cpkey_of(central.peer), m.Hck()]
     if engine_ok:
         engine.peer.send(m.HckResp("OK"))
     return monitor, engine.peer, central.peer, clock
+
+
+def cpkey_of(central):
+    """The CPKEY the Monitor hands its Engine for the key C{central} gave."""
+    return m.CpKey("CP1", central.key_id, security.b64(central.key))
 
 
 def answer_health(engine_peer, clock, result="OK"):
@@ -122,11 +190,11 @@ def answer_health(engine_peer, clock, result="OK"):
     return msgs
 
 
-def test_registers_then_authenticates_then_reports_status_every_second():
+def test_logs_in_then_reports_status_every_second():
     monitor, engine, central, clock = make_monitor()
     monitor.startService()
-    after_auth = authenticate(central.peer)
-    assert after_auth == [m.Status("CP1", "OK")]  # the Engine's health is not known yet
+    after_key = authenticate(central.peer)
+    assert after_key == [m.Status("CP1", "OK")]  # the Engine's health is not known yet
     assert monitor.central_state == "ACTIVADO"
     engine.peer.accept()
     for _ in range(3):
@@ -210,7 +278,7 @@ def test_engine_link_loss_is_reported_at_once_and_recovered_after_reconnect():
     # ClientService reconnects after its backoff delay: CFG again, then health is OK again.
     clock.advance(1.5)
     engine.peer.accept()
-    assert engine.peer.received() == [m.Cfg("CP1", 0.3), m.Hck()]
+    assert engine.peer.received() == [m.Cfg("CP1", 0.3), cpkey_of(central), m.Hck()]
     engine.peer.send(m.HckResp("OK"))
     assert m.Rcv("CP1") in central.received()
 
@@ -236,16 +304,17 @@ def test_central_unreachable_is_said_once_and_retried_with_growing_delays():
     assert any("connected to Central at tcp:host=127.0.0.1:port=7000" in formatEvent(e) for e in events)
 
 
-def test_refused_registration_is_shown_and_retried_with_backoff():
+def test_a_refused_login_is_shown_and_retried_with_backoff():
     monitor, engine, central, clock = make_monitor()
     with capturedLogs() as events:
         monitor.startService()
         central.peer.accept()
-        central.peer.received()
-        central.peer.send(m.Refused("REG", "CP1", "bad location"))
+        (auth,) = central.peer.received()
+        central.peer.send(m.Refused("AUTH", "CP1", "wrong credentials"))
     assert EOT_BYTE in central.peer.transport.value()
     assert central.peer.transport.disconnecting
-    assert any("Central refused REG for CP CP1: bad location" in formatEvent(e) for e in events)
+    assert any("Central refused the login of CP CP1: wrong credentials; retrying later" in formatEvent(e)
+               for e in events)
     central.peer.lose()
     assert len(central.attempts) == 1
     # Each refusal lengthens the delay: 1.5**2 after the first one...
@@ -254,10 +323,11 @@ def test_refused_registration_is_shown_and_retried_with_backoff():
     clock.advance(0.1)
     assert len(central.attempts) == 2
     central.peer.accept()
+    (auth,) = central.peer.received()
+    server = security.ServerLogin(auth, VERIFIER, b"decoy")
+    central.peer.send(server.challenge())
     central.peer.received()
-    central.peer.send(m.Accepted("REG", "CP1"))
-    central.peer.received()
-    central.peer.send(m.Refused("AUTH", "CP1", "already connected"))
+    central.peer.send(m.Refused("AUTH", "CP1", "too many failures from this address"))
     central.peer.lose()
     clock.advance(1.5**3 - 0.1)
     assert len(central.attempts) == 2  # ...1.5**3 after the second
@@ -272,9 +342,9 @@ def test_a_fault_known_before_auth_is_reported_right_after_it():
     monitor.startService()
     engine.peer.accept()
     engine.peer.received()
-    engine.peer.send(m.HckResp("KO"))  # Central is not authenticated yet: the AVR is dropped...
+    engine.peer.send(m.HckResp("KO"))  # Central gave no key yet: the AVR is dropped...
     msgs = authenticate(central.peer)
-    assert msgs[0] == m.Avr("CP1", "the Engine reports a fault (KO)")  # ...and sent after AUTH
+    assert msgs[0] == m.Avr("CP1", "the Engine reports a fault (KO)")  # ...and sent after KEY
     assert msgs[1] == m.Status("CP1", "KO")
 
 
@@ -315,25 +385,29 @@ def test_answers_from_central_out_of_order_are_logged_and_ignored():
     monitor.startService()
     central = central_ep.peer
     central.accept()
-    assert central.received() == [m.Reg("CP1", "Calle Mayor 1", 0.3)]
+    (auth,) = central.received()
+    server = security.ServerLogin(auth, VERIFIER, b"decoy")
     with capturedLogs() as events:
-        central.send(m.Accepted("AUTH", "CP1", "ACTIVADO"))  # before ACCEPTED#REG
+        central.send(m.Key("CP1", "ACTIVADO", "0a1b2c3d", "AA", "AA"))  # before any CHALLENGE
     text = [formatEvent(e) for e in events]
-    assert "the Central link: ACCEPTED#AUTH is not allowed when registering; ignored" in text, text
+    assert "the Central link: KEY is not allowed when authenticating; ignored" in text, text
     assert not monitor.central_ready and central.received() == []
-    central.send(m.Accepted("REG", "CP1"))
-    assert central.received() == [m.Auth("CP1")]
+    central.send(server.challenge())
+    (proof,) = central.received()
     with capturedLogs() as events:
-        central.send(m.Accepted("REG", "CP1"))  # again: no second AUTH
-    assert "the Central link: ACCEPTED#REG is not allowed when authenticating; ignored" in [
-        formatEvent(e) for e in events
-    ]
+        central.send(server.challenge())  # again: no second PROOF
+    assert "the Central link: CHALLENGE is not allowed when proving; ignored" in [formatEvent(e) for e in events]
     assert central.received() == []
-    central.send(m.Accepted("AUTH", "CP1", "ACTIVADO"))
+    with capturedLogs() as events:
+        central.send(m.Start("CP1", "S1", "D1", 0.3))  # not logged in yet: not relayed
+    assert "Ignored START from Central" in [formatEvent(e) for e in events]
+    answer, key_id, session_key = server.check(proof, "ACTIVADO")
+    central.send(answer)
+    central.use_key(key_id, session_key)
     assert monitor.central_ready and central.received() == [m.Status("CP1", "OK")]
     with capturedLogs() as events:
-        central.send(m.Refused("REG", "CP1", "late"))  # ready: nothing to refuse any more
-    assert "the Central link: REFUSED#REG is not allowed when ready; ignored" in [formatEvent(e) for e in events]
+        central.send(m.Refused("AUTH", "CP1", "late"))  # keyed: nothing to refuse any more
+    assert "the Central link: REFUSED#AUTH is not allowed when ready; ignored" in [formatEvent(e) for e in events]
     assert monitor.central_ready and not central.transport.disconnecting
     clock.advance(1)
     assert [x.code for x in central.received()] == ["AVR", "STATUS"]  # the link still carries the reports
@@ -362,15 +436,20 @@ GOOD = ["--cp-id", "CP1", "--location", "Centro", "--price", "0.3"]
     [
         (["--location", "Centro", "--price", "0.3"], "--cp-id is required"),
         (["--cp-id", "CP#1", "--location", "Centro", "--price", "0.3"], "--cp-id 'CP#1'"),
-        (["--cp-id", "CP1", "--price", "0.3"], "--location is required"),
-        (["--cp-id", "CP1", "--location", "Centro"], "--price is required"),
+        (["--cp-id", "CP1", "--location", " ", "--price", "0.3"], "--location may not be empty"),
         (["--cp-id", "CP1", "--location", "Centro", "--price", "cheap"], "--price must be a number"),
         (["--cp-id", "CP1", "--location", "Centro", "--price", "-1"], "--price must be a number"),
         (GOOD + ["--health-period", "0"], "--health-period must be a number of seconds above 0"),
         (GOOD + ["--central", "nowhere"], "--central 'nowhere' is not a client endpoint string"),
         (GOOD + ["--engine", "nowhere"], "--engine 'nowhere' is not a client endpoint string (e.g. tcp:host=127.0.0.1:port=7100)"),
+        (GOOD + ["--control", "nowhere"], "--control 'nowhere' is not a server endpoint string"),
         (["--cp-id", "CP1", "--location", "Centro", "--price", "500"], "--price must be a number of EUR per kWh from 0 to 100"),
-        (["--cp-id", "CP1", "--location", "x" * 5000, "--price", "0.3"], "--location is too long: the registration would take 5014 bytes, a frame carries 4096"),
+        (["--cp-id", "CP1", "--location", "x" * 256, "--price", "0.3"], "--location is too long: the Registry takes at most 255 characters"),
+        (GOOD + ["--registry", "https://127.0.0.1:7443"], "--registry and --enrollment-token-file go together"),
+        (GOOD + ["--enrollment-token-file", "cp1.token"], "--registry and --enrollment-token-file go together"),
+        (GOOD + ["--registry", "http://127.0.0.1:7443", "--enrollment-token-file", "t"], "--registry: the Registry's URL must be https://HOST:PORT"),
+        (GOOD + ["--registry", "https://127.0.0.1:7443", "--enrollment-token-file", "t", "--ca-file", "/nonexistent.pem"],
+         "--ca-file /nonexistent.pem: cannot read it"),
     ],
 )
 def test_monitor_options_reject_mistakes_clearly(argv, message):
@@ -382,6 +461,11 @@ def test_monitor_options_reject_mistakes_clearly(argv, message):
 def test_monitor_options_accept_a_good_command_line():
     options = parse_monitor_options(*GOOD, "--health-timeout", "1.5")
     assert (options["price"], options["health-period"], options["health-timeout"]) == (0.3, 1.0, 1.5)
+    assert options["credentials-file"] == "evmonitor-CP1-credentials.json"  # the documented default
+    assert options["control"] == "none"
+    # Once registered, neither a location nor a price is needed.
+    options = parse_monitor_options("--cp-id", "CP1", "--credentials-file", "cp1.json")
+    assert (options["location"], options["price"], options["credentials-file"]) == (None, None, "cp1.json")
 
 
 # ---------------------------------------------------------------------------
@@ -394,13 +478,13 @@ def test_with_kafka_avr_and_rcv_go_to_cp_events_and_status_stays_on_the_link():
     monitor, engine, central, clock = running(bus=bus)
     central.received()
     answer_health(engine, clock, "KO")
-    assert bus.take() == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
+    assert bus.take_opened(central.kafka) == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
     clock.advance(1)
     msgs = central.received()
     assert m.Status("CP1", "KO") in msgs  # Central sees the fault this way too
     assert not [x for x in msgs if isinstance(x, (m.Avr, m.Rcv))]
     answer_health(engine, clock, "OK")
-    assert bus.take() == [("cp.events", "CP1", m.Rcv("CP1"))]
+    assert bus.take_opened(central.kafka) == [("cp.events", "CP1", m.Rcv("CP1"))]
     assert not [x for x in central.received() if isinstance(x, (m.Avr, m.Rcv))]
 
 
@@ -413,7 +497,7 @@ def test_with_kafka_a_fault_known_before_auth_is_published_right_after_it():
     engine.peer.send(m.HckResp("KO"))
     assert bus.take() == []  # Central is not authenticated yet
     msgs = authenticate(central.peer)
-    assert bus.take() == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
+    assert bus.take_opened(central.peer.kafka) == [("cp.events", "CP1", m.Avr("CP1", "the Engine reports a fault (KO)"))]
     assert msgs == [m.Status("CP1", "KO")]
 
 

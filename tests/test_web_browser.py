@@ -16,6 +16,7 @@ import shutil
 import pytest
 
 from evnet.protocols import messages as m
+from tests.network import registered
 from tests.procs import free_port, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -76,6 +77,7 @@ def test_the_dashboard_follows_a_charging_point_live(procs, tmp_path, browser):
         "--cp-id", "CP1", "--location", "Calle Mayor 1", "--price", "0.3",
         "--engine", f"tcp:host=127.0.0.1:port={engine_port}",
         "--central", f"tcp:host=127.0.0.1:port={cp_port}",
+        *registered(f"sqlite:{tmp_path / 'central.db'}", tmp_path, "CP1", "Calle Mayor 1", 0.3),
     )
     # Green: the CP registered and authenticated; no reload needed.
     page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)

@@ -10,6 +10,7 @@ function to the list.
 - ``evctl engine ENDPOINT plug|unplug|fault|recover|status|help``
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
 - ``evctl weather add|remove|list ENDPOINT [CITY]``: EV_W's cities (L{evnet.ctl.weather}).
+- ``evctl monitor ENDPOINT reauth|status|help`` (``evnet/ctl/monitor.py``)
 - ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``,
   ``evctl keys revoke CP`` (L{evnet.ctl.keys}) and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
@@ -119,7 +120,11 @@ async def _run_engine(reactor, args: argparse.Namespace) -> int:
             raise UserError("usage: evctl engine ENDPOINT request DRIVER [KWH]")
     elif args.args:
         raise UserError(f"{args.action} takes no arguments")
-    answer = await ask(reactor, args.endpoint, " ".join([args.action, *args.args]), args.timeout)
+    return show_answer(await ask(reactor, args.endpoint, " ".join([args.action, *args.args]), args.timeout))
+
+
+def show_answer(answer: str) -> int:
+    """Print a control endpoint's answer line (OK: stdout, exit 0; ERROR: stderr, exit 1)."""
     if answer.startswith("OK"):
         print(answer[3:].replace(" | ", "\n") if len(answer) > 3 else "OK")
         return 0
@@ -346,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(subparsers)
     from evnet.ctl.keys import add_keys  # evctl keys … (imports this module)
+    from evnet.ctl.monitor import add_monitor  # evctl monitor … (imports this module)
     from evnet.ctl.registry import add_registry  # evctl registry … (imports this module)
 
     add_registry(subparsers)
@@ -353,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     from evnet.ctl.weather import add_weather  # evctl weather … (imports this module)
 
     add_weather(subparsers)
+    add_monitor(subparsers)
     return parser
 
 

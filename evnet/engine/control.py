@@ -4,6 +4,10 @@ the control endpoint (L{ControlFactory}, used by ``evctl engine``) and the
 terminal (L{ConsoleProtocol}, read by L{ConsoleService}).  Each command line gets one answer line,
 ``OK …`` or ``ERROR …``.
 
+The three line classes serve any C{target} with a C{command(line) -> str}
+method: the Monitor's console and control endpoint (``evctl monitor``) are
+the same classes over L{evnet.monitor.control}.
+
 ``docs/chargingpoint.md`` ("Commands") is the contract.
 """
 
@@ -72,6 +76,8 @@ def _request(engine: "EngineService", args: list[str]) -> str:
         raise CommandError(f"bad target {args[1]!r}: kWh must be a number >= 0") from None
     if engine.monitor is None:
         raise CommandError("no Monitor connected: Central cannot be asked")
+    if engine.bus is not None and engine.key_id is None:
+        raise CommandError("no key from the Monitor yet: nothing goes to Kafka in the clear (try again after its login)")
     req = engine.charger.request(args[0], kwh)
     target = f" up to {req.target_kwh:.3f} kWh" if req.target_kwh else ""
     return f"asked Central for a charge for {req.driver_id}{target}; its answer shows in the log"
@@ -87,7 +93,7 @@ class ControlProtocol(LineOnlyReceiver):
         text = line.decode("utf-8", "replace").strip()
         if not text:
             return
-        self.sendLine(self.factory.engine.command(text).replace("\n", " | ").encode("utf-8"))
+        self.sendLine(self.factory.target.command(text).replace("\n", " | ").encode("utf-8"))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine(b"ERROR line too long")
@@ -95,43 +101,51 @@ class ControlProtocol(LineOnlyReceiver):
 
 
 class ControlFactory(Factory):
+    """The control endpoint of C{target} (the Engine, or the Monitor)."""
+
     protocol = ControlProtocol
     noisy = False
 
-    def __init__(self, engine: "EngineService") -> None:
-        self.engine = engine
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+
+ENGINE_BANNER = "EV_CP_E: type a command (help lists them)"
 
 
 class ConsoleProtocol(LineReceiver):
-    """The same commands typed in the Engine's terminal (keys: p u f r s h)."""
+    """The same commands typed in the terminal (the Engine's keys: p u f r s h)."""
 
     delimiter = b"\n"
 
-    def __init__(self, engine: "EngineService") -> None:
-        self.engine = engine
+    def __init__(self, target: Any, banner: str = ENGINE_BANNER) -> None:
+        self.target = target
+        self.banner = banner
 
     def connectionMade(self) -> None:
-        self.transport.write(b"EV_CP_E: type a command (help lists them)\n")
+        self.transport.write(self.banner.encode("utf-8") + b"\n")
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").strip()
         if text:
-            self.transport.write(self.engine.command(text).encode("utf-8") + b"\n")
+            self.transport.write(self.target.command(text).encode("utf-8") + b"\n")
 
 
 class ConsoleService(service.Service):
     """
-    Reads commands from stdin for as long as the Engine runs.  A stdin that
+    Reads commands for C{target} from stdin for as long as it runs.  A stdin that
     cannot be read (closed, say) is said in one line and passed to
     C{on_failure}.  C{stdio} makes the reader (L{twisted.internet.stdio.StandardIO}).
     """
 
     log = Logger()
 
-    def __init__(self, engine: "EngineService", on_failure: Callable[[str], None], stdio: Any = None) -> None:
-        self.engine = engine
+    def __init__(self, target: Any, on_failure: Callable[[str], None], stdio: Any = None,
+                 banner: str = ENGINE_BANNER) -> None:
+        self.target = target
         self.on_failure = on_failure
         self.stdio = stdio
+        self.banner = banner
 
     def startService(self) -> None:
         super().startService()
@@ -140,7 +154,7 @@ class ConsoleService(service.Service):
 
             self.stdio = StandardIO
         try:
-            self.stdio(ConsoleProtocol(self.engine))
+            self.stdio(ConsoleProtocol(self.target, self.banner))
         except OSError as e:
             text = f"cannot read commands from stdin: {e.strerror or e}"
             self.log.error("{text}", text=text)

@@ -7,13 +7,17 @@ commands (``control.py``), ticks every second, saves the Charger's snapshot
 in the state file (``statefile.py``), then sends what the Charger emitted.
 With a Kafka bus (``--kafka``), TELEM goes to ``cp.telemetry`` and STOP/REQ
 to ``cp.events`` (key: the CP id) instead of the Monitor link;
-START/PARAR/REANUDAR/TICKET still come from the Monitor.
+START/PARAR/REANUDAR/TICKET still come from the Monitor.  Every record is
+sealed (role E) under the key the Monitor hands over with CPKEY after each
+login; until there is one nothing is published in the clear: a STOP stays
+pending, a TELEM is skipped.  The key lives only in memory.
 
 ``docs/chargingpoint.md`` describes the commands and the state file.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from twisted.application import service
@@ -27,12 +31,14 @@ from evnet.engine.control import command
 from evnet.engine.statefile import StateFile, read_snapshot
 from evnet.kafka.errors import BusError
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.link import FramedLink, LinkError, LinkHandler
 from evnet.protocols.vocabulary import TOPIC_CP_EVENTS, TOPIC_CP_TELEMETRY
 
 #: Where each message for Central goes with a Kafka bus (key: the CP id).
 KAFKA_TOPICS = {m.Telem: TOPIC_CP_TELEMETRY, m.Stop: TOPIC_CP_EVENTS, m.Req: TOPIC_CP_EVENTS}
 
+KEY_ID = re.compile(r"[0-9a-f]{8}\Z")
 TICK_SECONDS = 1.0
 STOP_RESEND_SECONDS = 5.0
 
@@ -50,6 +56,9 @@ class EngineService(service.Service, LinkHandler):
     STOP is still re-sent every 5 s until its TICKET comes back on the
     Monitor link, which makes a Kafka outage lossless for it; a TELEM that
     Kafka refuses is logged (the state file and the STOP keep the totals).
+    Records are sealed under the Monitor's CPKEY, one L{security.Sealer} per
+    topic (Central reads each topic on its own, so each is its own counter
+    sequence); none is published before the first CPKEY.
     """
 
     log = Logger()
@@ -70,6 +79,10 @@ class EngineService(service.Service, LinkHandler):
         self.monitor: Optional[FramedLink] = None
         self._stops_in_flight: set[str] = set()  # STOPs published, not yet acknowledged by Kafka
         self._telem_failures = 0  # TELEMs Kafka refused since the last one it took
+        self.key_id: Optional[str] = None  # the CP's session key, from the Monitor's CPKEY (memory only)
+        self._key = b""
+        self._sealers: dict[str, security.Sealer] = {}  # topic -> its sealer under the current key
+        self._no_key_said = False
         self._outbox: list[m.Message] = []
         self.charger = Charger(
             clock, power_kw, self._outbox.append, auto_plug=auto_plug, log=Logger(namespace="evnet.engine.charger")
@@ -126,23 +139,68 @@ class EngineService(service.Service, LinkHandler):
     # -- sending: the Monitor link, or Kafka -------------------------------
 
     def _send(self, msg: m.Message) -> None:
-        """One message for Central: through Kafka with a bus, else on the Monitor link."""
+        """One message for Central: through Kafka with a bus (sealed), else on the Monitor link."""
         if self.bus is None:
             self.monitor.sendMessage(msg).addErrback(self._not_sent, msg, "the Monitor")
+        elif self.key_id is None:
+            self._withheld(msg)
         elif isinstance(msg, m.Stop):
             self._publish_stop(msg)
         else:
-            d = self.bus.publish(KAFKA_TOPICS[type(msg)], msg.cp_id, msg)
+            d = self._publish(KAFKA_TOPICS[type(msg)], msg)
             if isinstance(msg, m.Telem):
                 d.addCallbacks(self._telem_published, self._telem_not_published, errbackArgs=(msg,))
             else:
                 d.addErrback(self._not_sent, msg, "Kafka")
 
+    def _publish(self, topic: str, msg: m.Message):
+        """Publish C{msg} sealed under the current key, by the sealer of C{topic}."""
+        sealer = self._sealers.get(topic)
+        if sealer is None:
+            sealer = self._sealers[topic] = security.Sealer(
+                msg.cp_id, self.key_id, self._key, security.ROLE_ENGINE
+            )
+        return self.bus.publish(topic, msg.cp_id, security.seal_message(sealer, msg))
+
+    def _withheld(self, msg: m.Message) -> None:
+        """No key yet: nothing goes to Kafka in the clear (said once)."""
+        if not self._no_key_said:
+            self._no_key_said = True
+            self.log.warn(
+                "No key from the Monitor yet: nothing is published to Kafka in the clear "
+                "(STOPs are kept until a key comes, TELEMs skipped: the next one is cumulative)"
+            )
+        if not isinstance(msg, m.Stop):
+            self.log.debug("{code} not published: no key yet", code=msg.code)
+
+    def take_key(self, msg: m.CpKey) -> None:
+        """CPKEY: the key Central issued at the Monitor's last login; Kafka records are sealed with it."""
+        if self.charger.cp_id is not None and msg.cp_id != self.charger.cp_id:
+            self.log.warn("Ignored a key for CP {other}: this Engine serves {cp_id}",
+                          other=msg.cp_id, cp_id=self.charger.cp_id)
+            return
+        try:
+            key = security.unb64(msg.key, "the key")
+            if len(key) != security.KEY_BYTES:
+                raise security.SecurityError(f"the key must be {security.KEY_BYTES} bytes")
+            if not KEY_ID.match(msg.key_id):
+                raise security.SecurityError("the key id must be 8 hex digits")
+        except security.SecurityError as e:
+            self.log.warn("Ignored a key from the Monitor: {why}", why=str(e))
+            return
+        first = self.key_id is None
+        if msg.key_id != self.key_id:
+            self.log.info("Key {key_id} from the Monitor: Kafka records are sealed with it", key_id=msg.key_id)
+        self.key_id, self._key, self._sealers = msg.key_id, key, {}
+        self._no_key_said = False
+        if first:
+            self.resend_stops()
+
     def _publish_stop(self, stop: m.Stop) -> None:
         if stop.session_id in self._stops_in_flight:
             return  # the last copy still waits for Kafka: one is enough
         self._stops_in_flight.add(stop.session_id)
-        d = self.bus.publish(TOPIC_CP_EVENTS, stop.cp_id, stop)
+        d = self._publish(TOPIC_CP_EVENTS, stop)
         d.addErrback(self._not_sent, stop, "Kafka")
         d.addBoth(lambda _: self._stops_in_flight.discard(stop.session_id))
 
@@ -211,6 +269,8 @@ class EngineService(service.Service, LinkHandler):
             link.send(m.HckResp(charger.health))
         elif isinstance(msg, m.Cfg):
             charger.configure(msg.cp_id, msg.price)
+        elif isinstance(msg, m.CpKey):
+            self.take_key(msg)
         elif isinstance(msg, m.Start):
             charger.start(msg)
         elif isinstance(msg, m.Parar):
@@ -245,5 +305,5 @@ class EngineService(service.Service, LinkHandler):
     def status(self) -> str:
         """The Charger's status line, with the Monitor link and the Kafka bus."""
         monitor = f"monitor={self.monitor.peer_name}" if self.monitor else "monitor=none"
-        kafka = f" kafka={self.bus.bootstrap}" if self.bus is not None else ""
+        kafka = f" kafka={self.bus.bootstrap} key={self.key_id or 'none'}" if self.bus is not None else ""
         return f"{self.charger.status()} {monitor}{kafka}"

@@ -2,30 +2,42 @@
 EV_CP_M, the Monitor of a charging point: it watches its Engine and speaks
 for the CP to Central.
 
-Two links, each kept up by a L{ClientService} with backoff:
+First its credentials (``enrollment.py``: the credentials file, or a
+registration at EV_Registry kept in that file).  Then two links, each kept
+up by a L{ClientService} with backoff:
 
-- to Central: REG then AUTH (a refusal is shown and retried with a growing
-  delay), then STATUS every second; AVR when the Engine goes KO, RCV when
-  it is OK again; Central's START/PARAR/REANUDAR/TICKET (and the answers
-  to a REQ) are relayed to the Engine.
+- to Central: a login without sending the secret (AUTH, CHALLENGE, PROOF,
+  KEY: ``session.py``, docs/protocol.md §7); a Central whose KEY does not
+  prove it holds the CP's registration is refused, and a refused login is
+  shown; both are retried with a growing delay.  From KEY on everything on
+  the link is sealed, and what Central sends is accepted only sealed by
+  Central (role C).  STATUS at the interval KEY gives; AVR when the Engine
+  goes KO, RCV when it is OK again; Central's START/PARAR/REANUDAR/TICKET
+  (and the answers to a REQ) are relayed to the Engine.  REAUTH: log in
+  again on the same link (sealed) and switch to the new key.  REVOKED: the
+  link closes and the Monitor waits for its operator (``reauth``, in its
+  terminal or through its control endpoint: ``control.py``).
 - to the Engine: CFG (the CP id and price from the Monitor's command line)
-  when the link opens, then HCK every health period; the Engine's
-  TELEM/STOP/REQ are relayed to Central.
+  when the link opens, CPKEY (the key its Kafka records are sealed with)
+  after each KEY and whenever the link opens while there is one, then HCK
+  every health period; the Engine's TELEM/STOP/REQ are relayed to Central.
 
-Each link's phase (connecting, registering, authenticating, ready,
-refused) and the Engine's health (UNKNOWN until its first answer, OK, or
-KO: it answered KO, did not answer within the timeout, or its link is down)
-are table machines (``states.py``); an input a table does not allow, such
-as an ACCEPTED#AUTH before ACCEPTED#REG, is logged and ignored.
+Each link's phase and the Engine's health (UNKNOWN until its first
+answer, OK, or KO: it answered KO, did not answer within the timeout, or
+its link is down) are table machines (``states.py``); an input a table does
+not allow, such as a KEY before any CHALLENGE, is logged and ignored.
 
 The Monitor stays thin: while Central is not reachable it drops what the
 Engine sends, with a log line (the Engine keeps its STOPs until their
 TICKET comes back); a relayed message a link does not take is said too.
 
 With a Kafka bus (``--kafka``), AVR and RCV go to ``cp.events`` (key: the
-CP id) instead of the Central link; STATUS stays on the link (liveness,
-and Central also derives a fault from STATUS KO, so a Kafka outage does
-not hide one).
+CP id), sealed by role M, instead of the Central link; STATUS stays on the
+link (liveness, and Central also derives a fault from STATUS KO, so a Kafka
+outage does not hide one).
+
+The scrypt of a login (~50 ms) runs on the reactor: once per login of one
+CP, it is cheaper than a thread hand-off would be worth.
 """
 
 from __future__ import annotations
@@ -34,56 +46,34 @@ from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from evnet.kafka.errors import BusError
-from evnet.monitor.states import CENTRAL_LINK, ENGINE_LINK, HEALTH, Health, HealthInput, LinkInput, LinkPhase
+from evnet.monitor import control
+from evnet.monitor.central import CentralSide, WatchedEndpoint
+from evnet.monitor.session import CentralSession
+from evnet.monitor.states import ENGINE_LINK, HEALTH, Health, HealthInput, LinkInput, LinkPhase
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.link import FramedLink, LinkError, LinkFactory, LinkHandler
 from evnet.protocols.machine import Machine
-from evnet.protocols.vocabulary import TOPIC_CP_EVENTS, WHAT_AUTH, WHAT_REG
+from evnet.protocols.vocabulary import TOPIC_CP_EVENTS
+from evnet.registry.credentials import Credentials, CredentialsError
 
 STATUS_SECONDS = 1.0
 DEFAULT_HEALTH_PERIOD = 1.0
 DEFAULT_HEALTH_TIMEOUT = 2.0
 DEFAULT_ANSWER_TIMEOUT = 10.0
 
-# Central -> Engine and Engine -> Central messages the Monitor relays.
-TO_ENGINE = (m.Start, m.Parar, m.Reanudar, m.Ticket, m.Authorized, m.Denied, m.Notice)
+# Engine -> Central messages the Monitor relays (the other way: central.TO_ENGINE).
 TO_CENTRAL = (m.Telem, m.Stop, m.Req)
 
 
 def default_backoff() -> Callable[[int], float]:
     return backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=1.5)
-
-
-@implementer(IStreamClientEndpoint)
-class WatchedEndpoint:
-    """
-    A client endpoint that tells C{on_failure} when a connection attempt
-    fails, so the Monitor can say "cannot reach …" once per outage.
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint, name: str, on_failure: Callable[[Failure], None]) -> None:
-        self.endpoint = endpoint
-        self.name = name
-        self.on_failure = on_failure
-
-    def connect(self, factory):
-        d = self.endpoint.connect(factory)
-        d.addErrback(self._failed)
-        return d
-
-    def _failed(self, failure: Failure) -> Failure:
-        self.on_failure(failure)
-        return failure
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 class _Side(LinkHandler):
@@ -106,29 +96,49 @@ class _Side(LinkHandler):
         getattr(self.monitor, f"_{self.side}_lost")(link, reason)
 
 
+class _Given:
+    """Credentials the caller already has (tests, embedding)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+
+    def obtain(self) -> defer.Deferred:
+        return defer.succeed(self.credentials)
+
+    def load(self) -> Credentials:
+        return self.credentials
+
+    def stop(self) -> None:
+        pass
+
+
 class MonitorService(service.MultiService):
     """
     The Monitor of CP C{cp_id}.  C{engine} and C{central} are client
     endpoints; C{engine_name} and C{central_name} are how a person knows
-    them (the endpoint strings).  C{backoff} is the retry policy base: the
-    delay grows with failed connections and with refusals alike.  With
-    C{bus} (a L{evnet.kafka.bus.KafkaBus}), AVR and RCV are published to
-    ``cp.events`` instead of the Central link.
+    them (the endpoint strings).  C{credentials} is the CP's
+    L{Credentials}, or where they come from (an
+    L{evnet.monitor.enrollment.CredentialSource}); the Central link starts
+    once they are there, and C{on_failure(text)} is told when they cannot
+    be had (the reason is logged).  C{location} and C{price} are the CP's
+    (the price goes to the Engine in CFG).  C{backoff} is the retry policy
+    base: the delay grows with failed connections and with refusals alike.
+    With C{bus} (a L{evnet.kafka.bus.KafkaBus}), AVR and RCV are published
+    to ``cp.events`` instead of the Central link.
     """
-
-    TABLES = {"central": CENTRAL_LINK, "engine": ENGINE_LINK}
 
     log = Logger()
 
     def __init__(
         self,
         cp_id: str,
-        location: str,
-        price: float,
+        location: Optional[str],
+        price: Optional[float],
         engine: IStreamClientEndpoint,
         central: IStreamClientEndpoint,
         clock: IReactorTime,
         *,
+        credentials: Any,
         engine_name: str = "the Engine",
         central_name: str = "Central",
         health_period: float = DEFAULT_HEALTH_PERIOD,
@@ -136,12 +146,16 @@ class MonitorService(service.MultiService):
         answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
         backoff: Optional[Callable[[int], float]] = None,
         bus: Any = None,
+        on_failure: Optional[Callable[[str], None]] = None,
     ) -> None:
         super().__init__()
         self.bus = bus
-        self.reg = m.Reg(cp_id, location, price)
         self.cp_id = cp_id
-        self.price = self.reg.price
+        self.location = location
+        self.price = m.Cfg(cp_id, price or 0.0).price
+        self.source = _Given(credentials) if isinstance(credentials, Credentials) else credentials
+        self.credentials: Optional[Credentials] = None
+        self.on_failure = on_failure or (lambda text: None)
         self.clock = clock
         self.engine_name = engine_name
         self.central_name = central_name
@@ -153,22 +167,16 @@ class MonitorService(service.MultiService):
         self._health: Machine[Health, HealthInput] = Machine("the Engine's health", HEALTH, Health.UNKNOWN)
         self.health_reason = ""
         self.engine: Optional[FramedLink] = None
-        self.central: Optional[FramedLink] = None
-        self.central_state = ""  # the CP's state at Central, from ACCEPTED#AUTH
-        # Consecutive refusals (REG/AUTH refused, ENQ NACKed): they lengthen
-        # the retry delay the way failed connections do.
+        self._kafka_sealer: Optional[security.Sealer] = None  # AVR/RCV records, under the current key
+        # Consecutive refusals (a login refused, ENQ NACKed, not the real
+        # Central): they lengthen the retry delay the way failed connections do.
         self.refusals = {"central": 0, "engine": 0}
         self._down_reported = {"central": False, "engine": False}
         self._hck_timer = None
-        self._answer_timer = None
 
-        self.central_service = ClientService(
-            WatchedEndpoint(central, central_name, lambda f: self._down("central", f.getErrorMessage())),
-            LinkFactory(_Side(self, "central"), initiator=True, clock=clock),
-            retryPolicy=lambda attempt: backoff(attempt + self.refusals["central"]),
-            clock=clock,
-        )
-        self.central_service.setServiceParent(self)
+        # Its service starts once there are credentials and stops on REVOKED: not a child.
+        self.central_side = CentralSide(self, central, clock, backoff, answer_timeout)
+        self.central_service = self.central_side.service
         self.engine_service = ClientService(
             WatchedEndpoint(engine, engine_name, lambda f: self._down("engine", f.getErrorMessage())),
             LinkFactory(_Side(self, "engine"), initiator=True, clock=clock),
@@ -186,16 +194,30 @@ class MonitorService(service.MultiService):
         return self._health.state
 
     @property
-    def central_ready(self) -> bool:
-        """Central accepted AUTH on the current link."""
-        return self.central is not None and self._phase(self.central, "central").state is LinkPhase.READY
+    def central(self) -> Optional[FramedLink]:
+        """The current Central link."""
+        return self.central_side.link
 
-    def _phase(self, link: FramedLink, side: str) -> Machine[LinkPhase, LinkInput]:
-        """The phase of C{link} (to C{side}: central or engine), kept in its context."""
-        if "phase" not in link.context:
-            name = "the Central link" if side == "central" else "the Engine link"
-            link.context["phase"] = Machine(name, self.TABLES[side], LinkPhase.CONNECTING)
-        return link.context["phase"]
+    @property
+    def session(self) -> Optional[CentralSession]:
+        """The login and key of the current Central link."""
+        return self.central_side.session
+
+    @property
+    def central_state(self) -> str:
+        """The CP's state at Central, from the last KEY."""
+        return self.central_side.state
+
+    @property
+    def revoked(self) -> Optional[str]:
+        """Why Central revoked the key, until the operator asks for a new login."""
+        return self.central_side.revoked
+
+    @property
+    def central_ready(self) -> bool:
+        """Central gave this link a key: messages flow, sealed."""
+        session = self.session
+        return session is not None and session.keyed
 
     def _where(self, side: str) -> str:
         return self.central_name if side == "central" else self.engine_name
@@ -219,24 +241,38 @@ class MonitorService(service.MultiService):
 
     def startService(self) -> None:
         self.log.info(
-            "Monitor of CP {cp_id} ({location}, {price:.3f} EUR/kWh): Engine at {engine}, Central at {central}",
+            "Monitor of CP {cp_id}: Engine at {engine}, Central at {central}",
             cp_id=self.cp_id,
-            location=self.reg.location,
-            price=self.price,
             engine=self.engine_name,
             central=self.central_name,
         )
         super().startService()
         self._health_loop.start(self.health_period, now=False)
         self._status_loop.start(STATUS_SECONDS, now=False)
+        self.source.obtain().addCallbacks(self._have_credentials, self._no_credentials)
+
+    def _have_credentials(self, credentials: Credentials) -> None:
+        if not self.running:
+            return
+        self.credentials = credentials
+        self.central_service.startService()
+
+    def _no_credentials(self, failure: Failure) -> None:
+        if failure.check(CredentialsError):
+            text = failure.getErrorMessage()
+            self.log.error("{text}", text=text)
+            self.on_failure(text)
+        else:
+            self.log.failure("cannot get the CP's credentials", failure)
+            self.on_failure("cannot get the CP's credentials")
 
     def stopService(self):
         for loop in (self._health_loop, self._status_loop):
             if loop.running:
                 loop.stop()
         self._cancel("_hck_timer")
-        self._cancel("_answer_timer")
-        return super().stopService()
+        self.source.stop()
+        return defer.gatherResults([defer.maybeDeferred(super().stopService), defer.maybeDeferred(self.central_side.stop)])
 
     def _cancel(self, name: str) -> None:
         timer = getattr(self, name)
@@ -259,74 +295,58 @@ class MonitorService(service.MultiService):
                 why=reason,
             )
 
-    # -- Central -----------------------------------------------------------
+    # -- commands (control.py) ---------------------------------------------
 
-    def _central_opened(self, link: FramedLink) -> None:
-        self.central = link
-        if not self._phase(link, "central").attempt(LinkInput.OPENED, self.log):
-            return
-        self._connected("central")
-        self.log.info("Registering CP {cp_id} with Central", cp_id=self.cp_id)
-        link.sendMessage(self.reg).addErrback(self._not_delivered, self.reg, "central")
-        self._cancel("_answer_timer")
-        self._answer_timer = self.clock.callLater(
-            self.answer_timeout, link.drop, f"Central did not answer REG/AUTH within {self.answer_timeout:g} s"
-        )
+    def command(self, line: str) -> str:
+        """Run one command line (L{evnet.monitor.control.command})."""
+        return control.command(self, line)
 
-    def _central_refused(self, link: FramedLink) -> None:
-        self._phase(link, "central").attempt(LinkInput.NACKED, self.log)
-        self.refusals["central"] += 1
-        self.log.warn("Central at {where} refused the link (NACK); retrying later", where=self.central_name)
-
-    def _central_lost(self, link: FramedLink, reason: Failure) -> None:
-        if link is not self.central and self.central is not None:
-            return
-        self.central = None
-        self._cancel("_answer_timer")
-        if self._phase(link, "central").state is LinkPhase.REFUSED:
-            return
-        self._down("central", f"the link was lost ({reason.getErrorMessage()})")
-
-    def _from_central(self, link: FramedLink, msg: m.Message) -> None:
-        if isinstance(msg, (m.Accepted, m.Refused)) and msg.what in (WHAT_REG, WHAT_AUTH):
-            self._answer_from_central(link, msg)
-        elif isinstance(msg, m.Refused):
-            self.log.warn("Central refused {what}: {reason}", what=msg.what, reason=msg.reason)
-        elif isinstance(msg, TO_ENGINE):
-            self._relay_to_engine(msg)
+    def status(self) -> str:
+        session = self.session
+        if self.revoked is not None:
+            central = "revoked"
+        elif self.credentials is None:
+            central = "no-credentials-yet"
+        elif session is None:
+            central = "unreachable"
         else:
-            self.log.info("Ignored {code} from Central", code=msg.code)
+            central = session.phase.state.value
+        parts = [f"cp={self.cp_id}", f"central={central}"]
+        if session is not None and session.keyed:
+            parts += [f"key={session.key_id}", f"state={self.central_state or '?'}"]
+        parts.append(f"engine={self.health.value}")
+        text = " ".join(parts)
+        if self.revoked is not None:
+            text += f" (Central revoked the key: {self.revoked}; type reauth to log in again)"
+        return text
 
-    def _answer_from_central(self, link: FramedLink, msg: m.Accepted | m.Refused) -> None:
-        """Central's answer to REG or AUTH: a move of the link's phase."""
-        event = LinkInput(f"{msg.code}#{msg.what}")
-        if not self._phase(link, "central").attempt(event, self.log):
-            return
-        if event is LinkInput.REG_ACCEPTED:
-            self.log.info("Central accepted the registration of CP {cp_id}", cp_id=self.cp_id)
-            auth = m.Auth(self.cp_id)
-            link.sendMessage(auth).addErrback(self._not_delivered, auth, "central")
-        elif event is LinkInput.AUTH_ACCEPTED:
-            self._cancel("_answer_timer")
-            self.central_state = msg.detail
-            self.refusals["central"] = 0
-            self.log.info(
-                "Central authenticated CP {cp_id}: its state there is {state}",
-                cp_id=self.cp_id,
-                state=msg.detail or "?",
-            )
-            if self.health is Health.KO:
-                self.send_to_central(m.Avr(self.cp_id, self.health_reason))
-            self.send_status()
-        else:
-            self.refusals["central"] += 1
-            self.log.warn(
-                "Central refused {what} for CP {cp_id}: {reason}; retrying later",
-                what=msg.what,
-                cp_id=self.cp_id,
-                reason=msg.reason,
-            )
-            link.close()
+    def reauth(self) -> str:
+        """The operator asks for a new login: the credentials file again, a new link, a new key."""
+        if self.credentials is None:
+            raise control.CommandError("the Monitor has no credentials yet (see its log)")
+        try:
+            self.credentials = self.source.load()
+        except CredentialsError as e:
+            raise control.CommandError(str(e)) from None
+        was_revoked = self.revoked is not None
+        self.refusals["central"] = 0
+        self.log.info("The operator asked for a new login to Central")
+        self.central_side.restart()
+        again = " (the key had been revoked)" if was_revoked else ""
+        return f"logging in to Central at {self.central_name} again{again}; the outcome shows in the status and the log"
+
+    # -- Central: what goes there (the link itself: central.py) -----------------
+
+    def _keyed(self, session: CentralSession, rotated: bool) -> None:
+        """Central gave a key (C{rotated}: a new one on a keyed link): STATUS at its interval, CPKEY, AVR."""
+        self._kafka_sealer = security.Sealer(self.cp_id, session.key_id, session.key, security.ROLE_MONITOR)
+        if self._status_loop.running:
+            self._status_loop.stop()
+        self._status_loop.start(session.liveness, now=False)
+        self._send_key_to_engine()
+        if self.health is Health.KO and not rotated:
+            self.send_to_central(m.Avr(self.cp_id, self.health_reason))
+        self.send_status()
 
     def _relay_to_engine(self, msg: m.Message) -> None:
         if self.engine is None:
@@ -336,17 +356,18 @@ class MonitorService(service.MultiService):
 
     def send_to_central(self, msg: m.Message) -> None:
         """
-        Send to Central once AUTH is accepted; otherwise drop, with a log
-        line.  With a bus, AVR and RCV go to Kafka's ``cp.events``.
+        Send to Central, sealed, once it gave a key; otherwise drop, with a
+        log line.  With a bus, AVR and RCV go to Kafka's ``cp.events``.
         """
-        if self.central is None or not self.central_ready:
+        session = self.session
+        if session is None or not session.keyed:
             self.log.info("Central is not reachable: {code} dropped", code=msg.code)
             return
         if self.bus is not None and isinstance(msg, (m.Avr, m.Rcv)):
-            d = self.bus.publish(TOPIC_CP_EVENTS, self.cp_id, msg)
+            d = self.bus.publish(TOPIC_CP_EVENTS, self.cp_id, security.seal_message(self._kafka_sealer, msg))
             d.addErrback(self._not_published, msg)
             return
-        self.central.sendMessage(msg).addErrback(self._not_delivered, msg, "central")
+        session.out.sendMessage(msg).addErrback(self._not_delivered, msg, "central")
 
     def _not_published(self, failure: Failure, msg: m.Message) -> None:
         failure.trap(BusError)
@@ -357,23 +378,37 @@ class MonitorService(service.MultiService):
         )
 
     def send_status(self) -> None:
-        """STATUS every second: liveness, and KO while the Engine is KO."""
-        if self.central is not None and self.central_ready:
+        """STATUS at Central's interval: liveness, and KO while the Engine is KO."""
+        session = self.session
+        if session is not None and session.keyed:
             engine = m.ENGINE_KO if self.health is Health.KO else m.ENGINE_OK
-            self.central.send(m.Status(self.cp_id, engine))
+            session.out.send(m.Status(self.cp_id, engine))
 
     # -- Engine ------------------------------------------------------------
 
+    def _engine_phase(self, link: FramedLink) -> Machine[LinkPhase, LinkInput]:
+        if "phase" not in link.context:
+            link.context["phase"] = Machine("the Engine link", ENGINE_LINK, LinkPhase.CONNECTING)
+        return link.context["phase"]
+
+    def _send_key_to_engine(self) -> None:
+        """CPKEY: the Engine seals its Kafka records with the current key."""
+        session = self.session
+        if self.engine is not None and session is not None and session.keyed:
+            cpkey = m.CpKey(self.cp_id, session.key_id, security.b64(session.key))
+            self.engine.sendMessage(cpkey).addErrback(self._not_delivered, cpkey, "engine")
+
     def _engine_opened(self, link: FramedLink) -> None:
         self.engine = link
-        self._phase(link, "engine").attempt(LinkInput.OPENED, self.log)
+        self._engine_phase(link).attempt(LinkInput.OPENED, self.log)
         self.refusals["engine"] = 0
         self._connected("engine")
         link.send(m.Cfg(self.cp_id, self.price))
+        self._send_key_to_engine()
         self.check_health()
 
     def _engine_refused(self, link: FramedLink) -> None:
-        self._phase(link, "engine").attempt(LinkInput.NACKED, self.log)
+        self._engine_phase(link).attempt(LinkInput.NACKED, self.log)
         self.refusals["engine"] += 1
         self._judge(HealthInput.FAILED, "the Engine refused this Monitor (it already serves another one)")
 
@@ -382,7 +417,7 @@ class MonitorService(service.MultiService):
             return
         self.engine = None
         self._cancel("_hck_timer")
-        if self._phase(link, "engine").state is LinkPhase.REFUSED:
+        if self._engine_phase(link).state is LinkPhase.REFUSED:
             return
         why = reason.getErrorMessage()
         self._down("engine", f"the link was lost ({why})")
