@@ -4,8 +4,7 @@ control endpoint (L{ControlFactory}: one command a line, one answer line,
 the lines of a multi-line answer joined with `` | ``) and the terminal
 (L{ConsoleService} on stdin).  Each takes C{run(line) -> answer}.
 
-EV_W uses it (L{evnet.weather.control}); the Engine's own copy in
-L{evnet.engine.control} has the same shape and can move onto it.
+The Engine, the Monitor and EV_W use it.
 """
 
 from __future__ import annotations

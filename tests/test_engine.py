@@ -19,7 +19,8 @@ from evnet.protocols import security
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, NACK_BYTE, FrameDecoder, Kind
 from evnet.kafka.bus import BusError, BusFull, KafkaBus
 from evnet.engine.charger import Charger, Phase, PhaseInput
-from evnet.engine.control import ConsoleProtocol, ConsoleService, ControlFactory
+from evnet.engine.control import ENGINE_BANNER
+from evnet.linecontrol import ConsoleProtocol, ConsoleService, ControlFactory
 from evnet.engine.service import EngineService
 from evnet.engine.statefile import STATE_FILE_NAME, StateFile
 
@@ -413,7 +414,7 @@ def test_request_at_the_cp_goes_to_central_through_the_monitor(tmp_path):
 
 def test_control_endpoint_answers_one_line_per_command(tmp_path):
     engine, _ = make_engine(tmp_path)
-    proto = ControlFactory(engine).buildProtocol(None)
+    proto = ControlFactory(engine.command).buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
     proto.dataReceived(b"status\nplu")
@@ -428,7 +429,7 @@ def test_control_endpoint_answers_one_line_per_command(tmp_path):
 
 def test_console_reads_keys_on_stdin(tmp_path):
     engine, _ = make_engine(tmp_path)
-    proto = ConsoleProtocol(engine)
+    proto = ConsoleProtocol(engine.command, ENGINE_BANNER)
     transport = StringTransport()
     proto.makeConnection(transport)
     transport.clear()
@@ -500,7 +501,7 @@ def test_console_that_cannot_read_stdin_says_so_in_one_line(tmp_path):
         raise OSError(22, "Invalid argument")
 
     with capturedLogs() as events:
-        ConsoleService(engine, failures.append, stdio=closed_stdin).startService()
+        ConsoleService(engine.command, failures.append, ENGINE_BANNER, stdio=closed_stdin).startService()
     assert failures == ["cannot read commands from stdin: Invalid argument"]
     assert [formatEvent(e) for e in events] == failures
 

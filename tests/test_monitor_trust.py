@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from evnet.ctl.cli import build_parser
-from evnet.engine.control import ConsoleProtocol, ControlFactory
+from evnet.linecontrol import ConsoleProtocol, ControlFactory
 from evnet.monitor import tap as monitor_tap
 from evnet.monitor.control import BANNER
 from evnet.monitor.enrollment import CredentialSource
@@ -302,7 +302,7 @@ def test_revoked_closes_the_link_and_waits_for_the_operators_reauth_on_the_conso
     central.lose()
     clock.advance(600)
     assert len(central_ep.attempts) == 1  # no reconnection by itself
-    console = ConsoleProtocol(monitor, BANNER)
+    console = ConsoleProtocol(monitor.command, BANNER)
     transport = StringTransport()
     console.makeConnection(transport)
     assert transport.value() == b"EV_CP_M: type a command (help lists them)\n"
@@ -334,7 +334,7 @@ def test_reauth_through_the_control_endpoint_reads_the_credentials_file_again(tm
     central_ep.peer.lose()
     new_secret = security.new_secret()
     save_credentials(str(path), Credentials("CP1", new_secret, "https://r"))  # evctl registry add again
-    control = ControlFactory(monitor).buildProtocol(None)
+    control = ControlFactory(monitor.command).buildProtocol(None)
     transport = StringTransport()
     control.makeConnection(transport)
     control.dataReceived(b"reauth\n")

@@ -1,24 +1,15 @@
 """
-The Engine's commands: the parser (L{command}) and the two ways to reach it,
-the control endpoint (L{ControlFactory}, used by ``evctl engine``) and the
-terminal (L{ConsoleProtocol}, read by L{ConsoleService}).  Each command line gets one answer line,
-``OK …`` or ``ERROR …``.
-
-The three line classes serve any C{target} with a C{command(line) -> str}
-method: the Monitor's console and control endpoint (``evctl monitor``) are
-the same classes over L{evnet.monitor.control}.
+The Engine's commands: the parser (L{command}), which the control endpoint
+(``evctl engine``) and the terminal reach through L{evnet.linecontrol}
+(the same line classes serve the Monitor's and EV_W's commands).  Each
+command line gets one answer line, ``OK …`` or ``ERROR …``.
 
 ``docs/chargingpoint.md`` ("Commands") is the contract.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
-
-from twisted.application import service
-from twisted.internet.protocol import Factory
-from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver, LineReceiver
+from typing import TYPE_CHECKING
 
 from evnet.engine.charger import CommandError
 
@@ -83,79 +74,4 @@ def _request(engine: "EngineService", args: list[str]) -> str:
     return f"asked Central for a charge for {req.driver_id}{target}; its answer shows in the log"
 
 
-class ControlProtocol(LineOnlyReceiver):
-    """The control endpoint: one command a line, one answer line."""
-
-    delimiter = b"\n"
-    MAX_LENGTH = 1024
-
-    def lineReceived(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").strip()
-        if not text:
-            return
-        self.sendLine(self.factory.target.command(text).replace("\n", " | ").encode("utf-8"))
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.sendLine(b"ERROR line too long")
-        self.transport.loseConnection()
-
-
-class ControlFactory(Factory):
-    """The control endpoint of C{target} (the Engine, or the Monitor)."""
-
-    protocol = ControlProtocol
-    noisy = False
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-
 ENGINE_BANNER = "EV_CP_E: type a command (help lists them)"
-
-
-class ConsoleProtocol(LineReceiver):
-    """The same commands typed in the terminal (the Engine's keys: p u f r s h)."""
-
-    delimiter = b"\n"
-
-    def __init__(self, target: Any, banner: str = ENGINE_BANNER) -> None:
-        self.target = target
-        self.banner = banner
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.banner.encode("utf-8") + b"\n")
-
-    def lineReceived(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").strip()
-        if text:
-            self.transport.write(self.target.command(text).encode("utf-8") + b"\n")
-
-
-class ConsoleService(service.Service):
-    """
-    Reads commands for C{target} from stdin for as long as it runs.  A stdin that
-    cannot be read (closed, say) is said in one line and passed to
-    C{on_failure}.  C{stdio} makes the reader (L{twisted.internet.stdio.StandardIO}).
-    """
-
-    log = Logger()
-
-    def __init__(self, target: Any, on_failure: Callable[[str], None], stdio: Any = None,
-                 banner: str = ENGINE_BANNER) -> None:
-        self.target = target
-        self.on_failure = on_failure
-        self.stdio = stdio
-        self.banner = banner
-
-    def startService(self) -> None:
-        super().startService()
-        if self.stdio is None:
-            from twisted.internet.stdio import StandardIO
-
-            self.stdio = StandardIO
-        try:
-            self.stdio(ConsoleProtocol(self.target, self.banner))
-        except OSError as e:
-            text = f"cannot read commands from stdin: {e.strerror or e}"
-            self.log.error("{text}", text=text)
-            self.on_failure(text)

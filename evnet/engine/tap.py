@@ -11,7 +11,8 @@ from twisted.python import usage
 
 from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
-from evnet.engine.control import ConsoleService, ControlFactory
+from evnet.engine.control import ENGINE_BANNER
+from evnet.linecontrol import ConsoleService, ControlFactory
 from evnet.engine.service import EngineService
 from evnet.engine.statefile import StateError, StateFile
 from evnet.protocols.vocabulary import kafka_prefix
@@ -107,7 +108,7 @@ def makeService(options: Options) -> service.MultiService:
     fail = stop_process(reactor, "evengine")
     Listener("listen", options["listen"], LinkFactory(engine, initiator=False, clock=reactor), reactor, fail).setServiceParent(top)
     if options["control"].lower() != "none":
-        Listener("control", options["control"], ControlFactory(engine), reactor, fail).setServiceParent(top)
+        Listener("control", options["control"], ControlFactory(engine.command), reactor, fail).setServiceParent(top)
     if options["stdin"] or (sys.stdin is not None and sys.stdin.isatty()):
-        ConsoleService(engine, fail).setServiceParent(top)
+        ConsoleService(engine.command, fail, ENGINE_BANNER).setServiceParent(top)
     return top

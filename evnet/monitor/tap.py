@@ -142,7 +142,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
-    from evnet.engine.control import ConsoleService, ControlFactory
+    from evnet.linecontrol import ConsoleService, ControlFactory
     from evnet.monitor.control import BANNER
 
     bus = None
@@ -185,7 +185,7 @@ def makeService(options: Options) -> service.MultiService:
         # A child of the Monitor: started and stopped (flushing what waits) with it.
         bus.setServiceParent(monitor)
     if options["control"].lower() != "none":
-        Listener("control", options["control"], ControlFactory(monitor), reactor, fail).setServiceParent(monitor)
+        Listener("control", options["control"], ControlFactory(monitor.command), reactor, fail).setServiceParent(monitor)
     if options["stdin"] or (sys.stdin is not None and sys.stdin.isatty()):
-        ConsoleService(monitor, fail, banner=BANNER).setServiceParent(monitor)
+        ConsoleService(monitor.command, fail, BANNER).setServiceParent(monitor)
     return monitor
