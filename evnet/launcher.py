@@ -10,6 +10,7 @@ Plain blocking code with timeouts, for programs that orchestrate processes
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import signal
@@ -24,10 +25,25 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+# Ports handed out for listeners come from below the kernel's ephemeral range
+# (32768-60999 on Linux): a port from bind(0) is free now, but the kernel may
+# give it to one of the many outgoing connections a network makes before the
+# listener binds it, and the listener then fails with "address in use".
+_PORTS = list(range(20000, 32000))
+random.shuffle(_PORTS)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 nothing listens on now, outside the ephemeral range."""
+    while _PORTS:
+        port = _PORTS.pop()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in 20000-31999")
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

@@ -106,8 +106,10 @@ def test_two_networks_with_different_prefixes_on_one_broker_do_not_see_each_othe
             sessions[name] = row["id"]
             assert "unknown" not in net.central.output(), net.central.output()
         for name, net in nets.items():
+            # Sealed under this network's CP1 key (the other network's CP1 has another key).
             telemetry = net.records(TOPIC_CP_TELEMETRY)
-            assert telemetry and {msg.session_id for _, msg in telemetry} == {sessions[name]}
+            [cp1] = [cp for cp in net.evctl("cps") if cp["id"] == "CP1"]
+            assert telemetry and {msg.key_id for _, msg in telemetry} == {cp1["key_id"]}, (telemetry[:3], cp1)
             notifications = net.records(TOPIC_DRIVER_NOTIFICATIONS)
             tickets = [msg.session_id for _, msg in notifications if isinstance(msg, m.Ticket)]
             assert tickets == [sessions[name]]

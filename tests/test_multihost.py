@@ -124,10 +124,8 @@ class Deployment:
             "--power-kw", "36", "--auto-plug", "--kafka", self.services.kafka,
         )
         host.wait_for_port(ENGINE_PORT)
-        login = []
-        if "--credentials-file" in monitor_options():  # issue 13: the Monitor logs in with its credentials
-            login = ["--registry", f"https://{self.pc2.address}:{REGISTRY_PORT}", "--ca-file", str(self.pki.ca),
-                     "--credentials-file", str(self.dir / f"{cp_id}.credentials.json")]
+        # The CP's host registered it already (evctl registry add): the Monitor logs in with that file.
+        login = ["--credentials-file", str(self.dir / f"{cp_id}.credentials.json")]
         self.monitors[cp_id] = host.twistd(
             self.procs, f"EV_CP_M-{cp_id}", "evmonitor",
             "--cp-id", cp_id, "--location", f"Street {cp_id}", "--price", "0.30",
@@ -135,7 +133,10 @@ class Deployment:
             "--central", self.pki.client(self.pc2, CENTRAL_PORT),
             "--kafka", self.services.kafka, *login,
         )
-        self.central.wait_for(rf"CP {cp_id} authenticated", timeout=60, start=mark)
+        try:
+            self.central.wait_for(rf"CP {cp_id} authenticated", timeout=60, start=mark)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- its Monitor said:\n{self.monitors[cp_id].output()[-4000:]}") from None
 
     # -- PC1 --------------------------------------------------------------------------
 
