@@ -109,3 +109,27 @@ def test_tls_client_options_say_what_is_wrong(description, ca, expected, tmp_pat
 def test_a_server_endpoint_whose_key_file_is_missing_is_one_clear_error():
     with pytest.raises(usage.UsageError, match="No such file"):
         check_server_endpoint("listen", "ssl:7000:privateKey=/nonexistent.pem", "ssl:7000:privateKey=K:certKey=C")
+
+
+def test_the_monitor_and_the_driver_verify_a_tls_central_with_their_ca_file(tmp_path):
+    import subprocess
+
+    from evnet.monitor import tap as monitor_tap
+    from tests.procs import BIN
+
+    ca, _ = identity(tmp_path, "ca")
+    options = monitor_tap.Options()
+    (tmp_path / "creds.json").write_text('{"cp_id": "CP1", "secret": "s", "registry": ""}')
+    (tmp_path / "creds.json").chmod(0o600)
+    base = ["--cp-id", "CP1", "--credentials-file", str(tmp_path / "creds.json")]
+    options.parseOptions(base + ["--central", "tls:host=127.0.0.1:port=7000", "--ca-file", ca])
+    assert options.central_endpoint is not None
+    with pytest.raises(usage.UsageError, match="cannot read it"):
+        monitor_tap.Options().parseOptions(base + ["--central", "tls:host=127.0.0.1:port=7000",
+                                                    "--ca-file", str(tmp_path / "missing.pem")])
+    out = subprocess.run(
+        [str(BIN / "evdriver"), "--driver-id", "D1", "--list",
+         "--central", "tls:host=127.0.0.1:port=7001", "--ca-file", str(tmp_path / "missing.pem")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode != 0 and "cannot read it" in out.stderr and "Traceback" not in out.stderr, out.stderr

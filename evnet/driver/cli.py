@@ -67,6 +67,11 @@ def build_parser(prog: str = "evdriver") -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help="Central's drivers endpoint, a Twisted client endpoint string, e.g. tcp:host=127.0.0.1:port=7001",
     )
+    parser.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="the CA (PEM) to verify Central's certificate with, when --central is tls:host=H:port=P",
+    )
     where.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
@@ -258,10 +263,20 @@ def main(argv: Optional[list[str]] = None, prog: str = "evdriver") -> None:
         except BusError as e:
             sys.exit(_error(f"--kafka: {e}"))
     else:
-        try:
-            endpoint = endpoints.clientFromString(reactor, args.central)
-        except Exception as e:  # clientFromString raises several kinds, all the user's mistake
-            sys.exit(_error(f"--central {args.central!r} is not a client endpoint string ({e}); e.g. tcp:host=127.0.0.1:port=7001"))
+        if args.ca_file is not None and args.central.startswith("tls:"):
+            from twisted.python import usage
+
+            from evnet.endpoints import client_endpoint
+
+            try:
+                endpoint = client_endpoint("central", args.central, "tls:host=H:port=7001", ca_file=args.ca_file)
+            except usage.UsageError as e:
+                sys.exit(_error(str(e)))
+        else:
+            try:
+                endpoint = endpoints.clientFromString(reactor, args.central)
+            except Exception as e:  # clientFromString raises several kinds, all the user's mistake
+                sys.exit(_error(f"--central {args.central!r} is not a client endpoint string ({e}); e.g. tcp:host=127.0.0.1:port=7001"))
     output = choose_output(args, sys.stdout)
     task.react(_run, (args, endpoint, requests, problems, output))
 

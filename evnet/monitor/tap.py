@@ -52,7 +52,9 @@ class Options(usage.Options):
         ["registry", "r", None,
          "EV_Registry's URL (https://HOST:PORT): with no credentials file yet, the Monitor registers "
          "the CP there with --enrollment-token-file and keeps the answer in --credentials-file."],
-        ["ca-file", None, None, "The Registry's certificate (its registry-cert.pem) or the CA that issued it."],
+        ["ca-file", None, None,
+         "The CA (PEM) that issued the Registry's certificate (or that certificate itself), also used to "
+         "verify Central and the Engine when --central/--engine are tls:host=H:port=P endpoints."],
         ["enrollment-token-file", None, None,
          "A file holding the CP's one-time enrollment token (from 'evctl registry enroll CP')."],
         ["location", "L", None, "Where the CP is (free text, no '#'): to register it."],
@@ -103,8 +105,8 @@ class Options(usage.Options):
         self._check_registry()
         self["health-period"] = _positive("health-period", self["health-period"])
         self["health-timeout"] = _positive("health-timeout", self["health-timeout"])
-        self.engine_endpoint = client_endpoint("engine", self["engine"], DEFAULT_ENGINE)
-        self.central_endpoint = client_endpoint("central", self["central"], DEFAULT_CENTRAL)
+        self.engine_endpoint = client_endpoint("engine", self["engine"], DEFAULT_ENGINE, ca_file=self["ca-file"])
+        self.central_endpoint = client_endpoint("central", self["central"], DEFAULT_CENTRAL, ca_file=self["ca-file"])
         if self["control"].lower() != "none":
             check_server_endpoint("control", self["control"], "tcp:7102:interface=127.0.0.1")
         if self["kafka"] is not None:
