@@ -289,6 +289,18 @@ class SimCp:
     def acked(self, link) -> None:
         pass
 
+    def prove(self, link, login, challenge) -> None:
+        """PROOF for C{challenge} (scrypt: ~50 ms of this worker's CPU, as in a real Monitor)."""
+        if link is not self.link or login is not self.login:
+            return  # the link went, or a newer login began, while this one waited its turn
+        t = now()
+        proof = login.answer(challenge)
+        self.sim.scrypt_secs += now() - t
+        if self.sealer is not None:  # a rotation's login travels sealed under the current key
+            self.send(proof)
+        else:
+            link.send(frame_of(proof))
+
     def link_msg(self, link, msg) -> None:
         sim = self.sim
         if isinstance(msg, m.Sec):
@@ -308,13 +320,7 @@ class SimCp:
             if self.login is None:
                 sim.error(f"{self.id}: CHALLENGE without a login")
                 return
-            t = now()
-            proof = self.login.answer(msg)  # scrypt: ~50 ms of this worker's CPU, as in a real Monitor
-            sim.scrypt_secs += now() - t
-            if self.sealer is not None:  # a rotation's login travels sealed under the current key
-                self.send(proof)
-            else:
-                link.send(frame_of(proof))
+            sim.prove_later(self, link, self.login, msg)
         elif isinstance(msg, m.Reauth):
             sim.reauths += 1
             self.t_connect = now()
@@ -529,6 +535,8 @@ class Sim:
         self.scrypt_secs = 0.0  # this worker's time in scrypt (the PROOFs)
         self.opened = 0  # sealed frames from Central opened
         self.reauths = 0
+        self.proofs: deque = deque()  # CHALLENGEs waiting for their scrypt, one per reactor turn
+        self.proving = False
         self.cps = [SimCp(self, i) for i in range(w, cfg["cps"], nw)]
         self.cps_by_id = {cp.id: cp for cp in self.cps}
         self.drivers = [SimDriver(self, i) for i in range(w, cfg["charges"], nw)]
@@ -562,6 +570,26 @@ class Sim:
         self.telem_superseded = 0
         self.ticker = task.LoopingCall(self.tick)
         self.out = None
+
+    def prove_later(self, cp, link, login, challenge) -> None:
+        """
+        Queue a login's scrypt.  One per reactor turn: done inline for a
+        thousand CHALLENGEs arriving together, it would block this worker for
+        tens of seconds, its ACKs would be late and Central's links would give
+        up on them (5 s).
+        """
+        self.proofs.append((cp, link, login, challenge))
+        if not self.proving:
+            self.proving = True
+            reactor.callLater(0, self._next_proof)
+
+    def _next_proof(self) -> None:
+        if not self.proofs:
+            self.proving = False
+            return
+        cp, link, login, challenge = self.proofs.popleft()
+        cp.prove(link, login, challenge)
+        reactor.callLater(0, self._next_proof)
 
     def error(self, text: str) -> None:
         self.errors += 1
