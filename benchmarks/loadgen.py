@@ -7,18 +7,27 @@ stop-and-wait, every frame ACKed), measures, prints a table and optionally
 writes JSON.  Everything it starts is stopped by PID at the end; the load is
 bounded in time and count and stops by itself.
 
+Authentication and encryption (issue 13, docs/protocol.md §7): before Central
+starts, the N CPs are registered in its SQLite database directly through
+RegistryStore (a child process; the verifiers, one scrypt each, made on every
+core), as EV_Registry would write them; the secrets reach the workers in a
+0600 file.  Each simulated CP logs in (AUTH, CHALLENGE, PROOF with its own
+scrypt, KEY) and seals/opens every frame after KEY (role M; with --kafka the
+Engines' records are sealed with role E, one sealer per topic as evengine
+does).  Central runs with --login-failures 0: every CP logs in from 127.0.0.1.
+
 Scenarios, run in the order given on one Central:
 
-  idle    N CPs connected (REG, AUTH), STATUS every second, for --window s.
+  idle    N CPs connected (logged in), STATUS every second, for --window s.
   charge  K drivers ask for a charge (REQ) at --req-rate per second; each CP
           answers START with TELEM every second; measured for --window s.
   fault   --faults charging CPs report engine KO at once (STATUS KO, or AVR
           with --fault-via avr); each also sends STOP reason fault.  The
           latency is KO sent -> the driver receives Central's NOTICE, which
           Central sends in the same reactor turn as it marks the CP AVERIADO.
-  storm   every CP link is cut (RST) at once and reconnects at once (REG,
-          AUTH, with a 1 s retry when refused); recovery = until every CP has
-          AUTH accepted again (the states it came back in are reported).  Charges in progress are ended by
+  storm   every CP link is cut (RST) at once and reconnects at once (a new
+          login each, with a 1 s retry when refused); recovery = until every
+          CP has its KEY again (the states it came back in are reported).  Charges in progress are ended by
           Central (ticket "disconnected"); a session is lost if its driver or
           its CP never gets the ticket.
   flood   --flood-links CP links send STATUS back to back (the next on each
