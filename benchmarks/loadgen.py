@@ -7,18 +7,27 @@ stop-and-wait, every frame ACKed), measures, prints a table and optionally
 writes JSON.  Everything it starts is stopped by PID at the end; the load is
 bounded in time and count and stops by itself.
 
+Authentication and encryption (issue 13, docs/protocol.md §7): before Central
+starts, the N CPs are registered in its SQLite database directly through
+RegistryStore (a child process; the verifiers, one scrypt each, made on every
+core), as EV_Registry would write them; the secrets reach the workers in a
+0600 file.  Each simulated CP logs in (AUTH, CHALLENGE, PROOF with its own
+scrypt, KEY) and seals/opens every frame after KEY (role M; with --kafka the
+Engines' records are sealed with role E, one sealer per topic as evengine
+does).  Central runs with --login-failures 0: every CP logs in from 127.0.0.1.
+
 Scenarios, run in the order given on one Central:
 
-  idle    N CPs connected (REG, AUTH), STATUS every second, for --window s.
+  idle    N CPs connected (logged in), STATUS every second, for --window s.
   charge  K drivers ask for a charge (REQ) at --req-rate per second; each CP
           answers START with TELEM every second; measured for --window s.
   fault   --faults charging CPs report engine KO at once (STATUS KO, or AVR
           with --fault-via avr); each also sends STOP reason fault.  The
           latency is KO sent -> the driver receives Central's NOTICE, which
           Central sends in the same reactor turn as it marks the CP AVERIADO.
-  storm   every CP link is cut (RST) at once and reconnects at once (REG,
-          AUTH, with a 1 s retry when refused); recovery = until every CP has
-          AUTH accepted again (the states it came back in are reported).  Charges in progress are ended by
+  storm   every CP link is cut (RST) at once and reconnects at once (a new
+          login each, with a 1 s retry when refused); recovery = until every
+          CP has its KEY again (the states it came back in are reported).  Charges in progress are ended by
           Central (ticket "disconnected"); a session is lost if its driver or
           its CP never gets the ticket.
   flood   --flood-links CP links send STATUS back to back (the next on each
@@ -58,6 +67,7 @@ from twisted.protocols.basic import LineReceiver
 
 from evnet.launcher import free_port, wait_for_port
 from evnet.protocols import messages as m
+from evnet.protocols import security
 from evnet.protocols.framing import ACK, ACK_BYTE, ENQ_BYTE, EOT, NACK, NACK_BYTE, FrameDecoder, Kind, encode_frame
 from evnet.protocols.vocabulary import kafka_prefix
 
@@ -220,10 +230,14 @@ class SimCp:
         self.link: SimLink | None = None
         self.up = False
         self.engine_ok = True
-        self.status_ok = frame_of(m.Status(self.id, m.ENGINE_OK))
-        self.status_ko = frame_of(m.Status(self.id, m.ENGINE_KO))
-        self.reg = frame_of(m.Reg(self.id, f"Bench street {idx}", 0.35))
-        self.auth = frame_of(m.Auth(self.id))
+        self.status_ok = m.Status(self.id, m.ENGINE_OK)
+        self.status_ko = m.Status(self.id, m.ENGINE_KO)
+        self.secret = sim.secrets[self.id]
+        self.login: security.ClientLogin | None = None
+        self.sealer: security.Sealer | None = None  # the Monitor's (role M), after KEY
+        self.opener: security.Opener | None = None  # what Central sealed (role C)
+        self.engine_sealers: dict[str, security.Sealer] = {}  # --kafka: the Engine's (role E), one per topic
+        self.engine_key: tuple[str, bytes] | None = None  # what CPKEY would hand the Engine
         self.session: str | None = None
         self.seq = 0
         self.kwh = 0.0
@@ -249,7 +263,34 @@ class SimCp:
 
     def link_open(self, link) -> None:
         self.link = link
-        link.send(self.reg)
+        self.sealer = self.opener = None
+        self.login = security.ClientLogin(self.id, self.secret)
+        link.send(frame_of(self.login.start()))
+
+    def send(self, msg: m.Message) -> None:
+        """C{msg} to Central on the link, sealed under the key of the last login (a Monitor's M role)."""
+        if self.link is not None and self.sealer is not None:
+            self.link.send(frame_of(security.seal_message(self.sealer, msg)))
+
+    def logged_in(self, key: m.Key) -> None:
+        """KEY: Central proved itself and issued the key; from here on the link is sealed both ways."""
+        sim = self.sim
+        t = now()
+        try:
+            key_id, raw = self.login.accept(key)
+        except security.SecurityError as e:
+            sim.error(f"{self.id}: KEY refused: {e}")
+            return
+        sim.login_secs.append(t - self.t_connect)
+        self.login = None
+        self.sealer = security.Sealer(self.id, key_id, raw, security.ROLE_MONITOR)
+        self.opener = security.Opener(self.id, key_id, raw, (security.ROLE_CENTRAL,))
+        self.engine_key = (key_id, raw)
+        self.engine_sealers = {}
+        self.up = True
+        self.t_up = now()
+        self.auth_state = key.state
+        sim.cp_up(self)
 
     def link_refused(self, link) -> None:
         self.sim.error(f"{self.id}: Central refused the link")
@@ -257,18 +298,47 @@ class SimCp:
     def acked(self, link) -> None:
         pass
 
+    def prove(self, link, login, challenge) -> None:
+        """PROOF for C{challenge} (scrypt: ~50 ms of this worker's CPU, as in a real Monitor)."""
+        if link is not self.link or login is not self.login:
+            return  # the link went, or a newer login began, while this one waited its turn
+        t = now()
+        proof = login.answer(challenge)
+        self.sim.scrypt_secs += now() - t
+        if self.sealer is not None:  # a rotation's login travels sealed under the current key
+            self.send(proof)
+        else:
+            link.send(frame_of(proof))
+
     def link_msg(self, link, msg) -> None:
         sim = self.sim
-        if isinstance(msg, m.Accepted):
-            if msg.what == "REG":
-                link.send(self.auth)
-            elif msg.what == "AUTH":
-                self.up = True
-                self.t_up = now()
-                self.auth_state = msg.detail
-                sim.cp_up(self)
+        if isinstance(msg, m.Sec):
+            if self.opener is None:
+                sim.error(f"{self.id}: SEC before KEY")
+                return
+            try:
+                msg = security.open_message(self.opener, msg)
+            except (security.SecurityError, m.MessageError) as e:
+                sim.error(f"{self.id}: a sealed frame from Central does not open: {e}")
+                return
+            sim.opened += 1
+        elif self.sealer is not None and not isinstance(msg, m.Refused):
+            sim.error(f"{self.id}: plain {msg.code} from Central after KEY")
+            return
+        if isinstance(msg, m.Challenge):
+            if self.login is None:
+                sim.error(f"{self.id}: CHALLENGE without a login")
+                return
+            sim.prove_later(self, link, self.login, msg)
+        elif isinstance(msg, m.Reauth):
+            sim.reauths += 1
+            self.t_connect = now()
+            self.login = security.ClientLogin(self.id, self.secret)
+            self.send(self.login.start())
+        elif isinstance(msg, m.Key):
+            self.logged_in(msg)
         elif isinstance(msg, m.Refused):
-            if msg.what in ("REG", "AUTH"):
+            if msg.what == "AUTH":
                 # Central has not yet seen our previous link go: retry, as the Monitor's backoff does.
                 self.retries += 1
                 sim.auth_refusals += 1
@@ -318,9 +388,12 @@ class SimCp:
         """TELEM or STOP for Central: on the link, or through Kafka (--kafka) as evengine --kafka does."""
         if self.sim.bus is not None:
             topic = "cp.telemetry" if isinstance(msg, m.Telem) else "cp.events"
-            self.sim.bus.publish(topic, self.id, msg).addErrback(lambda f: self.sim.error(f"{self.id}: Kafka: {f.getErrorMessage()}"))
-        elif self.link is not None:
-            self.link.send(frame_of(msg))
+            sealer = self.engine_sealers.get(topic)
+            if sealer is None:  # as evengine does: one sealer (its own epoch) per topic, under the CPKEY
+                sealer = self.engine_sealers[topic] = security.Sealer(self.id, *self.engine_key, security.ROLE_ENGINE)
+            self.sim.bus.publish(topic, self.id, security.seal_message(sealer, msg)).addErrback(lambda f: self.sim.error(f"{self.id}: Kafka: {f.getErrorMessage()}"))
+        else:
+            self.send(msg)
 
     def stop_charge(self, reason: str, send: bool = True) -> None:
         sid = self.session
@@ -465,6 +538,14 @@ class Sim:
             self.bus = KafkaBus(cfg["kafka"], f"loadgen-w{w}", reactor=reactor, max_pending=100000,
                                 prefix=cfg.get("kafka_prefix", ""))
             self.bus.startService()
+        with open(cfg["secrets"]) as f:
+            self.secrets: dict[str, str] = json.load(f)
+        self.login_secs: list[float] = []  # link made -> KEY, per login
+        self.scrypt_secs = 0.0  # this worker's time in scrypt (the PROOFs)
+        self.opened = 0  # sealed frames from Central opened
+        self.reauths = 0
+        self.proofs: deque = deque()  # CHALLENGEs waiting for their scrypt, one per reactor turn
+        self.proving = False
         self.cps = [SimCp(self, i) for i in range(w, cfg["cps"], nw)]
         self.cps_by_id = {cp.id: cp for cp in self.cps}
         self.drivers = [SimDriver(self, i) for i in range(w, cfg["charges"], nw)]
@@ -499,6 +580,26 @@ class Sim:
         self.ticker = task.LoopingCall(self.tick)
         self.out = None
 
+    def prove_later(self, cp, link, login, challenge) -> None:
+        """
+        Queue a login's scrypt.  One per reactor turn: done inline for a
+        thousand CHALLENGEs arriving together, it would block this worker for
+        tens of seconds, its ACKs would be late and Central's links would give
+        up on them (5 s).
+        """
+        self.proofs.append((cp, link, login, challenge))
+        if not self.proving:
+            self.proving = True
+            reactor.callLater(0, self._next_proof)
+
+    def _next_proof(self) -> None:
+        if not self.proofs:
+            self.proving = False
+            return
+        cp, link, login, challenge = self.proofs.popleft()
+        cp.prove(link, login, challenge)
+        reactor.callLater(0, self._next_proof)
+
     def error(self, text: str) -> None:
         self.errors += 1
         if len(self.error_samples) < 20:
@@ -511,7 +612,7 @@ class Sim:
         self.tick_no += 1
         for cp in self.buckets[b]:
             if cp.up:
-                cp.link.send(cp.status_ok if cp.engine_ok else cp.status_ko)
+                cp.send(cp.status_ok if cp.engine_ok else cp.status_ko)
                 if cp.session is not None:
                     cp.send_telem()
 
@@ -598,10 +699,14 @@ class Sim:
             "telem_lat": self.telem_lat,
             "fault_lat": self.fault_lat,
             "flood_rtt": self.flood_rtt,
+            "login_secs": self.login_secs,
+            "scrypt_secs": self.scrypt_secs,
+            "sealed_opened": self.opened,
+            "reauths": self.reauths,
             "cps_up": sum(cp.up for cp in self.cps),
             "charging": len(self.charging),
         }
-        self.req_lat, self.telem_lat, self.fault_lat, self.flood_rtt = [], [], [], []
+        self.req_lat, self.telem_lat, self.fault_lat, self.flood_rtt, self.login_secs = [], [], [], [], []
         self.max_queue = 0
         return out
 
@@ -631,9 +736,9 @@ class Sim:
             cp.t_ko = now()
             self.fault_pending.add(cp.id)
             if via == "avr":
-                cp.link.send(frame_of(m.Avr(cp.id, "engine KO (load test)")))
+                cp.send(m.Avr(cp.id, "engine KO (load test)"))
             else:
-                cp.link.send(cp.status_ko)
+                cp.send(cp.status_ko)
             sid = cp.stop_charge("fault")
             self.fault_sessions = getattr(self, "fault_sessions", []) + [sid]
         sids = [cp.await_ticket for cp in victims]
@@ -647,7 +752,7 @@ class Sim:
             cp.engine_ok = True
             cp.t_ko = 0.0
             if via == "avr":
-                cp.link.send(frame_of(m.Rcv(cp.id)))
+                cp.send(m.Rcv(cp.id))
         return {
             "ok": ok, "secs": now() - t0, "faulted": len(victims), "notices_missing": len(self.fault_pending),
             "driver_tickets_missing": sum(1 for s in sids if s not in self.driver_tickets),
@@ -749,14 +854,14 @@ class Sim:
             self.flood_rtt.append(now() - sent[cp.id])
             if self.flooding:
                 sent[cp.id] = now()
-                link.send(cp.status_ok)
+                cp.send(cp.status_ok)
 
         for cp in links:
             cp.acked = (lambda link, cp=cp: acked(link, cp))
         self.flooding = True
         for cp in links:
             sent[cp.id] = now()
-            cp.link.send(cp.status_ok)
+            cp.send(cp.status_ok)
         yield task.deferLater(reactor, secs, lambda: None)
         self.flooding = False
         yield task.deferLater(reactor, 0.5, lambda: None)
@@ -813,6 +918,50 @@ def run_worker(cfg_json: str) -> None:
     sim = Sim(cfg)
     stdio.StandardIO(WorkerControl(sim))
     reactor.run()
+
+
+# ---------------------------------------------------------------------------
+# The fleet's registrations: what EV_Registry would write, straight into
+# Central's database through RegistryStore (in a child process, with its own
+# reactor, before Central starts).  The verifiers (one scrypt each) are made
+# on every core first.
+# ---------------------------------------------------------------------------
+
+
+def _verifier(secret: str) -> str:
+    return security.make_verifier(secret).to_text()
+
+
+def register_fleet(cfg_json: str) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evnet.central.store import Store, parse_db_url
+    from evnet.registry.store import RegistryStore
+
+    cfg = json.loads(cfg_json)
+    with open(cfg["secrets"]) as f:
+        secrets = json.load(f)
+    t0 = now()
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        verifiers = dict(zip(secrets, pool.map(_verifier, secrets.values(), chunksize=32)))
+    t1 = now()
+
+    @defer.inlineCallbacks
+    def write(_reactor):
+        store = RegistryStore(Store(parse_db_url(cfg["db"])))
+        yield store.start()
+        at = time.time()
+        try:
+            yield defer.gatherResults([
+                store.register(cp_id, f"Bench street {int(cp_id[2:])}", 0.35, lambda v=v: v, at, "loadgen")
+                for cp_id, v in verifiers.items()
+            ], consumeErrors=True)
+        finally:
+            store.close()
+
+    task.react(lambda r: write(r).addCallback(lambda _: print(json.dumps(
+        {"verifiers_secs": round(t1 - t0, 2), "write_secs": round(now() - t1, 2), "cps": len(verifiers)}),
+        flush=True)))
 
 
 # ---------------------------------------------------------------------------
@@ -911,7 +1060,8 @@ class Master:
         for w in range(self.args.workers):
             cfg = {"worker": w, "workers": self.args.workers, "cps": self.args.cps,
                    "charges": self.args.charges, "cp_port": self.cp_port, "driver_port": self.driver_port,
-                   "kafka": self.args.kafka, "kafka_prefix": self.args.kafka_prefix}
+                   "kafka": self.args.kafka, "kafka_prefix": self.args.kafka_prefix,
+                   "secrets": str(self.secrets_file)}
             wp = WorkerProcess(w)
             reactor.spawnProcess(
                 wp, sys.executable, [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
@@ -976,8 +1126,10 @@ class Master:
         fig["telem_lost"] = after["telem_lost"] - before["telem_lost"]
         fig["telem_superseded"] = after["telem_superseded"] - before["telem_superseded"]
         fig["max_link_queue"] = after["max_queue"]
+        # The generator's scrypt (one per login, the PROOF): CPU seconds it spent, and per login.
+        fig["generator_scrypt_secs"] = round(after["scrypt_secs"] - before["scrypt_secs"], 2)
         for key, label in (("req_lat", "req_to_authorized"), ("telem_lat", "telemetry"), ("fault_lat", "fault_detection"),
-                           ("flood_rtt", "round_trip")):
+                           ("flood_rtt", "round_trip"), ("login_secs", "login")):
             vals = after[key]
             if vals:
                 fig[label + "_ms"] = {"n": len(vals), "p50": ms(pct(vals, 50)), "p95": ms(pct(vals, 95)),
@@ -1149,9 +1301,13 @@ def main(argv=None) -> int:
                         help="record Central with py-spy during the run (FILE.svg: a flame graph; any other name: "
                         "py-spy's raw collapsed stacks); needs py-spy in the venv")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--register", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker)
+        return 0
+    if args.register:
+        register_fleet(args.register)
         return 0
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     known = {"idle", "charge", "fault", "storm", "flood", "echo"}
@@ -1186,10 +1342,28 @@ def main(argv=None) -> int:
             "--drivers", f"tcp:{driver_port}:interface=127.0.0.1{backlog}",
             "--db", f"sqlite:{tmp / 'evcentral.db'}", "--http", "none",
             "--liveness-timeout", f"{args.liveness_timeout:g}",
+            # Every simulated CP logs in from 127.0.0.1: the per-address lockout would lock them all out.
+            "--login-failures", "0",
         ]
         if args.kafka:
             argv_server += ["--kafka", args.kafka, "--kafka-group", f"loadgen-{int(time.time())}",
                             "--kafka-prefix", args.kafka_prefix]
+    secrets_file = tmp / "secrets.json"
+    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({f"CP{i:05d}": security.new_secret() for i in range(args.cps)}, f)
+    registration = None
+    if args.cps:
+        print(f"loadgen: registering {args.cps} CPs in {tmp / 'evcentral.db'} (RegistryStore) ...", flush=True)
+        t0 = now()
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--register",
+             json.dumps({"db": f"sqlite:{tmp / 'evcentral.db'}", "secrets": str(secrets_file)})],
+            check=True, stdout=subprocess.PIPE, text=True,
+        ).stdout
+        registration = json.loads(out.strip().splitlines()[-1])
+        registration["secs"] = round(now() - t0, 2)
+        print(f"loadgen: registered: {json.dumps(registration)}", flush=True)
     print(f"loadgen: starting {' '.join(argv_server)}", flush=True)
     server = start_server(argv_server, tmp, log)
     spy = None
@@ -1206,6 +1380,8 @@ def main(argv=None) -> int:
         master = (EchoMaster if echo else Master)(args, server.pid, cp_port, driver_port)
         master.results["config"] = {k: v for k, v in vars(args).items() if k != "worker"}
         master.results["server_argv"] = argv_server
+        master.results["registration"] = registration
+        master.secrets_file = secrets_file
         master.results["machine"] = {"nproc": os.cpu_count(), "loadavg_start": loadavg()}
         outcome = {}
 
@@ -1240,6 +1416,12 @@ def main(argv=None) -> int:
     print()
     print(table(results))
     print(f"server log: {json.dumps(results['server_log'])}")
+    if results.get("registration"):
+        print(f"registration: {json.dumps(results['registration'])}")
+    for ph in results["phases"]:
+        if ph.get("login_ms"):
+            print(f"{ph['phase']}: logins (link made -> KEY) ms {json.dumps(ph['login_ms'])}, "
+                  f"generator scrypt {ph['generator_scrypt_secs']} s")
     for ph in results["phases"]:
         if ph.get("workers") and ph["phase"] not in ("connect",):
             print(f"{ph['phase']}: " + json.dumps(ph["workers"]))
