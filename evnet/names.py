@@ -1,8 +1,8 @@
 """
 The statement's program names as commands: ``EV_Central``, ``EV_CP_E``,
-``EV_CP_M``, ``EV_Registry`` and ``EV_Driver``.
+``EV_CP_M``, ``EV_Registry``, ``EV_W`` and ``EV_Driver``.
 
-Each is a thin console entry point over what already exists: the first four
+Each is a thin console entry point over what already exists: the first five
 run their twistd plugin in the foreground (``EV_Central ARGS`` is
 ``twistd -n --pidfile= evcentral ARGS``: the same options, logging to
 stdout, no pid file), ``EV_Driver`` is ``evdriver``'s main.  ``--help`` shows
@@ -20,6 +20,7 @@ TWISTD_PROGRAMS = {
     "EV_CP_E": "evengine",
     "EV_CP_M": "evmonitor",
     "EV_Registry": "evregistry",
+    "EV_W": "evweather",
 }
 
 #: What every twistd program is given before its plugin's arguments.
@@ -86,6 +87,7 @@ ev_central = _twistd_main("EV_Central")
 ev_cp_e = _twistd_main("EV_CP_E")
 ev_cp_m = _twistd_main("EV_CP_M")
 ev_registry = _twistd_main("EV_Registry")
+ev_w = _twistd_main("EV_W")
 
 
 def ev_driver() -> None:

@@ -1,6 +1,6 @@
 """
 The statement's program names (evnet.names): EV_Central, EV_CP_E, EV_CP_M,
-EV_Registry over their twistd plugins, EV_Driver over evdriver.  The wheel
+EV_Registry, EV_W over their twistd plugins, EV_Driver over evdriver.  The wheel
 test (test_packaging) checks that they are installed as commands.
 """
 
@@ -20,6 +20,7 @@ OWN_OPTION = {
     "EV_CP_E": "--power-kw",
     "EV_CP_M": "--health-period",
     "EV_Registry": "--tls-cert",
+    "EV_W": "--local-weather",
 }
 
 

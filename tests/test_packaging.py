@@ -17,6 +17,7 @@ PROGRAMS = {
     "EV_CP_E": "--power-kw",
     "EV_CP_M": "--health-period",
     "EV_Registry": "--tls-cert",
+    "EV_W": "--local-weather",
     "EV_Driver": "--requests-file",
 }
 
