@@ -380,6 +380,18 @@ def test_engine_messages_are_dropped_with_a_log_line_while_central_is_unreachabl
     assert any("Central is not reachable: TELEM dropped" in formatEvent(e) for e in events)
 
 
+def test_a_charge_asked_at_the_cp_while_central_is_unreachable_is_denied_on_the_engine():
+    monitor, engine, central, clock = running()
+    central.lose()
+    engine.received()
+    with capturedLogs() as events:
+        engine.send(m.Req("D7", "CP1", 5.0))
+    (answer,) = engine.received()
+    assert isinstance(answer, m.Denied) and (answer.driver_id, answer.cp_id) == ("D7", "CP1")
+    assert answer.reason.startswith("cannot reach EV_Central")
+    assert any("Charge for D7 asked at the CP not sent: cannot reach EV_Central" in formatEvent(e) for e in events)
+
+
 def test_answers_from_central_out_of_order_are_logged_and_ignored():
     monitor, engine, central_ep, clock = make_monitor()
     monitor.startService()

@@ -286,7 +286,7 @@ class EngineService(service.Service, LinkHandler):
                 session=msg.session_id,
             )
         elif isinstance(msg, m.Denied):
-            self.log.warn("Central denied the charge for {driver}: {reason}", driver=msg.driver_id, reason=msg.reason)
+            self.log.warn("The charge for {driver} was denied: {reason}", driver=msg.driver_id, reason=msg.reason)
         elif isinstance(msg, m.Notice):
             self.log.info("Notice about {subject}: {text}", subject=msg.subject, text=msg.text)
         else:

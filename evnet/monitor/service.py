@@ -361,13 +361,30 @@ class MonitorService(service.MultiService):
         """
         session = self.session
         if session is None or not session.keyed:
+            if isinstance(msg, m.Req):
+                self._deny_at_cp(msg, f"cannot reach EV_Central (the Monitor has no link to it now); try again later")
+                return
             self.log.info("Central is not reachable: {code} dropped", code=msg.code)
             return
         if self.bus is not None and isinstance(msg, (m.Avr, m.Rcv)):
             d = self.bus.publish(TOPIC_CP_EVENTS, self.cp_id, security.seal_message(self._kafka_sealer, msg))
             d.addErrback(self._not_published, msg)
             return
-        session.out.sendMessage(msg).addErrback(self._not_delivered, msg, "central")
+        d = session.out.sendMessage(msg)
+        if isinstance(msg, m.Req):
+            d.addErrback(self._req_not_delivered, msg)
+        d.addErrback(self._not_delivered, msg, "central")
+
+    def _req_not_delivered(self, failure: Failure, req: m.Req) -> Failure:
+        """A charge asked for at the CP that Central did not get: the Engine's screen says so."""
+        failure.trap(LinkError)
+        self._deny_at_cp(req, f"cannot reach EV_Central ({failure.getErrorMessage()}); try again later")
+        return failure
+
+    def _deny_at_cp(self, req: m.Req, why: str) -> None:
+        """Answer the Engine's REQ here, as Central would have: DENIED with C{why}."""
+        self.log.warn("Charge for {driver} asked at the CP not sent: {why}", driver=req.driver_id, why=why)
+        self._relay_to_engine(m.Denied(req.driver_id, req.cp_id, why))
 
     def _not_published(self, failure: Failure, msg: m.Message) -> None:
         failure.trap(BusError)
