@@ -358,7 +358,8 @@ def test_wrong_method_is_405_and_unknown_path_404():
     assert answer.status == 405 and answer.headers["allow"] == "POST"
     answer = web.request("DELETE", "/api/cps")
     assert answer.status == 405 and answer.headers["allow"] == "GET" and "not allowed" in answer.json()["error"]
-    assert web.request("PUT", "/api/cps/stop").headers["allow"] == "GET, POST"
+    assert web.request("PUT", "/api/cps/stop").headers["allow"] == "POST"  # not also /api/cps/{id}'s GET
+    assert web.request("OPTIONS", "/api/cps/resume").headers["allow"] == "POST"
     answer = web.get("/api/nothing")
     assert answer.status == 404 and "no such API path" in answer.json()["error"]
 

@@ -107,10 +107,11 @@ class Api(resource.Resource):
             path = path.rstrip("/")
         method = request.method.decode("ascii", "replace")
         allowed = []
-        for route, regex in _COMPILED:
-            match = regex.match(path)
-            if match is None:
-                continue
+        matching = [(route, match) for route, regex in _COMPILED if (match := regex.match(path)) is not None]
+        if any(route.template == path for route, _ in matching):
+            # A literal path (/api/cps/stop) is that resource only, not also /api/cps/{id}.
+            matching = [(route, match) for route, match in matching if route.template == path]
+        for route, match in matching:
             if route.method == method or (method == "HEAD" and route.method == "GET"):
                 return route, {k: unquote(v) for k, v in match.groupdict().items()}
             allowed.append(route.method)

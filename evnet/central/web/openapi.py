@@ -72,6 +72,17 @@ _CP = _object(
     key_revoked_by=_nullable({"type": "string", "description": "who revoked the key, while it is revoked"}),
 )
 _RESULT = {"ok": _BOOLEAN, "message": _STRING}
+# One Server-Sent Event of /api/stream (OpenAPI 3.0 has no itemSchema: the schema is an event's):
+# its name, its id and its data, one line of JSON.
+_SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["snapshot", "cp", "telemetry", "session", "message"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": _INTEGER,
+        "data": {"type": "string", "description": "a JSON object: see the summary for each event's fields"},
+    },
+}
 
 OPENAPI: dict = {
     "openapi": "3.0.3",
@@ -106,7 +117,7 @@ OPENAPI: dict = {
             "Server-Sent Events: 'snapshot' first (cps, sessions, messages), then one event per "
             "change: 'cp', 'telemetry' (data.cp), 'session' (data.session), 'message' (at, kind, "
             f"subject, text); a ': keep-alive' comment every {KEEPALIVE_SECONDS:g} s",
-            {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": _STRING}}}}),
+            {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": _SSE_EVENT}}}}),
         "/api/openapi.json": _get("This document",
                                   {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}),
     },
