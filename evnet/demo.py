@@ -5,7 +5,8 @@ each; the demo enrolls every CP at the Registry and each Monitor registers
 its CP there with its token), three drivers with ten requests each.  Along
 the way it simulates a fault, stops and resumes a CP, revokes a CP's key and
 has its Monitor log in again, and restarts a Monitor, so every CP state
-appears.  It shows
+appears; EV_W watches the weather (local source) and Alicante freezes and
+thaws, taking its CPs out of service and back.  It shows
 what happens as it happens, prints every driver's tickets and a verdict, and
 leaves no process behind (also on Ctrl+C).
 """
@@ -13,7 +14,9 @@ leaves no process behind (also on Ctrl+C).
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import signal
 import sqlite3
 import sys
@@ -23,6 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Callable, Optional
 
 from evnet.launcher import Proc, ProcGroup, Registry, free_port, wait_for_port
@@ -34,12 +38,14 @@ LOCATIONS = [
 ]
 PRICES = [0.30, 0.32, 0.35, 0.28, 0.40, 0.33, 0.36, 0.31, 0.38, 0.29]
 DRIVERS = ("D1", "D2", "D3")
+FROZEN_CITY, FROZEN_LOCATIONS = "Alicante", ("Alicante Centro", "Playa San Juan")  # EV_W's city of these CPs
 
 # What Central prints that a person following the demo wants to see.
 _CENTRAL_EVENT = re.compile(
     r"\] (CP \S+ (registered|authenticated|AVERIADO|recovered|stopped|resumed|DESCONECTADO|out of service).*"
-    r"|REQ .*|TICKET .*)$"
+    r"|REQ .*|TICKET .*|weather alert .*)$"
 )
+_WEATHER = re.compile(r"weather alert at .+? \(.+?\)( over)?: (CP[\w, ]+?) (out of service|back in service)")
 _TRANSITION = re.compile(r"CP (\S+): (\w+) -> (\w+)")
 _REVOKED = re.compile(r"CP (\S+) out of service: its key was revoked")
 _AUTHENTICATED = re.compile(r"CP (\S+) authenticated from")
@@ -81,6 +87,7 @@ class Demo:
         self.monitors: dict[str, Proc] = {}
         self.ports: dict[str, int] = {}
         self.revoked: dict[str, bool] = {}  # CP -> whether it logged in again since Central revoked its key
+        self.weather: dict[str, set[str]] = {"out of service": set(), "back in service": set()}  # CPs, as Central says
         self.registry: Optional[Registry] = None
         self.stopping = threading.Event()
         self.panel = None
@@ -107,6 +114,9 @@ class Demo:
             for cp in _AUTHENTICATED.findall(line):
                 if cp in self.revoked:
                     self.revoked[cp] = True
+        for _over, cps, what in _WEATHER.findall(line):
+            with self.lock:
+                self.weather[what].update(cp.strip() for cp in cps.split(","))
         match = _CENTRAL_EVENT.search(line)
         if match and not self.stopping.is_set():
             self.say("central", match.group(1))
@@ -157,7 +167,7 @@ class Demo:
             "--listen", f"tcp:{self.ports['cp']}:interface=127.0.0.1",
             "--drivers", f"tcp:{self.ports['drivers']}:interface=127.0.0.1",
             "--http", f"tcp:{self.ports['http']}:interface=127.0.0.1",
-            "--db", self.db,
+            "--db", self.db, "--weather-token-file", str(self.weather_token()),
         ]
         if self.o.kafka:
             # A consumer group of its own: records left on the cluster by an
@@ -167,6 +177,32 @@ class Demo:
                                  on_line=self._central_line)
         proc.wait_for("EV_Central ready", timeout=60)
         return proc
+
+    def weather_token(self) -> Path:
+        """EV_W's token for Central, in a 0600 file (made once)."""
+        path = self.workdir / "evw-token"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        return path
+
+    def set_weather(self, frozen: bool) -> None:
+        """The local weather file EV_W reads, replaced by a rename: the frozen city at -3 °C or 12 °C."""
+        lines = [f"{FROZEN_CITY} = {-3 if frozen else 12}"] + [f"{loc} = 15" for loc in LOCATIONS if loc not in FROZEN_LOCATIONS]
+        new = self.workdir / "weather.txt.new"
+        new.write_text("\n".join(lines) + "\n")
+        new.replace(self.workdir / "weather.txt")
+
+    def start_weather(self) -> Proc:
+        """EV_W on the local weather source, polling every second."""
+        self.set_weather(False)
+        locations = self.workdir / "locations.txt"
+        locations.write_text("".join(f"{loc} = {FROZEN_CITY}\n" for loc in FROZEN_LOCATIONS))
+        args = ["--central", f"http://127.0.0.1:{self.ports['http']}", "--central-token-file", str(self.weather_token()),
+                "--locations-file", str(locations), "--local-weather", str(self.workdir / "weather.txt"),
+                "--interval", "1", "--state-dir", str(self.workdir / "evweather-state")]
+        return self.group.twistd("evweather", "evweather", *args, log_path=str(self.workdir / "evweather.log"))
 
     def start_engine(self, i: int) -> Proc:
         cp = self.cp_id(i)
@@ -249,6 +285,9 @@ class Demo:
              lambda: self.monitors[self.cp_id(restart_i)].kill()),
             (50, f"the Monitor of {self.cp_id(restart_i)} is started again",
              lambda: self.start_monitor(restart_i)),
+            (12, f"{FROZEN_CITY} freezes (-3 °C in EV_W's weather file): its CPs go out of service",
+             lambda: self.set_weather(True)),
+            (24, f"{FROZEN_CITY} thaws (12 °C): its CPs come back", lambda: self.set_weather(False)),
         ]
         steps.sort(key=lambda step: step[0])
         start = time.monotonic()
@@ -284,7 +323,8 @@ class Demo:
             table.add_column(column)
         for cp in self.fetch_cps():
             state = cp.get("state", "?")
-            label = "Out of Order" if state == "PARADO" else state
+            label = "Out of service (weather)" if cp.get("weather_alert") and state == "PARADO" else (
+                "Out of Order" if state == "PARADO" else state)
             charging = cp.get("driver_id")
             table.add_row(
                 cp.get("id", "?"), cp.get("location", ""), f"{cp.get('price', 0):.2f}",
@@ -315,6 +355,8 @@ class Demo:
         self.say("demo", f"starting EV_Central ({self.o.db or 'SQLite'}, {backend})")
         self.start_central()
         self.say("demo", f"web panel: http://127.0.0.1:{self.ports['http']}/")
+        self.say("demo", f"starting EV_W, the weather office (local weather file; {FROZEN_CITY} at 12 °C)")
+        self.start_weather()
         self.say("demo", f"starting {n} charging points (an Engine and a Monitor each; "
                          "each Monitor registers its CP at the Registry)")
         for i in range(n):
@@ -383,6 +425,10 @@ class Demo:
             problems.append("states never seen: " + ", ".join(missing))
         if not self.revoked:
             problems.append("no CP's key was revoked")
+        frozen = {self.cp_id(i) for i in range(self.o.cps) if LOCATIONS[i % len(LOCATIONS)] in FROZEN_LOCATIONS}
+        for what in ("out of service", "back in service"):
+            if not frozen <= self.weather[what]:
+                problems.append(f"the weather alert did not take {', '.join(sorted(frozen - self.weather[what]))} {what}")
         for cp, back in self.revoked.items():
             if not back:
                 problems.append(f"{cp} did not log in again after its key was revoked")
@@ -403,7 +449,8 @@ class Demo:
         revoked = ", ".join(self.revoked)
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
             f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
-            f"after its Monitor's new login; no process left running")
+            f"after its Monitor's new login; {', '.join(sorted(frozen))} out of service in the frost and back; "
+            "no process left running")
         return 0
 
     def count_sessions(self) -> tuple[int, int]:

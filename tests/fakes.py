@@ -51,6 +51,7 @@ class MemoryStore:
         self.sessions = {}
         self.registrations = {}  # EV_Registry's rows, by CP id (what RegistryStore writes in the real one)
         self.event_rows = []
+        self.weather_alerts = {}  # by location
         self.hold = False
         self.held = []
         self.closed = False
@@ -217,6 +218,23 @@ class MemoryStore:
 
     def recent_events(self, limit=100):
         return self._run(lambda: [dict(e) for e in reversed(self.event_rows)][: int(limit)])
+
+
+    # -- weather alerts
+
+    def load_weather_alerts(self):
+        return self._run(lambda: [dict(self.weather_alerts[k]) for k in sorted(self.weather_alerts)])
+
+    def save_weather_alert(self, location, city, temperature, observed_at, raised_at, updated_at):
+        def do():
+            row = self.weather_alerts.setdefault(location, {"location": location, "raised_at": float(raised_at)})
+            row.update(city=city, temperature=float(temperature), observed_at=float(observed_at),
+                       updated_at=float(updated_at))
+
+        return self._run(do)
+
+    def delete_weather_alerts(self, locations):
+        return self._run(lambda: sum(self.weather_alerts.pop(k, None) is not None for k in locations))
 
 
 class Peer:

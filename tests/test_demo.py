@@ -59,6 +59,7 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     assert "sessions in the database, each ticketed once" in output
     assert "all 10 charging points are connected" in output
     assert "CP03 out of service with its key revoked and back after its Monitor's new login" in output
+    assert "CP01, CP02 out of service in the frost and back" in output
     credentials = sorted(workdir.glob("credentials-CP*.json"))
     assert len(credentials) == 10
     assert {stat.S_IMODE(os.stat(path).st_mode) for path in credentials} == {0o600}

@@ -193,6 +193,33 @@ def test_a_registration_is_read_as_the_registry_wrote_it_and_shown_with_its_cp(s
     assert (yield store.registration("CP1"))["status"] == "deregistered"
 
 
+WEATHER_KEYS = {"location", "city", "temperature", "observed_at", "raised_at", "updated_at"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_weather_alerts_by_exact_location_raised_updated_and_cleared(store):
+    yield store.start()
+    assert (yield store.load_weather_alerts()) == []
+    yield store.save_weather_alert("Playa", "Alicante", -1, 1000.0, 2000.0, 2000.0)  # an int °C is a float
+    yield store.save_weather_alert("Alicante Centro", "Alicante", -1.5, 1000.0, 2000.0, 2000.0)
+    yield store.save_weather_alert("alicante centro", "alicante", -3.0, 1001.0, 2001.0, 2001.0)  # another name
+    rows = yield store.load_weather_alerts()
+    assert [r["location"] for r in rows] == ["Alicante Centro", "Playa", "alicante centro"]
+    assert all(set(r) == WEATHER_KEYS for r in rows), rows
+    assert type(rows[1]["temperature"]) is float and rows[1]["temperature"] == -1.0
+    # A second alert on a location updates it; it was raised when first raised.
+    yield store.save_weather_alert("Alicante Centro", "Alicante", -4.25, 1010.0, 2010.0, 2010.0)
+    rows = yield store.load_weather_alerts()
+    assert len(rows) == 3
+    assert rows[0] == {"location": "Alicante Centro", "city": "Alicante", "temperature": -4.25,
+                       "observed_at": 1010.0, "raised_at": 2000.0, "updated_at": 2010.0}
+    assert (yield store.delete_weather_alerts(["Alicante Centro", "Nowhere"])) == 1
+    assert (yield store.delete_weather_alerts(["Alicante Centro"])) == 0
+    assert [r["location"] for r in (yield store.load_weather_alerts())] == ["Playa", "alicante centro"]
+    assert (yield store.delete_weather_alerts(["Playa", "alicante centro"])) == 2
+    assert (yield store.load_weather_alerts()) == []
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_driver_is_recorded_once_and_its_last_visit_kept(store):
     yield store.start()

@@ -379,7 +379,7 @@ def test_openapi_document_lists_exactly_the_routes_served():
     for method, path in sorted(documented):
         if path == "/api/stream":
             continue  # a stream: see the SSE tests
-        answer = web.request(method, path.replace("{id}", "CP1"))
+        answer = web.request(method, path.replace("{id}", "CP1").replace("{location}", "Centro"))
         assert answer.status in {int(code) for code in doc["paths"][path][method.lower()]["responses"]}, (
             method, path, answer.status)
         assert answer.status not in (404, 405), (method, path, answer.body)
@@ -544,7 +544,8 @@ def test_the_panel_listens_on_its_endpoint_and_stops_with_the_service():
     assert (port, interface, factory) == (8080, "127.0.0.1", panel.site)
     assert central.observers == [panel.hub.publish]
     assert [formatEvent(e) for e in events if e["log_level"] == LogLevel.info] == [
-        "web panel and API on tcp:8080:interface=127.0.0.1 (write calls: admin token required)"]
+        "web panel and API on tcp:8080:interface=127.0.0.1 (write calls: admin token required; "
+        "weather calls: refused (no --weather-token-file))"]
     panel.stopService()
     assert panel.listener.port is None and central.observers == []
 

@@ -170,3 +170,66 @@ def test_the_revoke_button_puts_a_cp_out_of_service_and_a_new_login_brings_it_ba
         page.wait_for_selector('.tile[data-cp="CP1"][data-state="ACTIVADO"][data-key="active"]', timeout=WAIT_MS)
     finally:
         again.close()
+
+
+def test_the_weather_section_shows_an_alert_its_cp_out_of_service_and_evws_health(procs, tmp_path, browser):
+    # EV_W's calls are made by the test itself with EV_W's token (EV_W itself: tests/test_weather_e2e.py).
+    import json
+    import urllib.request
+
+    from tests.test_central_process import RawMonitor, register_in_db
+
+    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
+    register_in_db(tmp_path / "central.db", "CP1", "Alicante Centro", 0.3)
+    token = tmp_path / "evw-token"
+    token.write_text("evw-browser-token\n")
+    os.chmod(token, 0o600)
+    procs.twistd(
+        "central", "evcentral",
+        "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
+        "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1",
+        "--db", f"sqlite:{tmp_path / 'central.db'}", "--liveness-timeout", "600",
+        "--weather-token-file", str(token),
+    )
+    wait_for_port(http_port)
+    wait_for_port(cp_port)
+
+    def evw(method, path, body=None):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}{path}", method=method, data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": "Bearer evw-browser-token", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.loads(answer.read())
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"http://127.0.0.1:{http_port}/")
+    page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
+    assert page.locator("#weather-health").inner_text() == "EV_W: not heard from"
+    assert page.locator("#no-alerts").is_visible() and not page.locator("#weather-alerts").is_visible()
+    monitor = RawMonitor(cp_port, "CP1")
+    try:
+        monitor.login()
+        page.wait_for_selector(tile("CP1", "ACTIVADO"), timeout=WAIT_MS)
+        evw("PUT", "/api/v1/weather/health", {"at": 1764620004.0, "interval": 4.0, "cities": 2, "failing": ["Elche"]})
+        page.wait_for_selector('#weather-health[data-health="healthy"]', timeout=WAIT_MS)
+        health = page.locator("#weather-health").inner_text()
+        assert "EV_W: healthy · last heartbeat" in health and "2 cities watched" in health
+        assert "cannot read the weather for Elche" in health
+        assert evw("POST", "/api/v1/weather/alerts", {"location": "Alicante Centro", "city": "Alicante",
+                                                      "temperature": -1.5, "observed_at": 1764620000.0})["cps"] == ["CP1"]
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="PARADO"][data-weather="alert"]', timeout=WAIT_MS)
+        card = page.locator('.tile[data-cp="CP1"]').inner_text()
+        assert "Out of service — weather alert" in card and "CP1 out of service: weather alert at Alicante Centro" in card
+        row = page.locator('#weather-alerts tr[data-location="Alicante Centro"]')
+        row.wait_for(timeout=WAIT_MS)
+        cells = row.locator("td").all_inner_texts()
+        assert cells[0:3] == ["Alicante Centro", "Alicante", "-1.5 °C"] and cells[5] == "CP1"
+        assert not page.locator("#no-alerts").is_visible()
+        background = page.evaluate("getComputedStyle(document.querySelector('.tile[data-cp=\"CP1\"]')).backgroundColor")
+        assert background == "rgb(47, 111, 176)"  # not the operator's orange
+        assert evw("DELETE", "/api/v1/weather/alerts/Alicante%20Centro") == {"ok": True, "cleared": True}
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="ACTIVADO"][data-weather="none"]', timeout=WAIT_MS)
+        page.wait_for_selector("#no-alerts", state="visible", timeout=WAIT_MS)
+    finally:
+        monitor.close()

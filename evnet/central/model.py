@@ -143,6 +143,7 @@ class ChargingPoint:
             "state": self.state.value,
             "stopped": self.machine.stopped,
             "engine_ok": self.machine.engine_ok,
+            "weather_alert": self.machine.weather_alert,
             "driver_id": s.driver_id if s else None,
             "session_id": s.id if s else None,
             "kw": s.kw if s else None,
@@ -155,6 +156,33 @@ class ChargingPoint:
             "key_issued_at": self.key.issued_at if self.key else None,
             "key_revoked_by": self.key_revoked_by,
         }
+
+
+@dataclass
+class WeatherAlert:
+    """
+    A weather alert EV_W raised on a location (docs/weather.md): the CPs
+    there are out of service while it lasts.  Times are wall clock.
+    """
+
+    location: str
+    city: str
+    temperature: float  # °C, the latest EV_W sent
+    observed_at: float  # when EV_W read it (EV_W's clock)
+    raised_at: float  # when Central took the alert
+    updated_at: float  # when Central took its latest temperature
+
+    def as_dict(self) -> dict:
+        return {"location": self.location, "city": self.city, "temperature": self.temperature,
+                "observed_at": self.observed_at, "raised_at": self.raised_at, "updated_at": self.updated_at}
+
+    def as_row(self) -> tuple:
+        return (self.location, self.city, self.temperature, self.observed_at, self.raised_at, self.updated_at)
+
+
+def weather_alert_from_row(row: dict) -> WeatherAlert:
+    return WeatherAlert(row["location"], row["city"], float(row["temperature"]), float(row["observed_at"]),
+                        float(row["raised_at"]), float(row["updated_at"]))
 
 
 def ticket_from_row(row: dict) -> m.Ticket:

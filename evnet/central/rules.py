@@ -31,6 +31,7 @@ from evnet.protocols.vocabulary import (
     REASON_FAULT,
     REASON_NOT_REPORTED,
     REASON_PARAR,
+    REASON_WEATHER,
     WHAT_DRIVER,
     WHAT_TICKET,
     valid_id,
@@ -41,6 +42,7 @@ from evnet.central.model import ORIGIN_CP, ORIGIN_DRIVER, ChargingPoint, Session
 from evnet.central.states import CpInput, CpMachine, CpState
 from evnet.protocols.machine import IllegalTransition
 from evnet.central.trust import Trust
+from evnet.central.weather import DEFAULT_STALE, WeatherDesk
 
 # How long a CP that comes back with a charge left open by an earlier run
 # of Central has to report it (TELEM or STOP) before it is closed as lost.
@@ -66,9 +68,13 @@ class Central:
         liveness_timeout: Optional[float] = None,
         reconcile_timeout: float = RECONCILE_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
+        weather_stale: float = DEFAULT_STALE,
         **trust: Any,
     ) -> None:
-        """C{trust}: the options of L{Trust} (key rotation, login lockout)."""
+        """
+        C{weather_stale}: seconds of EV_W's silence before Central clears its
+        alerts itself; C{trust}: the options of L{Trust} (key rotation, login lockout).
+        """
         self.store = store
         self.clock = clock
         self.liveness_interval = liveness_interval  # how often a Monitor sends STATUS (it is told in KEY)
@@ -86,6 +92,7 @@ class Central:
         self.sessions = self.charges.sessions  # open sessions by id
         self.driver_sessions = self.charges.driver_sessions
         self.trust = Trust(self, **trust)  # logins, keys, refusals (the CP links and records go through it)
+        self.weather = WeatherDesk(self, weather_stale)  # EV_W's alerts and health
 
     # -- wiring and lifecycle (called by the service) -------------------------
 
@@ -174,6 +181,10 @@ class Central:
         else:
             verb = None
         cp.registration = row["status"]
+        if self.weather.covers(cp.location):
+            self.weather_out(cp)
+        else:
+            self.weather_back(cp)
         self.store.upsert_cp(cp.id, cp.location, cp.price, cp.state.value).addErrback(self.journal.db_error, "saving a CP")
         if verb is not None:
             self.journal.message("register", cp.id, f"CP {cp.id} {verb}: {cp.location}, {cp.price:.3f} €/kWh (EV_Registry)")
@@ -197,7 +208,7 @@ class Central:
         key = cp.key.key_id if cp.key else "-"
         self.journal.message("connect", cp.id, f"CP {cp.id} authenticated from {channel.peer_name}: {cp.state.value} (key {key})")
         greet(cp.state)
-        if cp.machine.stopped:
+        if cp.machine.out_of_service:
             channel.send(m.Parar(cp.id))
 
     def _schedule_reconcile(self, cp: ChargingPoint, session: Session) -> None:
@@ -315,6 +326,8 @@ class Central:
             why = f"driver {driver_id} already has a charge in progress at CP {self.driver_sessions[driver_id].cp_id}"
         elif cp.session is not None:
             why = f"CP {cp_id} is busy with another charge"
+        elif cp.machine.weather_alert:
+            why = f"CP {cp_id} is out of service: {REASON_WEATHER}"
         elif not cp.available:
             why = f"CP {cp_id} is not available ({'Out of Order' if cp.state is CpState.PARADO else cp.state.value})"
         elif target_kwh < 0:
@@ -431,8 +444,9 @@ class Central:
         if cp.session is not None:
             self.charges.notify_driver(cp.session, m.Notice(cp.id, f"CP {cp.id} was stopped by the operator; your charge ends now"))
             self.charges.end(cp.session, REASON_PARAR)
+        held = cp.machine.out_of_service  # a weather alert: the CP has been told PARAR already
         self._fire(cp, CpInput.STOP)
-        if cp.link is not None:
+        if cp.link is not None and not held:
             cp.link.send(m.Parar(cp.id))
         self.journal.message("stop", cp.id, f"CP {cp.id} stopped by the operator: PARADO (Out of Order)")
         return True, f"CP {cp_id} stopped"
@@ -445,10 +459,42 @@ class Central:
         if not cp.machine.stopped:
             return False, f"CP {cp_id} is not stopped ({cp.state.value})"
         self._fire(cp, CpInput.RESUME)
+        if cp.machine.weather_alert:
+            text = f"CP {cp.id} resumed by the operator, still out of service: {REASON_WEATHER} at {cp.location}"
+            self.journal.message("resume", cp.id, text)
+            return True, f"CP {cp_id} resumed; it stays out of service while the {REASON_WEATHER} lasts"
         if cp.link is not None:
             cp.link.send(m.Reanudar(cp.id))
         self.journal.message("resume", cp.id, f"CP {cp.id} resumed by the operator: {cp.state.value}")
         return True, f"CP {cp_id} resumed"
+
+    # -- weather alerts (L{evnet.central.weather} decides which CPs) ----------
+
+    def weather_out(self, cp: ChargingPoint) -> None:
+        """
+        A weather alert holds C{cp}'s location: it goes out of service
+        (PARADO, C{weather_alert}), its charge ends with its ticket and the
+        driver is told, and its CP is sent PARAR (unless the operator's stop
+        already did).
+        """
+        if cp.machine.weather_alert:
+            return
+        if cp.session is not None:
+            self.charges.notify_driver(
+                cp.session, m.Notice(cp.id, f"CP {cp.id} is out of service: {REASON_WEATHER}; your charge ends now"))
+            self.charges.end(cp.session, REASON_WEATHER)
+        held = cp.machine.out_of_service
+        self._fire(cp, CpInput.WEATHER_ALERT)
+        if cp.link is not None and not held:
+            cp.link.send(m.Parar(cp.id))
+
+    def weather_back(self, cp: ChargingPoint) -> None:
+        """The alert on C{cp}'s location is over: it is back in service unless the operator stopped it."""
+        if not cp.machine.weather_alert:
+            return
+        self._fire(cp, CpInput.WEATHER_CLEAR)
+        if cp.link is not None and not cp.machine.out_of_service:
+            cp.link.send(m.Reanudar(cp.id))
 
     def revoke_key(self, cp_id: str, requester: str) -> tuple[bool, str]:
         """Revoke the CP's key at once: it is out of service until it logs in again (L{Trust.revoke})."""

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from evnet.central.rules import Central
 
 SWEEP_INTERVAL = 5.0  # seconds between two sweeps of the refusal summaries and login failures
+WEATHER_CHECK_INTERVAL = 1.0  # seconds between two checks of EV_W's health and of the stale rule
 
 
 def _store_name(store: Any) -> str:
@@ -53,6 +54,8 @@ class CentralService(service.MultiService):
         self._flusher.clock = central.clock
         self._sweeper = task.LoopingCall(central.trust.sweep)  # refusal summaries, old login failures
         self._sweeper.clock = central.clock
+        self._weather = task.LoopingCall(central.weather.check)  # EV_W's health, the stale rule
+        self._weather.clock = central.clock
         self._loading: Optional[defer.Deferred] = None
         self._outcome: Any = None  # None while loading, then the rules or the load's Failure
         self._waiters: list[defer.Deferred] = []
@@ -98,6 +101,8 @@ class CentralService(service.MultiService):
         cps = yield self.store.load_cps()
         sessions = yield self.store.open_sessions()
         self.central.restore(cps, sessions)
+        alerts = yield self.store.load_weather_alerts()
+        self.central.weather.restore(alerts)
 
     def _loaded(self, _: Any) -> None:
         self._loading = None
@@ -114,6 +119,7 @@ class CentralService(service.MultiService):
         self._liveness.start(min(0.5, self.central.liveness_timeout / 6), now=False)
         self._flusher.start(self.flush_interval, now=False)
         self._sweeper.start(SWEEP_INTERVAL, now=False)
+        self._weather.start(WEATHER_CHECK_INTERVAL, now=False)
         self._settle(self.central)
 
     def _not_loaded(self, failure: Failure) -> None:
@@ -134,7 +140,7 @@ class CentralService(service.MultiService):
         service.Service.stopService(self)
         if self._loading is not None:
             self._loading.cancel()
-        for loop in (self._liveness, self._flusher, self._sweeper):
+        for loop in (self._liveness, self._flusher, self._sweeper, self._weather):
             if loop.running:
                 loop.stop()
         self.central.cancel_pending()

@@ -30,6 +30,8 @@ class CpInput(str, Enum):
     STOP = "stop"  # PARAR from the operator
     RESUME = "resume"  # REANUDAR from the operator
     OFFLINE = "offline"  # link lost or liveness timeout
+    WEATHER_ALERT = "weather-alert"  # EV_W raised an alert on the CP's location
+    WEATHER_CLEAR = "weather-clear"  # that alert is over
 
 
 # Sentinel target: the state a CP idles in, given its flags.
@@ -61,24 +63,42 @@ _CP_TABLE: dict[tuple[CpState, CpInput], object] = {
     (CpState.PARADO, CpInput.RESUME): IDLE,
     (CpState.PARADO, CpInput.OFFLINE): CpState.DESCONECTADO,
     (CpState.PARADO, CpInput.CHARGE_END): CpState.PARADO,
+    # A weather alert rests the CP in PARADO like the operator's stop, as a fact of its own
+    # (CpMachine.weather_alert): it comes back only once neither holds it.
+    (CpState.DESCONECTADO, CpInput.WEATHER_ALERT): CpState.DESCONECTADO,
+    (CpState.DESCONECTADO, CpInput.WEATHER_CLEAR): CpState.DESCONECTADO,
+    (CpState.ACTIVADO, CpInput.WEATHER_ALERT): CpState.PARADO,
+    (CpState.SUMINISTRANDO, CpInput.WEATHER_ALERT): CpState.PARADO,
+    (CpState.AVERIADO, CpInput.WEATHER_ALERT): CpState.PARADO,
+    (CpState.PARADO, CpInput.WEATHER_ALERT): CpState.PARADO,
+    (CpState.PARADO, CpInput.WEATHER_CLEAR): IDLE,
 }
 
 
 class CpMachine(Machine):
     """
-    A CP's state at Central.  Besides the state it keeps two facts that
+    A CP's state at Central.  Besides the state it keeps three facts that
     decide where an idle CP rests: whether the operator stopped it (PARADO
-    survives disconnections and restarts) and whether its Engine is healthy.
-    The table's L{IDLE} target means "wherever those facts say".
+    survives disconnections and restarts), whether a weather alert holds its
+    location (PARADO too, for as long as the alert lasts, whatever the
+    operator does) and whether its Engine is healthy.  The table's L{IDLE}
+    target means "wherever those facts say".
     """
 
-    def __init__(self, state: CpState = CpState.DESCONECTADO, stopped: bool = False, engine_ok: bool = True):
+    def __init__(self, state: CpState = CpState.DESCONECTADO, stopped: bool = False, engine_ok: bool = True,
+                 weather_alert: bool = False):
         super().__init__("CP", _CP_TABLE, state)  # type: ignore[arg-type]
         self.stopped = stopped
         self.engine_ok = engine_ok
+        self.weather_alert = weather_alert
+
+    @property
+    def out_of_service(self) -> bool:
+        """Held in PARADO: stopped by the operator or under a weather alert."""
+        return self.stopped or self.weather_alert
 
     def idle_state(self) -> CpState:
-        if self.stopped:
+        if self.out_of_service:
             return CpState.PARADO
         return CpState.ACTIVADO if self.engine_ok else CpState.AVERIADO
 
@@ -94,6 +114,10 @@ class CpMachine(Machine):
             self.stopped = True
         elif event is CpInput.RESUME:
             self.stopped = False
+        elif event is CpInput.WEATHER_ALERT:
+            self.weather_alert = True
+        elif event is CpInput.WEATHER_CLEAR:
+            self.weather_alert = False
         if self.state is IDLE:
             self.state = self.idle_state()
         self.changed = self.state is not before

@@ -66,7 +66,17 @@ _TABLES = [
         subject VARCHAR(64) NOT NULL,
         detail VARCHAR(1024) NOT NULL
     )""",
+    # EV_W's alerts by CP location (docs/weather.md), compared exactly as EV_W and the cps table do.
+    """CREATE TABLE IF NOT EXISTS weather_alerts (
+        location VARCHAR(255) {binary} NOT NULL PRIMARY KEY,
+        city VARCHAR(80) NOT NULL,
+        temperature DOUBLE NOT NULL,
+        observed_at DOUBLE NOT NULL,
+        raised_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
 ]
+WEATHER_COLUMNS = "location, city, temperature, observed_at, raised_at, updated_at"
 _INDEXES = [
     ("sessions_status", "CREATE INDEX sessions_status ON sessions (status)"),
     ("sessions_driver", "CREATE INDEX sessions_driver ON sessions (driver_id)"),
@@ -148,7 +158,7 @@ def _is_lost_connection(failure: Any) -> bool:
 
 class Store:
     """
-    Central's tables: cps, drivers, sessions, events; and EV_Registry's
+    Central's tables: cps, drivers, sessions, events, weather_alerts; and EV_Registry's
     (L{evnet.registry.schema}), created here too so that Central alone
     works, which Central only reads.  Every method returns a Deferred of
     plain data.
@@ -285,11 +295,13 @@ class Store:
     def start(self) -> defer.Deferred:
         """Create or migrate the schema."""
         autoincrement = "BIGINT AUTO_INCREMENT PRIMARY KEY" if self.mysql else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        # MySQL's default collation folds case (and accents): a key that must compare exactly says so.
+        binary = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if self.mysql else ""
         mysql = self.mysql
 
         def txn(cursor):
             for table in _TABLES:
-                cursor.execute(table.format(autoincrement=autoincrement))
+                cursor.execute(table.format(autoincrement=autoincrement, binary=binary))
             for name, sql in _INDEXES:
                 if mysql:
                     cursor.execute(
@@ -456,3 +468,37 @@ class Store:
         return self._query(
             f"SELECT id, at, kind, subject, detail FROM events ORDER BY id DESC LIMIT {int(limit)}"
         )
+
+    # -- weather alerts ------------------------------------------------------
+
+    def load_weather_alerts(self) -> defer.Deferred:
+        """Every weather alert Central holds, by location."""
+        return self._query(f"SELECT {WEATHER_COLUMNS} FROM weather_alerts ORDER BY location")
+
+    def save_weather_alert(self, location: str, city: str, temperature: float, observed_at: float,
+                           raised_at: float, updated_at: float) -> defer.Deferred:
+        """Raise the alert on C{location}, or update it (its C{raised_at} stays the first one's)."""
+        sql_update = self._sql(
+            "UPDATE weather_alerts SET city = ?, temperature = ?, observed_at = ?, updated_at = ? WHERE location = ?"
+        )
+        sql_insert = self._sql(f"INSERT INTO weather_alerts ({WEATHER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)")
+
+        def txn(cursor):
+            cursor.execute(sql_update, (city, temperature, observed_at, updated_at, location))
+            if cursor.rowcount == 0:
+                cursor.execute(sql_insert, (location, city, temperature, observed_at, raised_at, updated_at))
+
+        return self.run(txn)
+
+    def delete_weather_alerts(self, locations: list[str]) -> defer.Deferred:
+        """Clear the alerts on C{locations}; fires with how many there were."""
+        sql = self._sql("DELETE FROM weather_alerts WHERE location = ?")
+
+        def txn(cursor):
+            count = 0
+            for location in locations:
+                cursor.execute(sql, (location,))
+                count += max(cursor.rowcount, 0)
+            return count
+
+        return self.run(txn)

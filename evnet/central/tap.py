@@ -1,8 +1,12 @@
 """``twistd evcentral``: options and service wiring for EV_Central."""
 
+import math
+import os
+import stat
 from typing import Any
 
 from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from evnet.endpoints import Listener, check_server_endpoint, stop_process
@@ -13,6 +17,7 @@ from evnet.central.rules import RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
 from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
 from evnet.central.store import Store, StoreError, parse_db_url
+from evnet.central.weather import DEFAULT_STALE
 from evnet.central.web import WebPanel
 from evnet.protocols.vocabulary import kafka_prefix
 
@@ -55,6 +60,11 @@ class Options(usage.Options):
         ["admin-token-file", None, None,
          "File holding the admin token that the API's write calls (stop, resume, revoke) must present as "
          "'Authorization: Bearer TOKEN'. Without it, write calls are accepted only from loopback."],
+        ["weather-token-file", None, None,
+         "File holding EV_W's token (one line, mode 600): EV_W's weather calls (/api/v1/weather/...) must present "
+         "it as 'Authorization: Bearer TOKEN'. Without it, every weather call is refused (401)."],
+        ["weather-stale", None, f"{DEFAULT_STALE:g}",
+         "Seconds without a word from EV_W after which Central clears every weather alert itself."],
     ]
 
     def postOptions(self) -> None:
@@ -87,22 +97,42 @@ class Options(usage.Options):
                 parse_bootstrap(self["kafka"])
             except BusError as e:
                 raise usage.UsageError(f"--kafka: {e}")
-        self["admin_token"] = None
-        if self["admin-token-file"] is not None:
-            self["admin_token"] = read_token_file(self["admin-token-file"])
+        try:
+            stale = float(self["weather-stale"])
+        except ValueError:
+            stale = math.nan
+        if not (math.isfinite(stale) and stale >= 1):
+            raise usage.UsageError(f"--weather-stale must be a number of seconds, at least 1, not {self['weather-stale']!r}")
+        self["weather-stale"] = stale
+        for option, key, what in (("admin-token-file", "admin_token", "the admin token"),
+                                  ("weather-token-file", "weather_token", "EV_W's token")):
+            self[key] = None if self[option] is None else read_token_file(self[option], option, what)
+        if self["admin_token"] is not None and self["admin_token"] == self["weather_token"]:
+            raise usage.UsageError("--weather-token-file: EV_W's token must not be the admin token")
 
 
-def read_token_file(path: str) -> str:
-    """The admin token: the file's content without surrounding whitespace (read once, at start)."""
+log = Logger(namespace="evnet.central.tap")
+
+
+def read_token_file(path: str, option: str = "admin-token-file", what: str = "the admin token") -> str:
+    """
+    A token: the file's content without surrounding whitespace (read once,
+    at start).  One warning line if others may read the file; the token is
+    never shown.
+    """
     try:
         with open(path, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
             token = f.read().strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise usage.UsageError(f"--admin-token-file {path}: cannot read it: {getattr(e, 'strerror', None) or e}")
+        raise usage.UsageError(f"--{option} {path}: cannot read it: {getattr(e, 'strerror', None) or e}")
     if not token:
-        raise usage.UsageError(f"--admin-token-file {path}: the file is empty; put the admin token in it")
+        raise usage.UsageError(f"--{option} {path}: the file is empty; put {what} in it")
     if any(c.isspace() for c in token) or not token.isprintable():
-        raise usage.UsageError(f"--admin-token-file {path}: the token must be one line without spaces")
+        raise usage.UsageError(f"--{option} {path}: the token must be one line without spaces")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warn("--{option} {path}: others may read this file (mode {mode:04o}); chmod 600 it",
+                 option=option, path=path, mode=stat.S_IMODE(mode))
     return token
 
 
@@ -143,7 +173,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         store, reactor, liveness_interval=options["liveness-interval"], liveness_timeout=options["liveness-timeout"],
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
-        login_window=options["login-window"],
+        login_window=options["login-window"], weather_stale=options["weather-stale"],
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}
@@ -163,5 +193,6 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
 
         OcppService(central, store, options["ocpp"], reactor, fail, heartbeat=int(options["ocpp-heartbeat"])).setServiceParent(top)
     if options["http"].lower() != "none":
-        WebPanel(central, options["http"], reactor, options["admin_token"], on_failure=fail).setServiceParent(top)
+        WebPanel(central, options["http"], reactor, options["admin_token"], on_failure=fail,
+                 weather_token=options["weather_token"]).setServiceParent(top)
     return top

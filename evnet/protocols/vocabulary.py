@@ -97,6 +97,7 @@ REASON_BUSY = "busy"  # the Engine could not take a START
 REASON_DISCONNECTED = "disconnected"  # Central lost the CP
 REASON_NOT_REPORTED = "not reported after reconnection"  # Central reconciled a lost charge
 REASON_KEY_REVOKED = "key revoked"  # the operator revoked the CP's key: it is out of service
+REASON_WEATHER = "weather alert"  # EV_W reported frost at the CP's location: it is out of service
 
 # -- ids and prices ----------------------------------------------------------
 

@@ -7,11 +7,18 @@ commands (C{stop_cp}, C{resume_cp}, C{revoke_key}, ...); Central stays the
 one source of truth.  Write calls (POST) need C{Authorization: Bearer TOKEN} when Central
 was started with an admin token file; without one they are accepted only
 from loopback (and never from another web origin).
+
+EV_W's calls (C{/api/v1/weather/...}, docs/weather.md) need EV_W's own
+token (C{--weather-token-file}): a missing or wrong one is 401, the admin
+token is 403, a body not of the contract's shape is 400, and each refusal
+is recorded with the peer's address (summarized when they come in a flood).
+EV_W's token opens nothing else.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from typing import Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
@@ -20,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from evnet.central.weather import BadBody, parse_alert, parse_health
 from evnet.central.web.openapi import OPENAPI
 from evnet.central.web.sse import EventHub
 from evnet.httpapi import ApiError, is_loopback, json_bytes
@@ -31,7 +39,8 @@ class Route(NamedTuple):
     method: str
     template: str  # e.g. "/api/cps/{id}/stop", as in the OpenAPI document
     handler: str  # the name of an L{Api} method
-    write: bool = False
+    write: bool = False  # needs the admin token (or loopback)
+    weather: bool = False  # needs EV_W's token
 
     @property
     def regex(self) -> re.Pattern:
@@ -50,7 +59,13 @@ ROUTES: list[Route] = [
     Route("GET", "/api/events", "events"),
     Route("GET", "/api/stream", "stream"),
     Route("GET", "/api/openapi.json", "openapi"),
+    Route("GET", "/api/v1/weather", "weather"),
+    Route("POST", "/api/v1/weather/alerts", "weather_raise", weather=True),
+    Route("DELETE", "/api/v1/weather/alerts/{location}", "weather_clear", weather=True),
+    Route("PUT", "/api/v1/weather/health", "weather_health", weather=True),
 ]
+MAX_BODY = 16 * 1024  # bytes of a JSON body EV_W may send
+KIND_WEATHER_REFUSED = "weather-refused"  # the journal's kind of a refused weather call
 _COMPILED = [(route, route.regex) for route in ROUTES]
 
 
@@ -60,21 +75,28 @@ class Api(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, central: Any, hub: EventHub, token: Optional[str] = None) -> None:
+    def __init__(self, central: Any, hub: EventHub, token: Optional[str] = None,
+                 weather_token: Optional[str] = None) -> None:
         super().__init__()
         self.central = central
         self.hub = hub
         self._token = token.encode("utf-8") if token else None
+        self._weather_token = weather_token.encode("utf-8") if weather_token else None
 
     # -- dispatch ----------------------------------------------------------------
 
     def render(self, request: server.Request):
+        route = None
         try:
             route, params = self._route(request)
             if route.write:
                 self.authorize(request)
+            if route.weather:
+                self.authorize_weather(request)
             result = getattr(self, route.handler)(request, **params)
         except ApiError as e:
+            if route is not None and route.weather:
+                self._weather_refused(request, e)
             return self._error(request, e)
         if result is server.NOT_DONE_YET:
             return result
@@ -120,7 +142,40 @@ class Api(resource.Resource):
                            {"Allow": ", ".join(sorted(set(allowed)))})
         raise ApiError(404, f"no such API path: {path} (see /api/openapi.json)")
 
+    @staticmethod
+    def _bearer(request: server.Request) -> Optional[bytes]:
+        """The bearer token the request presents, or None."""
+        scheme, _, given = (request.getHeader("authorization") or "").partition(" ")
+        return given.strip().encode("utf-8") if scheme.lower() == "bearer" and given.strip() else None
+
+    @staticmethod
+    def _matches(given: Optional[bytes], token: Optional[bytes]) -> bool:
+        return given is not None and token is not None and hmac.compare_digest(given, token)
+
+    def authorize_weather(self, request: server.Request) -> None:
+        """EV_W's calls: its token only (401 without it or with a wrong one, 403 with the admin token)."""
+        given = self._bearer(request)
+        if self._matches(given, self._weather_token):
+            return
+        if self._matches(given, self._token):
+            raise ApiError(403, "the admin token does not give access to the weather calls: use EV_W's token")
+        why = ("Central has no --weather-token-file: weather calls are refused" if self._weather_token is None
+               else "this needs EV_W's token (Authorization: Bearer TOKEN)")
+        raise ApiError(401, why, {"WWW-Authenticate": 'Bearer realm="evnet-weather"'})
+
+    def _weather_refused(self, request: server.Request, error: ApiError) -> None:
+        """Record a refused weather call (a flood of them from one address is one row and a count)."""
+        address = request.getClientAddress()
+        host = getattr(address, "host", None) or str(address)
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")[:120]
+        self.central.trust.refusals.record(
+            KIND_WEATHER_REFUSED, host, f"weather call {method} {path} from {peer(request)} refused "
+            f"({error.status}: {error.text})", like=(host, error.status, error.text))
+
     def authorize(self, request: server.Request) -> None:
+        if self._matches(self._bearer(request), self._weather_token):
+            raise ApiError(403, "EV_W's token gives access to the weather calls only")
         if self._token is not None:
             scheme, _, given = (request.getHeader("authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8"), self._token):
@@ -216,3 +271,37 @@ class Api(resource.Resource):
 
     def openapi(self, request):
         return OPENAPI
+
+    # -- EV_W's calls (docs/weather.md, "The contract with Central") ---------------
+
+    @staticmethod
+    def _body(request: server.Request) -> Any:
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            raise ApiError(400, f"the body is larger than {MAX_BODY} bytes")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "the body must be JSON") from None
+
+    def weather(self, request):
+        return self.central.weather.view()
+
+    def weather_raise(self, request):
+        try:
+            location, city, temperature, observed_at = parse_alert(self._body(request))
+        except BadBody as e:
+            raise ApiError(400, str(e)) from None
+        cps = self.central.weather.raise_alert(location, city, temperature, observed_at)
+        return {"ok": True, "location": location, "cps": cps}
+
+    def weather_clear(self, request, location):
+        return {"ok": True, "cleared": self.central.weather.clear_alert(location)}
+
+    def weather_health(self, request):
+        try:
+            heartbeat = parse_health(self._body(request))
+        except BadBody as e:
+            raise ApiError(400, str(e)) from None
+        self.central.weather.took_heartbeat(heartbeat)
+        return {"ok": True}

@@ -63,7 +63,9 @@ def _write(summary: str, ok: dict, *errors: str, parameters: list | None = None)
 _CP = _object(
     id=_STRING, location=_STRING, price=_NUMBER,
     state={"type": "string", "enum": ["ACTIVADO", "PARADO", "SUMINISTRANDO", "AVERIADO", "DESCONECTADO"]},
-    stopped=_BOOLEAN, engine_ok=_BOOLEAN, driver_id=_nullable(_STRING), session_id=_nullable(_STRING),
+    stopped=_BOOLEAN, engine_ok=_BOOLEAN,
+    weather_alert={"type": "boolean", "description": "a weather alert holds the CP's location: out of service "
+                   "(PARADO) until it clears, whatever the operator's stop/resume"}, driver_id=_nullable(_STRING), session_id=_nullable(_STRING),
     kw=_nullable(_NUMBER), kwh=_nullable(_NUMBER), euros=_nullable(_NUMBER), seconds=_nullable(_INTEGER),
     registration={"type": "string", "enum": ["registered", "deregistered", "unknown"],
                   "description": "the CP's registration at EV_Registry, as Central last read it"},
@@ -84,6 +86,22 @@ _SSE_EVENT = {
     },
 }
 
+
+def _weather(method: str, summary: str, ok: dict, body: str | None = None, parameters: list | None = None) -> dict:
+    """One of EV_W's calls: EV_W's token only (401 without it or with a wrong one, 403 with the admin token)."""
+    operation: dict = {"summary": summary, "security": [{"weather": []}]}
+    if parameters:
+        operation["parameters"] = parameters
+    errors = ("401", "403")
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        errors = ("400", *errors)
+    return {method: {**operation, "responses": {**ok, **_errors(*errors)}}}
+
+
+_LOCATION = [{"name": "location", "in": "path", "required": True, "schema": _STRING,
+              "description": "a CP location, URL-encoded (Alicante%20Centro)"}]
+
 OPENAPI: dict = {
     "openapi": "3.0.3",
     "info": {
@@ -93,6 +111,8 @@ OPENAPI: dict = {
             "Charging points, charges and application messages of EV_Central, and the operator's "
             "stop/resume/revoke commands. Write calls (POST) need 'Authorization: Bearer TOKEN' when Central "
             "runs with --admin-token-file; otherwise they are accepted only from loopback. "
+            "EV_W's calls under /api/v1/weather (docs/weather.md) need EV_W's own token "
+            "(--weather-token-file); the admin token is refused there (403) and EV_W's token opens nothing else. "
             "Errors are {\"error\": \"...\"}."
         ),
     },
@@ -120,9 +140,22 @@ OPENAPI: dict = {
             {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": _SSE_EVENT}}}}),
         "/api/openapi.json": _get("This document",
                                   {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}),
+        "/api/v1/weather": _get("The weather alerts Central holds and EV_W's health",
+                                _ok("Weather", "alerts by location, EV_W's health")),
+        "/api/v1/weather/alerts": _weather(
+            "post", "Raise (or refresh) a weather alert: every CP of that location goes out of service "
+            "(reason 'weather alert') until it is cleared; a second call updates the temperature and time",
+            _ok("WeatherRaised", "the alert is held; the CPs of its location"), "WeatherAlertBody"),
+        "/api/v1/weather/alerts/{location}": _weather(
+            "delete", "Clear a weather alert: its CPs return to service unless the operator stopped them",
+            _ok("WeatherCleared", "cleared: false when there was none"), parameters=_LOCATION),
+        "/api/v1/weather/health": _weather(
+            "put", "EV_W's heartbeat, every poll", _ok("Ok", "taken"), "Heartbeat"),
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                            "weather": {"type": "http", "scheme": "bearer",
+                                        "description": "EV_W's token (evcentral --weather-token-file)"}},
         "responses": {"Error": {"description": "refused", "content": {"application/json": {"schema": {
             "type": "object", "required": ["error"], "properties": {"error": _STRING}}}}}},
         "schemas": {
@@ -141,6 +174,30 @@ OPENAPI: dict = {
             "Sessions": _object(ongoing=_array(_ref("Session")), recent=_array(_ref("StoredSession"))),
             "Events": _object(events=_array(_object(
                 id=_INTEGER, at=_NUMBER, kind=_STRING, subject=_STRING, text=_STRING))),
+            "WeatherAlertBody": {**_object(
+                location={"type": "string", "maxLength": 255, "description": "a CP location as /api/cps lists it"},
+                city={"type": "string", "maxLength": 80}, temperature={"type": "number", "description": "°C"},
+                observed_at={"type": "number", "description": "Unix time EV_W read it"}),
+                "required": ["location", "city", "temperature", "observed_at"]},
+            "WeatherRaised": _object(ok=_BOOLEAN, location=_STRING, cps=_array(_STRING)),
+            "WeatherCleared": _object(ok=_BOOLEAN, cleared=_BOOLEAN),
+            "Heartbeat": {**_object(
+                at={"type": "number", "description": "EV_W's clock, Unix time"},
+                interval={"type": "number", "description": "EV_W's --interval, seconds"},
+                cities={"type": "integer", "minimum": 0}, failing=_array(_STRING)),
+                "required": ["at", "interval", "cities"]},
+            "Ok": _object(ok=_BOOLEAN),
+            "Weather": _object(
+                alerts=_array(_object(location=_STRING, city=_STRING, temperature=_NUMBER, observed_at=_NUMBER,
+                                      raised_at=_NUMBER, updated_at=_NUMBER, cps=_array(_STRING))),
+                health=_object(
+                    state={"type": "string", "enum": ["not heard from", "healthy", "unhealthy"],
+                           "description": "unhealthy: no heartbeat for 3 x its interval"},
+                    last_heartbeat=_nullable(_NUMBER), silent_for=_nullable(_NUMBER), interval=_nullable(_NUMBER),
+                    unhealthy_after=_nullable(_NUMBER), cities=_nullable(_INTEGER), failing=_array(_STRING),
+                    at=_nullable(_NUMBER)),
+                stale_after={"type": "number", "description": "seconds of EV_W's silence before Central clears "
+                             "every alert (--weather-stale)"}),
         },
     },
 }

@@ -28,9 +28,10 @@ class _QuietSite(server.Site):
         pass
 
 
-def make_site(central: Any, hub: EventHub, reactor: IReactorTime, token: Optional[str] = None) -> server.Site:
+def make_site(central: Any, hub: EventHub, reactor: IReactorTime, token: Optional[str] = None,
+              weather_token: Optional[str] = None) -> server.Site:
     """The dashboard and the API over C{central}, its stream fed by C{hub}."""
-    site = _QuietSite(Root(Api(central, hub, token)), reactor=reactor)
+    site = _QuietSite(Root(Api(central, hub, token, weather_token)), reactor=reactor)
     site.displayTracebacks = False
     return site
 
@@ -45,13 +46,14 @@ class WebPanel(service.MultiService):
     log = Logger()
 
     def __init__(self, central: Any, endpoint: str, reactor: IReactorTime, token: Optional[str] = None,
-                 on_failure: Optional[Callable[[str], None]] = None) -> None:
+                 on_failure: Optional[Callable[[str], None]] = None, weather_token: Optional[str] = None) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.token = token
         self.hub = EventHub(central, reactor)
         self.hub.setServiceParent(self)
-        self.site = make_site(central, self.hub, reactor, token)
+        self.weather_token = weather_token
+        self.site = make_site(central, self.hub, reactor, token, weather_token)
         self.listener = Listener("http", endpoint, self.site, reactor, on_failure)
         self.listener.setServiceParent(self)
 
@@ -62,7 +64,8 @@ class WebPanel(service.MultiService):
     def _listening(self, port: Any) -> None:
         if port is not None:
             self.log.info(
-                "web panel and API on {endpoint} (write calls: {auth})",
+                "web panel and API on {endpoint} (write calls: {auth}; weather calls: {weather})",
                 endpoint=self.endpoint,
                 auth="admin token required" if self.token else "loopback only",
+                weather="EV_W's token required" if self.weather_token else "refused (no --weather-token-file)",
             )

@@ -133,6 +133,7 @@ class EventHub(service.Service):
             "cps": all_cps(central),
             "sessions": ongoing_sessions(central),
             "messages": list(central.recent_messages[-DEFAULT_LIMIT:]),
+            "weather": central.weather.view(),
         }
 
     def subscribe(self, request: server.Request) -> object:

@@ -1,6 +1,7 @@
 // EV CHARGING — MONITORING PANEL: follows Central's /api/stream (Server-Sent
 // Events) and draws the charging points, the on-going requests and the
-// application messages.  Plain JavaScript, no build step.
+// application messages, and the weather alerts with EV_W's health.  Plain
+// JavaScript, no build step.
 //
 // Stop/resume/revoke POST to the API (revoking a key asks to confirm first).
 // When Central runs with --admin-token-file the API answers 401: the page then
@@ -11,7 +12,7 @@
 (function () {
   const TOKEN_KEY = "evnet.adminToken";
   const MAX_MESSAGES = 200;
-  const state = { cps: new Map(), sessions: new Map(), messages: [] };
+  const state = { cps: new Map(), sessions: new Map(), messages: [], weather: null };
   let source = null;
   let reconnectTimer = null;
 
@@ -50,6 +51,7 @@
 
   function notice(cp) {
     if (cp.key === "revoked") return `${cp.id} out of service: its key was revoked by ${cp.key_revoked_by || "the operator"}`;
+    if (cp.weather_alert) return `${cp.id} out of service: weather alert at ${cp.location}${cp.stopped ? " (and stopped by the operator)" : ""}`;
     return "";
   }
 
@@ -70,10 +72,12 @@
     }
     node.dataset.state = cp.state;
     node.dataset.key = cp.key || "none";
+    node.dataset.weather = cp.weather_alert ? "alert" : "none";
     node.querySelector(".id").textContent = cp.id;
     node.querySelector(".location").textContent = cp.location;
     node.querySelector(".price").textContent = `${num(cp.price, 3)} €/kWh`;
     node.querySelector(".state").textContent = cp.key === "revoked" ? "Out of service — key revoked"
+      : cp.weather_alert && cp.state !== "DESCONECTADO" ? "Out of service — weather alert"
       : cp.state === "PARADO" ? "Out of Order" : cp.state;
     node.querySelector(".key").textContent = keyLine(cp);
     node.querySelector(".notice").textContent = notice(cp);
@@ -95,6 +99,36 @@
     document.querySelectorAll(".tile").forEach((t) => { if (!state.cps.has(t.dataset.cp)) t.remove(); });
     [...state.cps.values()].forEach(tile);
     $("#no-cps").hidden = state.cps.size > 0;
+  }
+
+  // -- weather: the alerts and EV_W's health ------------------------------------------
+
+  function healthText(h) {
+    if (!h || h.state === "not heard from") return "EV_W: not heard from";
+    const last = h.last_heartbeat ? `last heartbeat ${date(h.last_heartbeat)} ${time(h.last_heartbeat)}` : "";
+    const failing = h.failing && h.failing.length ? ` · cannot read the weather for ${h.failing.join(", ")}` : "";
+    const watched = typeof h.cities === "number" ? ` · ${h.cities} ${h.cities === 1 ? "city" : "cities"} watched` : "";
+    if (h.state === "unhealthy") return `EV_W UNHEALTHY: no heartbeat for more than ${num(h.unhealthy_after, 0)} s (${last})${failing}`;
+    return `EV_W: healthy · ${last}${watched}${failing}`;
+  }
+
+  function drawWeather() {
+    const w = state.weather || { alerts: [], health: null };
+    const health = $("#weather-health");
+    health.dataset.health = w.health ? w.health.state : "not heard from";
+    health.textContent = healthText(w.health);
+    const body = $("#weather-alerts tbody");
+    body.replaceChildren();
+    w.alerts.forEach((a) => {
+      const row = el("tr");
+      row.dataset.location = a.location;
+      row.append(el("td", null, a.location), el("td", null, a.city), el("td", null, `${num(a.temperature, 1)} °C`),
+        el("td", null, `${date(a.observed_at)} ${time(a.observed_at)}`),
+        el("td", null, `${date(a.raised_at)} ${time(a.raised_at)}`), el("td", null, a.cps.join(", ") || "none"));
+      body.append(row);
+    });
+    $("#weather-alerts").hidden = w.alerts.length === 0;
+    $("#no-alerts").hidden = w.alerts.length > 0;
   }
 
   // -- on-going requests and messages ------------------------------------------------
@@ -150,7 +184,9 @@
       state.cps = new Map(snap.cps.map((cp) => [cp.id, cp]));
       state.sessions = new Map(snap.sessions.map((s) => [s.id, s]));
       state.messages = snap.messages.slice(-MAX_MESSAGES);
+      state.weather = snap.weather || null;
       drawCps();
+      drawWeather();
       drawSessions();
       drawMessages();
       setConn("live", "live");
@@ -165,6 +201,7 @@
       drawSessions();
     });
     source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
+    source.addEventListener("weather", (e) => { state.weather = JSON.parse(e.data).weather; drawWeather(); });
     source.onerror = () => {
       // The browser retries by itself while the connection is merely lost; if it gave up
       // (Central answered with an error), start again a little later.
