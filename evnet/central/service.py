@@ -114,6 +114,8 @@ class CentralService(service.MultiService):
         self._liveness.start(min(0.5, self.central.liveness_timeout / 6), now=False)
         self._flusher.start(self.flush_interval, now=False)
         self._sweeper.start(SWEEP_INTERVAL, now=False)
+        self.central.audit.record("system", "central", None, "system.start", "ok", port=None,
+                                  cps=len(self.central.cps), open_sessions=len(self.central.sessions))
         self._settle(self.central)
 
     def _not_loaded(self, failure: Failure) -> None:
@@ -145,7 +147,9 @@ class CentralService(service.MultiService):
         self.central.close_links()
         if self._outcome is self.central:
             self.central.trust.sweep(everything=True)  # the refusal summaries still counting
+            self.central.audit.record("system", "central", None, "system.stop", "ok", port=None)
         try:
             yield self.central.charges.flush()
+            yield self.central.audit.flush()
         finally:
             self.store.close()

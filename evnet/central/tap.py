@@ -55,6 +55,10 @@ class Options(usage.Options):
         ["admin-token-file", None, None,
          "File holding the admin token that the API's write calls (stop, resume, revoke) must present as "
          "'Authorization: Bearer TOKEN'. Without it, write calls are accepted only from loopback."],
+        ["audit-key-file", None, None,
+         "File holding the audit trail's key (created 0600 at first start; docs/audit.md). Default: next to a "
+         "SQLite database (PATH.audit-key), else evnet-audit.key in the working directory. EV_Registry and "
+         "'evctl audit verify' must use the same file."],
     ]
 
     def postOptions(self) -> None:
@@ -92,6 +96,21 @@ class Options(usage.Options):
             self["admin_token"] = read_token_file(self["admin-token-file"])
 
 
+def audit_key_of(options: Any, program: str) -> bytes:
+    """
+    The audit key of C{--audit-key-file} (or its default place), made at
+    first start (read in makeService, not in postOptions: parsing options
+    writes no file); one line and exit status 1 if unusable.
+    """
+    from evnet.central.audittrail import KeyError_, default_key_path, load_key
+
+    path = options["audit-key-file"] or default_key_path(options["db_url"])
+    try:
+        return load_key(path, create=True)
+    except KeyError_ as e:
+        raise SystemExit(f"{program}: --audit-key-file: {e}") from None
+
+
 def read_token_file(path: str) -> str:
     """The admin token: the file's content without surrounding whitespace (read once, at start)."""
     try:
@@ -127,6 +146,7 @@ def makeService(options: Options) -> service.MultiService:
         store = Store(options["db_url"])
     except StoreError as e:
         raise SystemExit(f"evcentral: {e}")
+    options["audit_key"] = audit_key_of(options, "evcentral")
     return wire(options, store, reactor)
 
 
@@ -143,7 +163,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         store, reactor, liveness_interval=options["liveness-interval"], liveness_timeout=options["liveness-timeout"],
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
-        login_window=options["login-window"],
+        login_window=options["login-window"], audit_key=options.get("audit_key"),
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}
