@@ -10,6 +10,7 @@ In-memory fakes shared by the unit tests:
   that records what happens, and a FramedLink on a StringTransport.
 """
 
+import sqlite3
 import time
 
 from twisted.internet import defer
@@ -18,6 +19,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from evnet.central import audittrail
+from evnet.central.store import _TABLES, _INDEXES
 from evnet.protocols import framing
 from evnet.protocols import messages as m
 from evnet.protocols import security
@@ -218,6 +221,41 @@ class MemoryStore:
 
     def recent_events(self, limit=100):
         return self._run(lambda: [dict(e) for e in reversed(self.event_rows)][: int(limit)])
+
+    # -- the audit trail: the real store's SQL (evnet.central.audittrail) on an in-memory SQLite table
+
+    def _audit_db(self):
+        if getattr(self, "_audit", None) is None:
+            self._audit = sqlite3.connect(":memory:")
+            table = next(t for t in _TABLES if "TABLE IF NOT EXISTS audit " in t)
+            self._audit.execute(table.format(autoincrement="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            for name, sql in _INDEXES:
+                if name.startswith("audit_"):
+                    self._audit.execute(sql)
+        return self._audit
+
+    def _audit_txn(self, fn, *args):
+        db = self._audit_db()
+        cursor = db.cursor()
+        try:
+            result = fn(cursor, False, *args)
+        except Exception:
+            db.rollback()
+            raise
+        db.commit()
+        return result
+
+    def append_audit(self, chain, key, entries):
+        entries = list(entries)
+        return self._run(lambda: self._audit_txn(audittrail.append_txn, chain, key, entries))
+
+    def audit_rows(self, filters, limit, newest_first=True):
+        filters = dict(filters)
+        return self._run(lambda: self._audit_txn(audittrail.select_txn, filters, limit, newest_first))
+
+    def audit_chains(self):
+        """Every audit row by chain and seq (what evctl audit verify reads)."""
+        return self._audit_txn(audittrail.chain_txn)
 
 
     # -- weather alerts

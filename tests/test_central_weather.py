@@ -489,3 +489,23 @@ def test_evws_token_must_not_be_the_admin_token(tmp_path):
     with pytest.raises(usage.UsageError, match="must not be the admin token"):
         Options().parseOptions(["--admin-token-file", str(same), "--weather-token-file", str(same)])
 
+
+
+def test_alerts_clears_and_the_stale_rule_are_in_the_audit_trail():
+    from tests.test_audit import central_rows
+
+    w = World()
+    w.cp("CP1", "Centro").take()
+    w.central.weather.raise_alert("Centro", "Alicante", -1.5, 1000.0, source="10.0.0.9:5555")
+    w.central.weather.clear_alert("Centro", source="10.0.0.9:5556")
+    w.central.weather.raise_alert("Centro", "Alicante", -2.0, 1001.0)
+    w.clock.advance(w.central.weather.stale + 1)
+    w.central.weather.check()
+    w.clock.advance(5)
+    (raised, again) = central_rows(w, "weather.alert")
+    assert (raised["actor_kind"], raised["actor_id"], raised["address"]) == ("weather", "EV_W", "10.0.0.9")
+    assert raised["detail"]["cps"] == ["CP1"] and raised["detail"]["temperature"] == -1.5
+    (cleared,) = central_rows(w, "weather.clear")
+    assert cleared["detail"]["back"] == ["CP1"] and cleared["port"] == 5556
+    (stale,) = central_rows(w, "weather.stale-clear")
+    assert stale["detail"]["location"] == "Centro"

@@ -44,7 +44,7 @@ class Registry:
         return defer.succeed(verifier is not None and auth.check(verifier, secret))
 
     def authenticator(self):
-        return auth.Authenticator(self.lookup, self.slow_check, lambda cp_id, text: self.refusals.append((cp_id, text)))
+        return auth.Authenticator(self.lookup, self.slow_check, lambda cp_id, text, *_: self.refusals.append((cp_id, text)))
 
 
 def outcome(d):

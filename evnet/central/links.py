@@ -27,6 +27,9 @@ class CpLinks(LinkHandler):
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
         self.trust.received(link, msg)
 
+    def frameRejected(self, link: FramedLink, why: str) -> None:
+        self.trust.malformed(link, "cp", why)
+
     def linkLost(self, link: FramedLink, reason: Failure) -> None:
         self.trust.link_lost(link, reason.getErrorMessage())
 
@@ -39,6 +42,9 @@ class DriverLinks(LinkHandler):
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
         self.central.driver_message(link, msg)
+
+    def frameRejected(self, link: FramedLink, why: str) -> None:
+        self.central.trust.malformed(link, "driver", why)
 
     def linkLost(self, link: FramedLink, reason: Failure) -> None:
         self.central.driver_gone(link)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Any, Hashable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
+from evnet.central.audit import Note
 from evnet.central.journal import Journal
 
 SUMMARY_WINDOW = 60.0  # seconds: refusals like one another within it share one summary row
@@ -29,23 +30,31 @@ class _Burst:
     text: str
     more: int = 0
     subjects: list[str] = field(default_factory=list)
+    note: Optional[Note] = None
+    journal: bool = True
 
 
 class Refusals:
     """
-    Records refusals in Central's journal (log line, ``events`` row, panel).
-    Refusals with the same C{like} key (say: kind, address, reason) within
-    L{SUMMARY_WINDOW} seconds of the first are one row, then one row saying
-    how many more came; L{sweep} writes those once their window is over.
+    Records refusals in Central's journal (log line, ``events`` row, panel)
+    and, given a C{note}, in the audit trail (C{audit}: an
+    L{evnet.central.audittrail.AuditTrail}).  Refusals with the same C{like}
+    key (say: kind, address, reason) within L{SUMMARY_WINDOW} seconds of the
+    first are one row, then one row saying how many more came; L{sweep}
+    writes those once their window is over.
     """
 
-    def __init__(self, journal: Journal, clock: IReactorTime, window: float = SUMMARY_WINDOW) -> None:
+    def __init__(self, journal: Journal, clock: IReactorTime, window: float = SUMMARY_WINDOW,
+                 audit: Optional[Any] = None) -> None:
         self.journal = journal
         self.clock = clock
         self.window = window
+        self.audit = audit
         self._bursts: dict[Hashable, _Burst] = {}
 
-    def record(self, kind: str, subject: str, text: str, like: Hashable) -> None:
+    def record(self, kind: str, subject: str, text: str, like: Hashable, note: Optional[Note] = None,
+               journal: bool = True) -> None:
+        """C{journal=False}: the audit row (and its summary) only, no journal message."""
         now = self.clock.seconds()
         key = (kind, like)
         burst = self._bursts.get(key)
@@ -56,8 +65,11 @@ class Refusals:
             return
         if burst is not None:
             self._summarize(burst)
-        self._bursts[key] = _Burst(now, kind, subject, text)
-        self.journal.message(kind, subject, text, level="warn")
+        self._bursts[key] = _Burst(now, kind, subject, text, note=note, journal=journal)
+        if journal:
+            self.journal.message(kind, subject, text, level="warn")
+        if note is not None and self.audit is not None:
+            self.audit.note(note)
 
     def sweep(self, everything: bool = False) -> None:
         """Write the summaries whose window is over (C{everything}: all of them, Central is stopping)."""
@@ -70,11 +82,14 @@ class Refusals:
     def _summarize(self, burst: _Burst) -> None:
         if not burst.more:
             return
-        others = f" (also about {', '.join(burst.subjects)})" if burst.subjects else ""
-        self.journal.message(
-            burst.kind, burst.subject,
-            f"{burst.more} more like this within {self.window:g} s{others}: {burst.text}", level="warn",
-        )
+        if burst.journal:
+            others = f" (also about {', '.join(burst.subjects)})" if burst.subjects else ""
+            self.journal.message(
+                burst.kind, burst.subject,
+                f"{burst.more} more like this within {self.window:g} s{others}: {burst.text}", level="warn",
+            )
+        if burst.note is not None and self.audit is not None:
+            self.audit.note(burst.note.summary(burst.more, self.window, burst.subjects))
 
 
 class LoginThrottle:

@@ -16,6 +16,7 @@ never on the reactor thread.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Optional
 
@@ -36,6 +37,7 @@ from evnet.protocols.vocabulary import (
     WHAT_TICKET,
     valid_id,
 )
+from evnet.central.audittrail import AuditTrail
 from evnet.central.charges import Charges
 from evnet.central.journal import Journal
 from evnet.central.model import ORIGIN_CP, ORIGIN_DRIVER, ChargingPoint, Session, cp_from_row, ticket_from_row
@@ -69,11 +71,14 @@ class Central:
         reconcile_timeout: float = RECONCILE_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
         weather_stale: float = DEFAULT_STALE,
+        audit_key: Optional[bytes] = None,
         **trust: Any,
     ) -> None:
         """
         C{weather_stale}: seconds of EV_W's silence before Central clears its
         alerts itself; C{trust}: the options of L{Trust} (key rotation, login lockout).
+        C{audit_key}: the audit trail's key (the tap reads it from its file; a
+        random one if not given, for tests).
         """
         self.store = store
         self.clock = clock
@@ -86,6 +91,8 @@ class Central:
         self._driver_channel: Callable[[str], Optional[IChannel]] = no_channel
         self._reconciles: dict[str, IDelayedCall] = {}  # CP id -> its pending _reconcile
         self.journal = Journal(store, wall_clock)
+        # The audit trail (docs/audit.md): every part records through self.audit.record(...).
+        self.audit = AuditTrail(store, clock, wall_clock, audit_key if audit_key is not None else os.urandom(32))
         self.observers = self.journal.observers  # callables taking an event dict (panel, Kafka)
         self.recent_messages = self.journal.recent_messages
         self.charges = Charges(store, clock, self.journal, self.cps, self.driver_channel, wall_clock)

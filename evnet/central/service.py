@@ -120,6 +120,8 @@ class CentralService(service.MultiService):
         self._flusher.start(self.flush_interval, now=False)
         self._sweeper.start(SWEEP_INTERVAL, now=False)
         self._weather.start(WEATHER_CHECK_INTERVAL, now=False)
+        self.central.audit.record("system", "central", None, "system.start", "ok", port=None,
+                                  cps=len(self.central.cps), open_sessions=len(self.central.sessions))
         self._settle(self.central)
 
     def _not_loaded(self, failure: Failure) -> None:
@@ -151,7 +153,9 @@ class CentralService(service.MultiService):
         self.central.close_links()
         if self._outcome is self.central:
             self.central.trust.sweep(everything=True)  # the refusal summaries still counting
+            self.central.audit.record("system", "central", None, "system.stop", "ok", port=None)
         try:
             yield self.central.charges.flush()
+            yield self.central.audit.flush()
         finally:
             self.store.close()

@@ -21,6 +21,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from evnet.central import audittrail
 from evnet.registry import schema as registry_schema
 
 SCHEMA_VERSION = 1
@@ -75,11 +76,29 @@ _TABLES = [
         raised_at DOUBLE NOT NULL,
         updated_at DOUBLE NOT NULL
     )""",
+    # The audit trail (docs/audit.md; evnet/central/audit.py): append-only, one hash chain per writer.
+    """CREATE TABLE IF NOT EXISTS audit (
+        id {autoincrement},
+        chain VARCHAR(16) NOT NULL,
+        seq BIGINT NOT NULL,
+        at VARCHAR(32) NOT NULL,
+        actor_kind VARCHAR(16) NOT NULL,
+        actor_id VARCHAR(64) NOT NULL,
+        address VARCHAR(64) NOT NULL,
+        port INTEGER,
+        action VARCHAR(32) NOT NULL,
+        outcome VARCHAR(16) NOT NULL,
+        detail TEXT NOT NULL,
+        prev CHAR(64) NOT NULL,
+        hash CHAR(64) NOT NULL
+    )""",
 ]
 WEATHER_COLUMNS = "location, city, temperature, observed_at, raised_at, updated_at"
 _INDEXES = [
     ("sessions_status", "CREATE INDEX sessions_status ON sessions (status)"),
     ("sessions_driver", "CREATE INDEX sessions_driver ON sessions (driver_id)"),
+    ("audit_chain_seq", "CREATE UNIQUE INDEX audit_chain_seq ON audit (chain, seq)"),
+    ("audit_at", "CREATE INDEX audit_at ON audit (at)"),
 ]
 
 SESSION_COLUMNS = (
@@ -313,7 +332,7 @@ class Store:
                         continue
                     cursor.execute(sql)
                 else:
-                    cursor.execute(sql.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+                    cursor.execute(sql.replace(f"INDEX {name} ", f"INDEX IF NOT EXISTS {name} "))
             cursor.execute("SELECT version FROM schema_version")
             row = cursor.fetchone()
             if row is None:
@@ -502,3 +521,12 @@ class Store:
             return count
 
         return self.run(txn)
+    # -- the audit trail (evnet/central/audittrail.py) ------------------------
+
+    def append_audit(self, chain: str, key: bytes, entries: list) -> defer.Deferred:
+        """Append C{entries} (L{audit.Entry}s) to C{chain}, after its head as stored now; fires with the rows."""
+        return self.run(audittrail.append_txn, self.mysql, chain, key, list(entries))
+
+    def audit_rows(self, filters: dict, limit: int, newest_first: bool = True) -> defer.Deferred:
+        """At most C{limit} audit rows matching C{filters} (L{audittrail.where}), by id."""
+        return self.run(audittrail.select_txn, self.mysql, dict(filters), limit, newest_first)

@@ -65,6 +65,10 @@ class Options(usage.Options):
          "it as 'Authorization: Bearer TOKEN'. Without it, every weather call is refused (401)."],
         ["weather-stale", None, f"{DEFAULT_STALE:g}",
          "Seconds without a word from EV_W after which Central clears every weather alert itself."],
+        ["audit-key-file", None, None,
+         "File holding the audit trail's key (created 0600 at first start; docs/audit.md). Default: next to a "
+         "SQLite database (PATH.audit-key), else evnet-audit.key in the working directory. EV_Registry and "
+         "'evctl audit verify' must use the same file."],
     ]
 
     def postOptions(self) -> None:
@@ -109,6 +113,21 @@ class Options(usage.Options):
             self[key] = None if self[option] is None else read_token_file(self[option], option, what)
         if self["admin_token"] is not None and self["admin_token"] == self["weather_token"]:
             raise usage.UsageError("--weather-token-file: EV_W's token must not be the admin token")
+
+
+def audit_key_of(options: Any, program: str) -> bytes:
+    """
+    The audit key of C{--audit-key-file} (or its default place), made at
+    first start (read in makeService, not in postOptions: parsing options
+    writes no file); one line and exit status 1 if unusable.
+    """
+    from evnet.central.audittrail import KeyError_, default_key_path, load_key
+
+    path = options["audit-key-file"] or default_key_path(options["db_url"])
+    try:
+        return load_key(path, create=True)
+    except KeyError_ as e:
+        raise SystemExit(f"{program}: --audit-key-file: {e}") from None
 
 
 log = Logger(namespace="evnet.central.tap")
@@ -157,6 +176,7 @@ def makeService(options: Options) -> service.MultiService:
         store = Store(options["db_url"])
     except StoreError as e:
         raise SystemExit(f"evcentral: {e}")
+    options["audit_key"] = audit_key_of(options, "evcentral")
     return wire(options, store, reactor)
 
 
@@ -174,6 +194,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
         login_window=options["login-window"], weather_stale=options["weather-stale"],
+        audit_key=options.get("audit_key"),
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}

@@ -42,6 +42,7 @@ from evnet.protocols.channel import IChannel
 from evnet.protocols.sealed import SealedChannel
 from evnet.protocols.vocabulary import ID_RULE, REASON_DISCONNECTED, REASON_KEY_REVOKED, WHAT_AUTH, valid_id
 from evnet.registry.schema import STATUS_REGISTERED
+from evnet.central.audit import OK, REFUSED, Note
 from evnet.central.model import KEY_ACTIVE, KEY_NONE, KEY_REVOKED, REGISTRATION_UNKNOWN, ChargingPoint, CpKey
 from evnet.central.refusals import LoginThrottle, Refusals
 
@@ -60,6 +61,19 @@ KIND_REFUSED = "refused"  # a message refused on a Monitor's link
 KIND_KAFKA_REFUSED = "kafka-refused"  # a CP record refused on Kafka
 KIND_KEY = "key"  # a key expired, a link replaced
 KIND_REVOKE = "revoke"
+KIND_MALFORMED = "malformed"  # frames that are not frames or not messages, on a link (one row per link a minute)
+
+# Actions of the audit rows (docs/audit.md).
+ACTION_LOGIN = "cp.login"
+ACTION_LOCKOUT = "login.lockout"  # an address locked out after too many failed logins
+ACTION_LOCKED = "login.locked"  # a login from a locked-out address, refused
+ACTION_LINK_REFUSED = "link.refused"  # a message refused on a Monitor's link
+ACTION_SEALED_REFUSED = "sealed.refused"  # a sealed message or record that does not open (tamper, replay, old key)
+ACTION_MALFORMED = "link.malformed"
+ACTION_ROTATE = "key.rotate"
+ACTION_REAUTH = "key.reauth"
+ACTION_KEY_END = "key.end"
+_SEALED = {"not-opened", "old-key", "plain", "unknown"}
 
 # What a peer is told.
 WRONG_CREDENTIALS = "wrong credentials"
@@ -124,7 +138,8 @@ class Trust:
         self.key_rotation = key_rotation
         self.key_grace = key_grace
         self.reauth_timeout = reauth_timeout
-        self.refusals = Refusals(central.journal, central.clock)
+        self.audit = central.audit
+        self.refusals = Refusals(central.journal, central.clock, audit=central.audit)
         self.throttle = LoginThrottle(central.clock, login_failures, login_window) if login_failures else None
         self._decoy = os.urandom(32) if decoy_secret is None else decoy_secret
         self._timers: dict[str, IDelayedCall] = {}  # CP id -> its next REAUTH, or the deadline of one
@@ -184,8 +199,10 @@ class Trust:
     def _refuse(self, s: LinkSession, reply: IChannel, msg: m.Message, subject: str, why: str, like: str) -> None:
         """Tell the peer (on C{reply}) and record it: one row per address, message and reason a minute."""
         reply.send(m.Refused(msg.code, field(subject), field(why)))
+        action = ACTION_SEALED_REFUSED if like in _SEALED else ACTION_LINK_REFUSED
         self.refusals.record(
-            KIND_REFUSED, subject, f"{msg.code} from {s.link.peer_name} refused: {why}", (s.address, msg.code, like)
+            KIND_REFUSED, subject, f"{msg.code} from {s.link.peer_name} refused: {why}", (s.address, msg.code, like),
+            Note("cp", subject, s.link.peer_name, action, REFUSED, {"message": msg.code, "reason": why}),
         )
 
     def _open(self, s: LinkSession, sec: m.Sec) -> Optional[m.Message]:
@@ -214,13 +231,19 @@ class Trust:
         wait = self.throttle.locked_for(s.address) if self.throttle else 0
         if wait:
             reply.send(m.Refused(WHAT_AUTH, cp_id, LOCKED_OUT.format(seconds=wait)))
+            # The lockout has its row; the logins it refuses, one a minute per address (with how many more).
+            self.refusals.record(KIND_AUTH_REFUSED, shown(cp_id), "", (s.address, "locked"),
+                                 Note("cp", cp_id, s.link.peer_name, ACTION_LOCKED, REFUSED,
+                                      {"reason": "the address is locked out", "seconds_left": wait}),
+                                 journal=False)
         return bool(wait)
 
     def _refuse_login(self, s: LinkSession, reply: IChannel, cp_id: str, told: str, why: str, like: str) -> None:
         reply.send(m.Refused(WHAT_AUTH, cp_id, field(told)))
         said = "" if told == why else f" (the peer was told: {told})"
         self.refusals.record(KIND_AUTH_REFUSED, cp_id, f"login of CP {shown(cp_id)} from {s.link.peer_name} "
-                             f"refused: {why}{said}", (s.address, like))
+                             f"refused: {why}{said}", (s.address, like),
+                             Note("cp", cp_id, s.link.peer_name, ACTION_LOGIN, REFUSED, {"reason": why, "told": told}))
 
     def _auth(self, s: LinkSession, msg: m.Auth, reply: IChannel) -> None:
         cp_id = msg.cp_id
@@ -323,6 +346,9 @@ class Trust:
 
     def _count_failure(self, s: LinkSession, cp_id: str) -> None:
         if self.throttle is not None and self.throttle.failed(s.address):
+            self.audit.record("cp", cp_id, s.link.peer_name, ACTION_LOCKOUT, REFUSED,
+                              failures=self.throttle.max_failures, window_seconds=self.throttle.window,
+                              locked_seconds=self.throttle.window)
             self.journal.message(
                 KIND_AUTH_REFUSED, cp_id,
                 f"{self.throttle.max_failures} failed logins from {s.address} within {self.throttle.window:g} s: "
@@ -354,6 +380,9 @@ class Trust:
         def greet(state) -> None:
             reply.send(dataclasses.replace(answer, state=state.value))
 
+        self.audit.record("cp", cp.id, s.link.peer_name, ACTION_ROTATE if again else ACTION_LOGIN, OK,
+                          key_id=key.key_id, **({"replaced_link": old.peer_name} if old is not None and old is not s.channel
+                                                else {}))
         if again:
             cp.link = s.channel
             greet(cp.state)
@@ -384,6 +413,7 @@ class Trust:
                           KIND_KEY, KEY_NONE)
             return
         self.log.info("CP {cp}: key {key} rotation: REAUTH sent", cp=cp.id, key=key.key_id)
+        self.audit.record("system", "central", cp.link.peer_name, ACTION_REAUTH, OK, cp=cp.id, key_id=key.key_id)
         cp.link.send(m.Reauth(cp.id))
         self._timers[cp.id] = self.clock.callLater(self.reauth_timeout, self._reauth_missed, cp, key)
 
@@ -402,6 +432,9 @@ class Trust:
         """
         self._cancel_timer(cp.id)
         channel = cp.link
+        if kind != KIND_REVOKE:  # (a revocation has the operator's row)
+            self.audit.record("system", "central", channel.peer_name if channel is not None else None, ACTION_KEY_END,
+                              OK, cp=cp.id, key_id=cp.key.key_id if cp.key else None, reason=why)
         cp.key, cp.old_key, cp.key_state = None, None, state
         if channel is not None and channel.context.get("trust") is not None:
             channel.context["trust"].ended = why
@@ -462,7 +495,8 @@ class Trust:
                 except (security.SecurityError, m.MessageError) as e:
                     why, like = f"not opened: {e}", "not-opened"
         self.refusals.record(KIND_KAFKA_REFUSED, shown(cp_id), f"{topic}: a record for CP {shown(cp_id)} refused: {why}",
-                             (topic, like))
+                             (topic, like), Note("cp", shown(cp_id), None, ACTION_SEALED_REFUSED, REFUSED,
+                                                 {"topic": topic, "reason": why}))
         return None
 
     def _record_key(self, cp: ChargingPoint, key_id: str) -> Optional[CpKey]:
@@ -473,8 +507,15 @@ class Trust:
             return old
         return None
 
+    def malformed(self, link: IChannel, actor_kind: str, why: str) -> None:
+        """A frame on C{link} that is not a frame or not a message: one row per link a minute, with how many."""
+        who = link.context.get("cp_id") or link.context.get("driver_id") or ""
+        self.refusals.record(KIND_MALFORMED, who, f"malformed input from {link.peer_name}: {why}", (link.peer_name,),
+                             Note(actor_kind, who, link.peer_name, ACTION_MALFORMED, REFUSED, {"reason": why}))
+
     def sweep(self, everything: bool = False) -> None:
         """Write the refusal summaries that are due, forget old failures (every few seconds)."""
         self.refusals.sweep(everything)
+        self.audit.sweep()
         if self.throttle is not None:
             self.throttle.sweep()

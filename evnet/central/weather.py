@@ -132,9 +132,16 @@ class WeatherDesk:
 
     # -- what is written down (one place) -----------------------------------------
 
-    def record(self, subject: str, text: str, *, level: str = "info") -> None:
-        """A weather message: raised, cleared, cleared as stale, EV_W's health."""
+    def record(self, subject: str, text: str, *, level: str = "info", action: Optional[str] = None,
+               source: Optional[str] = None, **detail: Any) -> None:
+        """
+        A weather message: raised, cleared, cleared as stale, EV_W's health;
+        with C{action}, also an audit row (actor weather EV_W, from C{source}).
+        """
         self.central.journal.message(KIND_WEATHER, subject, text, level=level)
+        trail = getattr(self.central, "audit", None)
+        if action is not None and trail is not None:
+            trail.record("weather", "EV_W", source, action, "ok", location=subject, **detail)
 
     def _changed(self) -> None:
         self.central.journal.notify({"type": "weather", "weather": self.view()})
@@ -163,7 +170,8 @@ class WeatherDesk:
     def covers(self, location: str) -> bool:
         return location in self.alerts
 
-    def raise_alert(self, location: str, city: str, temperature: float, observed_at: float) -> list[str]:
+    def raise_alert(self, location: str, city: str, temperature: float, observed_at: float,
+                    source: Optional[str] = None) -> list[str]:
         """Raise (or update) the alert on C{location}; the ids of its CPs, now out of service."""
         self.last_word = self.clock.seconds()
         now = self.now()
@@ -179,21 +187,24 @@ class WeatherDesk:
             self.central.weather_out(cp)
         if raised:
             self.record(location, f"weather alert at {location} ({city}, {temperature:g} °C): "
-                        + (f"{', '.join(cp.id for cp in cps)} out of service" if cps else "no CP there"), level="warn")
+                        + (f"{', '.join(cp.id for cp in cps)} out of service" if cps else "no CP there"), level="warn",
+                        action="weather.alert", source=source, city=city, temperature=temperature,
+                        cps=[cp.id for cp in cps])
         else:
             self.log.debug("weather alert at {location} updated: {t} °C", location=location, t=temperature)
         self._changed()
         return [cp.id for cp in cps]
 
-    def clear_alert(self, location: str) -> bool:
+    def clear_alert(self, location: str, source: Optional[str] = None) -> bool:
         """Clear the alert on C{location}: its CPs come back unless the operator stopped them."""
         self.last_word = self.clock.seconds()
-        if self._clear(location):
+        if self._clear(location, source=source):
             self._changed()
             return True
         return False
 
-    def _clear(self, location: str, suffix: str = "") -> bool:
+    def _clear(self, location: str, suffix: str = "", source: Optional[str] = None,
+               action: str = "weather.clear") -> bool:
         alert = self.alerts.pop(location, None)
         if alert is None:
             return False
@@ -205,7 +216,8 @@ class WeatherDesk:
         told = [f"{', '.join(back)} back in service"] if back else []
         told += [f"{', '.join(held)} still stopped by the operator"] if held else []
         self.record(location, f"weather alert at {location} ({alert.city}) over{suffix}: "
-                    + ("; ".join(told) if told else "no CP there"))
+                    + ("; ".join(told) if told else "no CP there"), action=action, source=source,
+                    city=alert.city, back=back, still_stopped=held)
         return True
 
     def took_heartbeat(self, heartbeat: Heartbeat) -> None:
@@ -234,12 +246,12 @@ class WeatherDesk:
         if self.health == HEALTH_OK and limit is not None and now - self.heard_at > limit:
             self.health = HEALTH_UNHEALTHY
             self.record("EV_W", f"EV_W unhealthy: no heartbeat for {duration(limit)} ({MISSED_HEARTBEATS} missed)",
-                        level="warn")
+                        level="warn", action="weather.unhealthy")
             self._changed()
         if self.alerts and now - self.last_word >= self.stale:
             self.record("EV_W", f"EV_W silent for {duration(self.stale)}: weather alerts cleared", level="warn")
             for location in sorted(self.alerts):
-                self._clear(location, f" (EV_W silent for {duration(self.stale)})")
+                self._clear(location, f" (EV_W silent for {duration(self.stale)})", action="weather.stale-clear")
             self._changed()
 
     # -- what the panel and the API show ------------------------------------------------------

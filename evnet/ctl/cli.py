@@ -11,6 +11,7 @@ function to the list.
 - ``evctl engine ENDPOINT request DRIVER [KWH]``
 - ``evctl weather add|remove|list ENDPOINT [CITY]``: EV_W's cities (L{evnet.ctl.weather}).
 - ``evctl monitor ENDPOINT reauth|status|help`` (``evnet/ctl/monitor.py``)
+- ``evctl audit verify|tail|export``: the audit trail, from the database (L{evnet.ctl.audit}).
 - ``evctl cps``, ``evctl stop CP|all``, ``evctl resume CP|all``, ``evctl sessions``,
   ``evctl keys revoke CP`` (L{evnet.ctl.keys}) and ``evctl panel``: Central's HTTP API (``--http URL``, default
   http://127.0.0.1:8080; ``--token-file`` for write calls; ``--json``).
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weather(subparsers)
     add_monitor(subparsers)
+    from evnet.ctl.audit import add_audit  # evctl audit … (reads the database, not the API)
+
+    add_audit(subparsers)
     return parser
 
 
@@ -386,8 +390,20 @@ async def run_on_reactor(reactor, args: argparse.Namespace) -> int:
         return _report(e)
 
 
+def run_local(args: argparse.Namespace) -> int:
+    """Run a subcommand that needs neither the API nor the reactor (evctl audit); its exit code."""
+    try:
+        return args.run_local(args)
+    except EvctlError as e:
+        return _report(e)
+    except BrokenPipeError:  # (evctl audit export | head)
+        return 0
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run_local", None) is not None:
+        raise SystemExit(run_local(args))
     if getattr(args, "run_plain", None) is not None:
         raise SystemExit(run_plain(args))
 

@@ -103,6 +103,9 @@ class LinkHandler:
     def messageReceived(self, link: "FramedLink", msg: Message) -> None:
         """A message arrived (already ACKed)."""
 
+    def frameRejected(self, link: "FramedLink", why: str) -> None:
+        """The peer sent input that is not a frame or not a message (NACKed): C{why} says which."""
+
     def linkLost(self, link: "FramedLink", reason: Failure) -> None:
         """The connection is gone."""
 
@@ -297,6 +300,9 @@ class FramedLink(Protocol):
     def _nack(self, why: str) -> None:
         self.log.warn("evnet link {peer}: NACK: {why}", peer=self.peer_name, why=why)
         self.transport.write(NACK_BYTE)
+        rejected = getattr(self.handler, "frameRejected", None)  # (handlers that are not LinkHandlers lack it)
+        if rejected is not None:
+            rejected(self, why)
 
     # -- output ------------------------------------------------------------
 

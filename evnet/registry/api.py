@@ -87,6 +87,20 @@ class Authority(NamedTuple):
     kind: str  # "admin", "loopback", "enrollment" or "anyone"
     by: str  # for the audit row: which authority, from which address and port
     token_hash: Optional[str] = None  # an enrollment token's SHA-256 (hex)
+    host: str = ""
+    port: Optional[int] = None
+
+    def actor(self, cp_id: str = "") -> tuple:
+        """Who, for the audit row: (kind, id, host, port): the operator by token or loopback, or the enrolling CP."""
+        if self.kind == "enrollment":
+            return ("cp", cp_id, self.host, self.port)
+        return ("operator", "admin-token" if self.kind == "admin" else self.kind, self.host, self.port)
+
+
+def host_port(request: server.Request) -> tuple[str, Optional[int]]:
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return (host, address.port) if host is not None else (str(address), None)
 
 
 def peer_of(request: server.Request) -> str:
@@ -183,7 +197,7 @@ class RegistryApi(resource.Resource):
         subject = _subject_hint(request, raw[:MAX_BODY + 1])
         try:
             route, params = self._route(request)
-            authority = self._authorize(request, route, peer)
+            authority = self._authorize(request, route, peer)._replace(**dict(zip(("host", "port"), host_port(request))))
             body = self._body(request, raw) if route.method in ("POST", "PUT") else None
             status, value = await getattr(self, route.handler)(authority, body, **params)
         except ApiError as e:
@@ -262,8 +276,11 @@ class RegistryApi(resource.Resource):
         self.log.warn("refused {method} {path} ({status}) from {peer}: {why}",
                       method=method, path=path, status=error.status, peer=peer, why=why)
         detail = f"{method} {path} refused ({error.status}): {why}; from {peer}"
+        host, port = host_port(request)
         try:
-            await self.store.refused(subject, detail, self.clock.seconds())
+            await self.store.refused(subject, detail, self.clock.seconds(), ("operator", "unauthenticated" if
+                                     error.status == 401 else "caller", host, port), method=method, path=path[:128],
+                                     status=error.status, reason=why)
         except Exception:
             self.log.failure("could not record a refusal in the events table")
 
@@ -275,7 +292,7 @@ class RegistryApi(resource.Resource):
         ttl = check_ttl(fields.get("ttl_seconds", DEFAULT_TTL))
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.clock.seconds()
-        await self.store.issue_enrollment(cp_id, token_hash(token), now, now + ttl, authority.by)
+        await self.store.issue_enrollment(cp_id, token_hash(token), now, now + ttl, authority.by, authority.actor())
         self.log.info("enrollment token issued for {cp_id}, valid until {until}; by {by}",
                       cp_id=cp_id, until=when(now + ttl), by=authority.by)
         return 201, {"cp_id": cp_id, "token": token, "expires_at": now + ttl}
@@ -287,7 +304,7 @@ class RegistryApi(resource.Resource):
         secret = security.new_secret()
         done = await self.store.register(
             cp_id, location, price, lambda: security.make_verifier(secret).to_text(),
-            self.clock.seconds(), authority.by, authority.token_hash,
+            self.clock.seconds(), authority.by, authority.token_hash, authority.actor(cp_id),
         )
         if done.refused is not None:
             raise _unauthorized(f"the enrollment token is not valid for {cp_id} "
@@ -304,7 +321,7 @@ class RegistryApi(resource.Resource):
 
     async def delete_cp(self, authority: Authority, body: Any, id: str):
         cp_id = check_cp_id(id)
-        row = await self.store.deregister(cp_id, self.clock.seconds(), authority.by)
+        row = await self.store.deregister(cp_id, self.clock.seconds(), authority.by, authority.actor())
         if row is None:
             raise Refused(404, f"{cp_id} is not registered")
         self.log.info("{cp_id} deregistered (baja); by {by}", cp_id=cp_id, by=authority.by)

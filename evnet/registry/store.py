@@ -15,12 +15,14 @@ cannot miss one.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 
+from evnet.central import audit, audittrail
 from evnet.central.store import Store
 from evnet.registry import schema
 from evnet.registry.schema import STATUS_DEREGISTERED, STATUS_REGISTERED
@@ -79,9 +81,26 @@ def _enrollment_problem(row: Optional[tuple], cp_id: str, now: float) -> Optiona
 class RegistryStore:
     """The Registry's tables over a Central L{Store}; every method returns a Deferred of plain data."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, audit_key: Optional[bytes] = None) -> None:
+        """
+        C{audit_key}: the audit trail's key (docs/audit.md): each change and
+        refusal also appends a row to the ``registry`` chain, in the same
+        transaction.  Without one (Central reading registrations) a random
+        key: rows written so do not verify, which is why the tap gives it.
+        """
         self.store = store
         self.mysql = store.mysql
+        self.audit_key = audit_key if audit_key is not None else os.urandom(32)
+
+    def _audit(self, cursor: Any, at: float, by: Any, action: str, outcome: str, **detail: Any) -> None:
+        """The audit row of a change or refusal, in the caller's transaction (its ``registry`` chain)."""
+        if isinstance(by, tuple):
+            actor_kind, actor_id, address, port = by
+        else:  # only the events row's text: the Registry itself, saying by whom
+            actor_kind, actor_id, address, port = "registry", "registry", "", None
+            detail["by"] = str(by)
+        e = audit.entry(at, actor_kind, actor_id, address, action, outcome, detail, port=port)
+        audittrail.append_txn(cursor, self.mysql, audit.CHAIN_REGISTRY, self.audit_key, [e])
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.mysql else sql
@@ -142,14 +161,21 @@ class RegistryStore:
 
     # -- changes ---------------------------------------------------------------
 
-    def issue_enrollment(self, cp_id: str, token_hash: str, now: float, expires_at: float, by: str) -> defer.Deferred:
-        """Keep a new enrollment token's hash for C{cp_id}, with its audit row."""
+    def issue_enrollment(self, cp_id: str, token_hash: str, now: float, expires_at: float, by: str,
+                         actor: Any = None) -> defer.Deferred:
+        """
+        Keep a new enrollment token's hash for C{cp_id}, with its audit rows.
+        C{by} is the events row's text; C{actor} the audit row's (kind, id,
+        host, port) (by default: C{by}).
+        """
         sql = self._sql("INSERT INTO enrollments (token_hash, cp_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
 
         def txn(cursor):
             cursor.execute(sql, (token_hash, cp_id, now, expires_at))
             self._event(cursor, now, EVENT_CHANGE, cp_id,
                         f"enrollment token issued for {cp_id}, valid until {when(expires_at)}; by {by}")
+            self._audit(cursor, now, actor or by, "registry.enrollment", audit.OK, cp=cp_id,
+                        expires_at=audit.utc_text(expires_at))
 
         return self.store.run(txn)
 
@@ -162,6 +188,7 @@ class RegistryStore:
         now: float,
         by: str,
         token_hash: Optional[str] = None,
+        actor: Any = None,
     ) -> defer.Deferred:
         """
         Register C{cp_id} (alta) or register it again (its credentials are
@@ -188,7 +215,7 @@ class RegistryStore:
                 cursor.execute(sql["token"], (token_hash,))
                 problem = _enrollment_problem(cursor.fetchone(), cp_id, now)
                 if problem is not None:
-                    return Registered(refused=problem)
+                    return Registered(refused=problem)  # (the API records the refusal)
             cursor.execute(sql["old"], (cp_id,))
             old = cursor.fetchone()
             verifier = make_verifier()
@@ -196,23 +223,28 @@ class RegistryStore:
                 cursor.execute(sql["use"], (now, token_hash))
                 if cursor.rowcount != 1:  # used by a concurrent call in between
                     return Registered(refused="the enrollment token was already used")
+            who = actor or by
             how = f"'{location}', {price:.3f} €/kWh; by {by}"
             if old is None:
                 cursor.execute(sql["insert"], (cp_id, location, price, verifier, STATUS_REGISTERED, now, now))
                 text = f"{cp_id} registered (alta): {how}"
+                action = "registry.alta"
             else:
                 reset = old[0] == STATUS_REGISTERED
                 registered_at = float(old[1]) if reset else now
                 cursor.execute(sql["update"], (location, price, verifier, STATUS_REGISTERED, registered_at, now, cp_id))
                 text = (f"{cp_id} registered again, credentials reset (the old secret no longer works): {how}"
                         if reset else f"{cp_id} registered again after its baja (alta): {how}")
+                action = "registry.reset" if reset else "registry.alta"
             self._event(cursor, now, EVENT_CHANGE, cp_id, text)
+            self._audit(cursor, now, who, action, audit.OK, cp=cp_id, location=location, price=price,
+                        enrollment_token=token_hash is not None)
             return Registered(created=old is None, reset=old is not None and old[0] == STATUS_REGISTERED,
                               row=self._one(cursor, cp_id))
 
         return self.store.run(txn)
 
-    def deregister(self, cp_id: str, now: float, by: str) -> defer.Deferred:
+    def deregister(self, cp_id: str, now: float, by: str, actor: Any = None) -> defer.Deferred:
         """
         Deregister C{cp_id} (baja): its verifier is removed, so its
         credentials stop working, and its unused enrollment tokens expire.
@@ -232,13 +264,22 @@ class RegistryStore:
             if row[0] != STATUS_DEREGISTERED:
                 cursor.execute(sql_update, (STATUS_DEREGISTERED, now, cp_id))
                 cursor.execute(sql_tokens, (now, cp_id, now))
-                tokens = f"; {cursor.rowcount} unused enrollment token(s) expired" if cursor.rowcount else ""
+                expired = cursor.rowcount
+                tokens = f"; {expired} unused enrollment token(s) expired" if expired else ""
                 self._event(cursor, now, EVENT_CHANGE, cp_id,
                             f"{cp_id} deregistered (baja): its credentials no longer work{tokens}; by {by}")
+                self._audit(cursor, now, actor or by, "registry.baja", audit.OK, cp=cp_id,
+                            enrollment_tokens_expired=expired)
             return self._one(cursor, cp_id)
 
         return self.store.run(txn)
 
-    def refused(self, subject: str, detail: str, now: float) -> defer.Deferred:
-        """The audit row of a refused call."""
-        return self.store.run(self._event, now, EVENT_REFUSED, subject, detail)
+    def refused(self, subject: str, detail: str, now: float, actor: Any = None, **why: Any) -> defer.Deferred:
+        """The events row and the audit row of a refused call (C{actor}: (kind, id, host, port); C{why}: its detail)."""
+
+        def txn(cursor):
+            self._event(cursor, now, EVENT_REFUSED, subject, detail)
+            self._audit(cursor, now, actor or ("registry", "unauthenticated", "", None), "registry.refused",
+                        audit.REFUSED, cp=subject, **why)
+
+        return self.store.run(txn)

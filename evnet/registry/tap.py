@@ -34,6 +34,9 @@ class Options(usage.Options):
         ["tls-cert", None, None, "PEM certificate (then its chain) to serve; with --tls-key."],
         ["tls-key", None, None, "PEM private key of --tls-cert."],
         ["state-dir", "d", DEFAULT_STATE_DIR, "Directory of the self-signed certificate and its key."],
+        ["audit-key-file", None, None,
+         "The audit trail's key file, the same as EV_Central's --audit-key-file (made 0600 if missing; default: "
+         "next to a SQLite database, PATH.audit-key, else evnet-audit.key in the working directory)."],
     ]
 
     def __init__(self) -> None:
@@ -85,9 +88,12 @@ def makeService(options: Options) -> service.MultiService:
     from evnet.registry.store import RegistryStore
 
     try:
-        store = RegistryStore(Store(options["db_url"]))
+        db = Store(options["db_url"])
     except StoreError as e:
         raise SystemExit(f"evregistry: {e}")
+    from evnet.central.tap import audit_key_of
+
+    store = RegistryStore(db, audit_key_of(options, "evregistry"))
     fail = stop_process(reactor, "evregistry")
     top = RegistryService(store, options.identity, options["listen"], options["admin_token"] is not None, fail)
     site = make_site(RegistryApi(store, reactor, options["admin_token"]), reactor)

@@ -92,10 +92,10 @@ class Authenticator:
     log = Logger()
 
     def __init__(self, lookup: Callable[[str], defer.Deferred], slow_check: Callable[[Optional[str], str], defer.Deferred],
-                 record: Callable[[str, str], None]) -> None:
+                 record: Callable[[str, str, str, str], None]) -> None:
         self.lookup = lookup
         self.slow_check = slow_check
-        self.record = record  # (cp id, text): the audit row of a refusal
+        self.record = record  # (cp id, text, peer, why): the journal message and audit row of a refusal
         self._key = os.urandom(32)
         self._known: dict[str, tuple[str, bytes]] = {}  # cp id -> (verifier text, digest of the secret)
 
@@ -110,7 +110,7 @@ class Authenticator:
             row = yield self._check(cp_id, authorization)
         except Refused as e:
             subject = cp_id if valid_id(cp_id) else shown(cp_id)
-            self.record(subject, f"OCPP connection as CP {subject} from {peer} refused: {e}")
+            self.record(subject, f"OCPP connection as CP {subject} from {peer} refused: {e}", peer, str(e))
             raise
         return row
 

@@ -24,6 +24,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from evnet.central import audit
 from evnet.central.ocpp import auth, codec
 from evnet.central.ocpp.station import HEARTBEAT_INTERVAL, Station
 from evnet.central.ocpp.transactions import TransactionStore
@@ -49,6 +50,7 @@ class OcppProtocol(WebSocketServerProtocol):
 
         def accepted(row: dict) -> Optional[str]:
             self.row = row
+            self.factory.central.audit.record("cp", row["cp_id"], self.peer_name, "ocpp.login", audit.OK)
             return codec.SUBPROTOCOL if codec.SUBPROTOCOL in request.protocols else None
 
         def refused(failure: Any) -> None:
@@ -164,9 +166,11 @@ class OcppService(service.MultiService):
         Listener("ocpp", endpoint, self.factory, reactor, on_failure).setServiceParent(self)
 
     @staticmethod
-    def _refused(central: Any) -> Callable[[str, str], None]:
-        def record(cp_id: str, text: str) -> None:
-            central.journal.message("refused", cp_id, text, level="warn")
+    def _refused(central: Any) -> Callable[[str, str, str, str], None]:
+        def record(cp_id: str, text: str, peer: str, why: str) -> None:
+            # One journal message and audit row per address and reason a minute.
+            central.trust.refusals.record("refused", cp_id, text, (audit.split_address(peer)[0], "ocpp", why),
+                                          audit.Note("cp", cp_id, peer, "ocpp.login", audit.REFUSED, {"reason": why}))
 
         return record
 

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from evnet.central import audit, audittrail
 from evnet.central.weather import BadBody, parse_alert, parse_health
 from evnet.central.web.openapi import OPENAPI
 from evnet.central.web.sse import EventHub
@@ -41,6 +42,11 @@ class Route(NamedTuple):
     handler: str  # the name of an L{Api} method
     write: bool = False  # needs the admin token (or loopback)
     weather: bool = False  # needs EV_W's token
+    private: bool = False  # a read that needs what a write needs (the admin token, or loopback)
+
+    @property
+    def guarded(self) -> bool:
+        return self.write or self.private
 
     @property
     def regex(self) -> re.Pattern:
@@ -63,9 +69,15 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/weather/alerts", "weather_raise", weather=True),
     Route("DELETE", "/api/v1/weather/alerts/{location}", "weather_clear", weather=True),
     Route("PUT", "/api/v1/weather/health", "weather_health", weather=True),
+    Route("GET", "/api/v1/audit", "audit_trail", private=True),
 ]
 MAX_BODY = 16 * 1024  # bytes of a JSON body EV_W may send
 KIND_WEATHER_REFUSED = "weather-refused"  # the journal's kind of a refused weather call
+AUDIT_FILTERS = ("actor", "action", "outcome", "address", "since", "until", "chain", "before")
+
+# Audit actions of the operator's commands (docs/audit.md).
+OPERATOR_ACTIONS = {"stop_cp": "cp.stop", "resume_cp": "cp.resume", "revoke_cp": "key.revoke",
+                    "stop_all": "cps.stop-all", "resume_all": "cps.resume-all"}
 _COMPILED = [(route, route.regex) for route in ROUTES]
 
 
@@ -82,6 +94,9 @@ class Api(resource.Resource):
         self.hub = hub
         self._token = token.encode("utf-8") if token else None
         self._weather_token = weather_token.encode("utf-8") if weather_token else None
+        # Refused calls: one journal message and audit row per address and status a minute (swept with the CPs').
+        trust = getattr(central, "trust", None)
+        self.refusals = trust.refusals if trust is not None else None
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -89,8 +104,12 @@ class Api(resource.Resource):
         route = None
         try:
             route, params = self._route(request)
-            if route.write:
-                self.authorize(request)
+            if route.guarded:
+                try:
+                    self.authorize(request)
+                except ApiError as e:
+                    self._refused(request, e)
+                    raise
             if route.weather:
                 self.authorize_weather(request)
             result = getattr(self, route.handler)(request, **params)
@@ -169,9 +188,13 @@ class Api(resource.Resource):
         host = getattr(address, "host", None) or str(address)
         method = request.method.decode("ascii", "replace")
         path = request.path.decode("utf-8", "replace")[:120]
+        where = peer(request)
         self.central.trust.refusals.record(
-            KIND_WEATHER_REFUSED, host, f"weather call {method} {path} from {peer(request)} refused "
-            f"({error.status}: {error.text})", like=(host, error.status, error.text))
+            KIND_WEATHER_REFUSED, host, f"weather call {method} {path} from {where} refused "
+            f"({error.status}: {error.text})", like=(host, error.status, error.text),
+            note=audit.Note("weather", "unauthenticated" if error.status == 401 else "unauthorized", where,
+                            "weather.refused", audit.REFUSED,
+                            {"method": method, "path": path, "status": error.status, "reason": error.text}))
 
     def authorize(self, request: server.Request) -> None:
         if self._matches(self._bearer(request), self._weather_token):
@@ -188,6 +211,30 @@ class Api(resource.Resource):
         if origin is not None and urlsplit(origin).netloc != (request.getHeader("host") or ""):
             # A page from another site must not drive the panel through a browser on this host.
             raise ApiError(403, f"write calls from another web origin ({origin}) are refused")
+
+    def identity(self) -> str:
+        """Who an authorized call is (for the audit row): the admin token, or a loopback caller."""
+        return "admin-token" if self._token is not None else "loopback"
+
+    def _refused(self, request: server.Request, error: ApiError) -> None:
+        if self.refusals is None:
+            return
+        where = peer(request)
+        host = audit.split_address(where)[0]
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")[:128]
+        self.refusals.record(
+            "api-refused", host, f"{method} {path} from {where} refused ({error.status}): {error.text}",
+            (host, error.status),
+            audit.Note("operator", "unauthenticated" if error.status == 401 else "unauthorized", where, "api.refused",
+                       audit.REFUSED, {"method": method, "path": path, "status": error.status, "reason": error.text}),
+        )
+
+    def _operator(self, request: server.Request, handler: str, outcome: str, **detail: Any) -> None:
+        """The audit row of an operator's command: its token identity and address."""
+        trail = getattr(self.central, "audit", None)
+        if trail is not None:
+            trail.record("operator", self.identity(), peer(request), OPERATOR_ACTIONS[handler], outcome, **detail)
 
     def _json(self, request: server.Request, value: Any, status: int = 200) -> bytes:
         request.setResponseCode(status)
@@ -208,14 +255,14 @@ class Api(resource.Resource):
         return cp
 
     @staticmethod
-    def _limit(request: server.Request) -> int:
-        raw = request.args.get(b"limit", [str(DEFAULT_LIMIT).encode()])[0]
+    def _limit(request: server.Request, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+        raw = request.args.get(b"limit", [str(default).encode()])[0]
         try:
             limit = int(raw)
         except ValueError:
             raise ApiError(400, f"limit must be a whole number, not {raw.decode('utf-8', 'replace')!r}") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, f"limit must be between 1 and {MAX_LIMIT}")
+        if not 1 <= limit <= maximum:
+            raise ApiError(400, f"limit must be between 1 and {maximum}")
         return limit
 
     # -- handlers (one per route) ------------------------------------------------
@@ -226,26 +273,31 @@ class Api(resource.Resource):
     def get_cp(self, request, id):
         return self._cp(id).as_dict()
 
-    def _one(self, request, cp_id: str, command: Callable[[str], tuple[bool, str]]):
+    def _one(self, request, cp_id: str, command: Callable[[str], tuple[bool, str]], handler: str):
+        if cp_id not in self.central.cps:
+            self._operator(request, handler, audit.FAILED, cp=cp_id, message=f"unknown CP {cp_id}")
         self._cp(cp_id)
         ok, text = command(cp_id)
+        self._operator(request, handler, audit.OK if ok else audit.FAILED, cp=cp_id, message=text)
         if not ok:
             raise ApiError(409, text)
         self.log.info("panel: {text} (from {peer})", text=text, peer=peer(request))
         return {"ok": True, "message": text, "cp": self.central.cps[cp_id].as_dict()}
 
     def stop_cp(self, request, id):
-        return self._one(request, id, self.central.stop_cp)
+        return self._one(request, id, self.central.stop_cp, "stop_cp")
 
     def resume_cp(self, request, id):
-        return self._one(request, id, self.central.resume_cp)
+        return self._one(request, id, self.central.resume_cp, "resume_cp")
 
     def revoke_cp(self, request, id):
         requester = f"the operator at {peer(request)}"
-        return self._one(request, id, lambda cp_id: self.central.revoke_key(cp_id, requester))
+        return self._one(request, id, lambda cp_id: self.central.revoke_key(cp_id, requester), "revoke_cp")
 
     def _all(self, request, command: Callable[[], list], verb: str):
         results = [{"ok": ok, "message": text} for ok, text in command()]
+        self._operator(request, f"{verb}_all", audit.OK, changed=len(results),
+                       messages=[r["message"] for r in results])
         self.log.info("panel: {verb} all CPs: {n} changed (from {peer})", verb=verb, n=len(results), peer=peer(request))
         return {"results": results, "cps": all_cps(self.central)}
 
@@ -292,11 +344,11 @@ class Api(resource.Resource):
             location, city, temperature, observed_at = parse_alert(self._body(request))
         except BadBody as e:
             raise ApiError(400, str(e)) from None
-        cps = self.central.weather.raise_alert(location, city, temperature, observed_at)
+        cps = self.central.weather.raise_alert(location, city, temperature, observed_at, source=peer(request))
         return {"ok": True, "location": location, "cps": cps}
 
     def weather_clear(self, request, location):
-        return {"ok": True, "cleared": self.central.weather.clear_alert(location)}
+        return {"ok": True, "cleared": self.central.weather.clear_alert(location, source=peer(request))}
 
     def weather_health(self, request):
         try:
@@ -305,3 +357,25 @@ class Api(resource.Resource):
             raise ApiError(400, str(e)) from None
         self.central.weather.took_heartbeat(heartbeat)
         return {"ok": True}
+
+    def audit_trail(self, request):
+        """The audit trail, newest first, filtered and paged (C{before}: the C{next} of the page before)."""
+        filters = {}
+        for name in AUDIT_FILTERS:
+            raw = request.args.get(name.encode("ascii"))
+            if raw:
+                filters[name] = raw[0].decode("utf-8", "replace")
+        if "before" in filters and not filters["before"].isdigit():
+            raise ApiError(400, f"before must be a row id (the 'next' of a page), not {filters['before']!r}")
+        limit = self._limit(request, audittrail.DEFAULT_PAGE, audittrail.MAX_PAGE)
+        try:
+            audittrail.where(filters)
+        except audit.AuditError as e:
+            raise ApiError(400, str(e)) from None
+        d = self.central.store.audit_rows(filters, limit)
+
+        def page(rows):
+            shown = [audittrail.shown(r) for r in rows]
+            return {"rows": shown, "next": shown[-1]["id"] if len(shown) == limit else None}
+
+        return d.addCallback(page)

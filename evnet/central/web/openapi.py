@@ -7,6 +7,8 @@ each answered with a documented status.
 
 from __future__ import annotations
 
+from evnet.central.audit import ACTOR_KINDS, OUTCOMES
+from evnet.central.audittrail import DEFAULT_PAGE, MAX_PAGE
 from evnet.central.web.sse import KEEPALIVE_SECONDS
 from evnet.central.web.views import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -102,6 +104,34 @@ def _weather(method: str, summary: str, ok: dict, body: str | None = None, param
 _LOCATION = [{"name": "location", "in": "path", "required": True, "schema": _STRING,
               "description": "a CP location, URL-encoded (Alicante%20Centro)"}]
 
+
+def _query(name: str, text: str, schema: dict = _STRING) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+
+
+_AUDIT_PARAMETERS = [
+    _query("actor", f"KIND or KIND:ID; KIND one of {', '.join(ACTOR_KINDS)}"),
+    _query("action", "an action (docs/audit.md), or a prefix ending in '*' (key.*)"),
+    _query("outcome", "the outcome", {"type": "string", "enum": list(OUTCOMES)}),
+    _query("address", "the source host (without the port)"),
+    _query("since", "rows at or after this time: seconds since the epoch or YYYY-MM-DDTHH:MM:SS[.ffffff]Z (UTC)"),
+    _query("until", "rows before this time (same forms)"),
+    _query("chain", "one writer's chain: central or registry"),
+    _query("before", "the 'next' of the page before: rows with a smaller id", _INTEGER),
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
+]
+_AUDIT_ROW = _object(
+    id=_INTEGER, chain=_STRING, seq=_INTEGER,
+    at={"type": "string", "description": "UTC with microseconds: 2025-03-01T10:20:30.123456Z"},
+    actor_kind={"type": "string", "enum": list(ACTOR_KINDS)}, actor_id=_STRING,
+    address={"type": "string", "description": "source host ('' when none)"}, port=_nullable(_INTEGER),
+    action=_STRING, outcome={"type": "string", "enum": list(OUTCOMES)},
+    detail={"type": "object", "description": "what the action says (docs/audit.md)"},
+    prev={"type": "string", "description": "hash of the row before it in its chain"},
+    hash={"type": "string", "description": "HMAC-SHA256 of this row and prev, under the audit key"},
+)
+
 OPENAPI: dict = {
     "openapi": "3.0.3",
     "info": {
@@ -109,7 +139,7 @@ OPENAPI: dict = {
         "version": "1",
         "description": (
             "Charging points, charges and application messages of EV_Central, and the operator's "
-            "stop/resume/revoke commands. Write calls (POST) need 'Authorization: Bearer TOKEN' when Central "
+            "stop/resume/revoke commands, and the audit trail. Write calls (POST) and the audit trail need 'Authorization: Bearer TOKEN' when Central "
             "runs with --admin-token-file; otherwise they are accepted only from loopback. "
             "EV_W's calls under /api/v1/weather (docs/weather.md) need EV_W's own token "
             "(--weather-token-file); the admin token is refused there (403) and EV_W's token opens nothing else. "
@@ -138,6 +168,11 @@ OPENAPI: dict = {
             "change: 'cp', 'telemetry' (data.cp), 'session' (data.session), 'message' (at, kind, "
             f"subject, text); a ': keep-alive' comment every {KEEPALIVE_SECONDS:g} s",
             {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": _SSE_EVENT}}}}),
+        "/api/v1/audit": {"get": {
+            "summary": "The audit trail, newest first, filtered and paged (admin token, or loopback without one)",
+            "parameters": _AUDIT_PARAMETERS, "security": [{"bearer": []}, {}],
+            "responses": {**_ok("AuditPage", "a page of rows; 'next' is the 'before' of the next page, or null"),
+                          **_errors("400", "401", "403")}}},
         "/api/openapi.json": _get("This document",
                                   {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}),
         "/api/v1/weather": _get("The weather alerts Central holds and EV_W's health",
@@ -172,6 +207,8 @@ OPENAPI: dict = {
                 started_at=_NUMBER, ended_at=_nullable(_NUMBER), kwh=_NUMBER, euros=_NUMBER, seconds=_INTEGER,
                 end_reason=_nullable(_STRING), ticket_delivered=_BOOLEAN),
             "Sessions": _object(ongoing=_array(_ref("Session")), recent=_array(_ref("StoredSession"))),
+            "AuditRow": _AUDIT_ROW,
+            "AuditPage": _object(rows=_array(_ref("AuditRow")), next=_nullable(_INTEGER)),
             "Events": _object(events=_array(_object(
                 id=_INTEGER, at=_NUMBER, kind=_STRING, subject=_STRING, text=_STRING))),
             "WeatherAlertBody": {**_object(
