@@ -1,4 +1,4 @@
-"""``evnet``: the umbrella command (``evnet demo``)."""
+"""``evnet``: the umbrella command (``evnet demo``, ``evnet ocpp-cp``)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     panel = demo.add_mutually_exclusive_group()
     panel.add_argument("--panel", dest="panel", action="store_true", default=None, help="live panel even when not a terminal")
     panel.add_argument("--no-panel", dest="panel", action="store_false", help="plain event lines, no live panel")
+    ocpp_cp = commands.add_parser(
+        "ocpp-cp",
+        help="a simulated OCPP 1.6J charge point (the mobilityhouse ocpp library)",
+        description="Connects to Central's --ocpp endpoint with HTTP Basic auth, boots, answers Central's "
+        "calls (RemoteStart/RemoteStop, ChangeAvailability, Reset, TriggerMessage), charges with MeterValues "
+        "and prints one JSON object per event. Lines on stdin: fault, ok, unplug, heartbeat, quit.",
+    )
+    from evnet.ocppcp import add_arguments
+
+    add_arguments(ocpp_cp)
     args = parser.parse_args(argv)
+    if args.command == "ocpp-cp":
+        from evnet import ocppcp
+
+        return ocppcp.main(args)
     if args.command != "demo":
         parser.print_help()
         return 2
