@@ -16,6 +16,14 @@ scrypt, KEY) and seals/opens every frame after KEY (role M; with --kafka the
 Engines' records are sealed with role E, one sealer per topic as evengine
 does).  Central runs with --login-failures 0: every CP logs in from 127.0.0.1.
 
+OCPP mode (--ocpp, benchmarks/loadgen_ocpp.py): the N CPs are OCPP 1.6J
+charge points on Central's --ocpp listener (autobahn WebSocket clients with
+Basic auth, registered the same way): BootNotification, StatusNotification,
+Heartbeat every --ocpp-heartbeat s; a driver's REQ becomes
+RemoteStartTransaction -> StartTransaction -> MeterValues every second, and
+the last phase ends each with StopTransaction -> the driver's TICKET.
+Scenarios idle and charge only.
+
 Scenarios, run in the order given on one Central:
 
   idle    N CPs connected (logged in), STATUS every second, for --window s.

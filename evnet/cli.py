@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo",
         help="run the whole network on this machine with no human",
-        description="Starts one Central, 10 charging points and 3 drivers (10 requests each) as real "
+        description="Starts one Central, 10 charging points, one OCPP 1.6J charge point and 3 drivers "
+        "(10 requests each, and one at the OCPP CP) as real "
         "processes on 127.0.0.1; simulates a fault, stops and resumes a CP and restarts a Monitor; "
         "shows the live panel; prints every ticket and a verdict; stops every process it started.",
     )
