@@ -158,7 +158,10 @@ class Demo:
                 "transaction": "StartTransaction: transaction {id} {status}",
                 "stopped": "StopTransaction: transaction {transaction_id} ({reason}), meter {wh} Wh"}.get(kind)
         if text and not self.stopping.is_set():
-            self.say(OCPP_CP, text.format(**event))
+            try:
+                self.say(OCPP_CP, text.format(**event))
+            except (KeyError, IndexError):  # a line of another shape: shown as it is
+                self.say(OCPP_CP, line)
 
     @property
     def db(self) -> str:
