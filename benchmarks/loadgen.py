@@ -16,6 +16,14 @@ scrypt, KEY) and seals/opens every frame after KEY (role M; with --kafka the
 Engines' records are sealed with role E, one sealer per topic as evengine
 does).  Central runs with --login-failures 0: every CP logs in from 127.0.0.1.
 
+OCPP mode (--ocpp, benchmarks/loadgen_ocpp.py): the N CPs are OCPP 1.6J
+charge points on Central's --ocpp listener (autobahn WebSocket clients with
+Basic auth, registered the same way): BootNotification, StatusNotification,
+Heartbeat every --ocpp-heartbeat s; a driver's REQ becomes
+RemoteStartTransaction -> StartTransaction -> MeterValues every second, and
+the last phase ends each with StopTransaction -> the driver's TICKET.
+Scenarios idle and charge only.
+
 Scenarios, run in the order given on one Central:
 
   idle    N CPs connected (logged in), STATUS every second, for --window s.
@@ -75,6 +83,11 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 now = time.monotonic
+
+
+# --ocpp mode's figures (benchmarks/loadgen_ocpp.py): the workers' list -> the phase's key (+ "_ms").
+OCPP_FIGURES = (("boot_secs", "boot"), ("call_rtt", "ocpp_call_rtt"), ("remote_start_lat", "req_to_remote_start"),
+                ("ticket_lat", "stop_to_ticket"))
 
 
 def frame_of(msg: m.Message) -> bytes:
@@ -375,6 +388,13 @@ class SimCp:
             why = reason.getErrorMessage() if reason else "?"
             self.sim.error(f"{self.id}: link lost unexpectedly ({'up' if was_up else 'opening'}): {why}")
 
+    def tick(self) -> None:
+        """Once a second: STATUS (the Engine's health), and TELEM while charging."""
+        if self.up:
+            self.send(self.status_ok if self.engine_ok else self.status_ko)
+            if self.session is not None:
+                self.send_telem()
+
     # engine
     def send_telem(self) -> None:
         self.seq += 1
@@ -458,17 +478,7 @@ class SimDriver:
             sim.denied += 1
             sim.error(f"{self.id}: DENIED {msg.cp_id}: {msg.reason}")
         elif isinstance(msg, m.Telem):
-            sent = sim.telem_sent.pop((msg.session_id, msg.seq), None)
-            if sent is not None:
-                sim.telem_lat.append(t - sent)
-            else:
-                sim.telem_unknown += 1
-            # Central forwards to a driver only the newest reading when the
-            # driver's link is still busy: older ones are superseded, not lost.
-            earlier = msg.seq - 1
-            while sim.telem_sent.pop((msg.session_id, earlier), None) is not None:
-                sim.telem_superseded += 1
-                earlier -= 1
+            sim.telem_received(msg, t)
         elif isinstance(msg, m.Notice):
             cp = sim.cps_by_id.get(self.cp_id)
             if cp is not None and cp.t_ko and cp.id in sim.fault_pending:
@@ -476,6 +486,7 @@ class SimDriver:
                 sim.fault_lat.append(t - cp.t_ko)
         elif isinstance(msg, m.Ticket):
             sim.driver_tickets[msg.session_id] = msg.reason
+            sim.ticket_received(self, msg, t)
             if msg.session_id == self.session:
                 self.session = None
         else:
@@ -524,6 +535,8 @@ class EchoConn:
 class Sim:
     """One worker process: its share of CPs and drivers, and the commands."""
 
+    cp_class = SimCp
+
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         w, nw = cfg["worker"], cfg["workers"]
@@ -546,7 +559,7 @@ class Sim:
         self.reauths = 0
         self.proofs: deque = deque()  # CHALLENGEs waiting for their scrypt, one per reactor turn
         self.proving = False
-        self.cps = [SimCp(self, i) for i in range(w, cfg["cps"], nw)]
+        self.cps = [self.cp_class(self, i) for i in range(w, cfg["cps"], nw)]
         self.cps_by_id = {cp.id: cp for cp in self.cps}
         self.drivers = [SimDriver(self, i) for i in range(w, cfg["charges"], nw)]
         self.buckets = [[] for _ in range(10)]
@@ -611,10 +624,24 @@ class Sim:
         b = self.tick_no % 10
         self.tick_no += 1
         for cp in self.buckets[b]:
-            if cp.up:
-                cp.send(cp.status_ok if cp.engine_ok else cp.status_ko)
-                if cp.session is not None:
-                    cp.send_telem()
+            cp.tick()
+
+    def telem_received(self, msg: m.Telem, t: float) -> None:
+        """A driver's TELEM: the latency from its CP's TELEM (matched by session and seq)."""
+        sent = self.telem_sent.pop((msg.session_id, msg.seq), None)
+        if sent is not None:
+            self.telem_lat.append(t - sent)
+        else:
+            self.telem_unknown += 1
+        # Central forwards to a driver only the newest reading when the
+        # driver's link is still busy: older ones are superseded, not lost.
+        earlier = msg.seq - 1
+        while self.telem_sent.pop((msg.session_id, earlier), None) is not None:
+            self.telem_superseded += 1
+            earlier -= 1
+
+    def ticket_received(self, driver: "SimDriver", msg: m.Ticket, t: float) -> None:
+        pass
 
     # -- waiting for a condition ---------------------------------------------
 
@@ -915,7 +942,12 @@ class WorkerControl(LineReceiver):
 def run_worker(cfg_json: str) -> None:
     raise_fd_limit()
     cfg = json.loads(cfg_json)
-    sim = Sim(cfg)
+    if cfg.get("ocpp_port"):
+        from loadgen_ocpp import OcppSim  # benchmarks/, beside this file
+
+        sim = OcppSim(cfg)
+    else:
+        sim = Sim(cfg)
     stdio.StandardIO(WorkerControl(sim))
     reactor.run()
 
@@ -1055,13 +1087,14 @@ class Master:
         self.workers: list[WorkerProcess] = []
         self.results: dict = {"phases": []}
         self.last_stats = None
+        self.ocpp_port = None  # --ocpp: Central's OCPP listener; the workers simulate OCPP CPs
 
     def start_workers(self) -> None:
         for w in range(self.args.workers):
             cfg = {"worker": w, "workers": self.args.workers, "cps": self.args.cps,
                    "charges": self.args.charges, "cp_port": self.cp_port, "driver_port": self.driver_port,
                    "kafka": self.args.kafka, "kafka_prefix": self.args.kafka_prefix,
-                   "secrets": str(self.secrets_file)}
+                   "secrets": str(self.secrets_file), "ocpp_port": self.ocpp_port}
             wp = WorkerProcess(w)
             reactor.spawnProcess(
                 wp, sys.executable, [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
@@ -1129,8 +1162,8 @@ class Master:
         # The generator's scrypt (one per login, the PROOF): CPU seconds it spent, and per login.
         fig["generator_scrypt_secs"] = round(after["scrypt_secs"] - before["scrypt_secs"], 2)
         for key, label in (("req_lat", "req_to_authorized"), ("telem_lat", "telemetry"), ("fault_lat", "fault_detection"),
-                           ("flood_rtt", "round_trip"), ("login_secs", "login")):
-            vals = after[key]
+                           ("flood_rtt", "round_trip"), ("login_secs", "login"), *OCPP_FIGURES):
+            vals = after.get(key)
             if vals:
                 fig[label + "_ms"] = {"n": len(vals), "p50": ms(pct(vals, 50)), "p95": ms(pct(vals, 95)),
                                       "p99": ms(pct(vals, 99)), "max": ms(max(vals))}
@@ -1178,7 +1211,11 @@ class Master:
                     yield self.phase("flood-central",
                                      lambda: self.ask_all({"cmd": "flood", "links": per, "secs": a.window}),
                                      links=per * a.workers)
-            stopped = yield self.ask_all({"cmd": "stop_charges"})
+            if a.ocpp:  # measured: StopTransaction -> the driver's TICKET
+                fig = yield self.phase("stop-charges", lambda: self.ask_all({"cmd": "stop_charges"}))
+                stopped = fig.get("workers")
+            else:
+                stopped = yield self.ask_all({"cmd": "stop_charges"})
             self.results["final_stop"] = stopped
             final = yield self.stats()
             self.results["final"] = {k: v for k, v in final.items() if not isinstance(v, list) or k == "error_samples"}
@@ -1254,9 +1291,10 @@ def table(results: dict) -> str:
         if ph["phase"] == "reconnect-storm" and ph.get("workers"):
             rec = f"{max(w['recovery_secs'] for w in ph['workers']):.2f}"
         errs = ph["errors"] + ph["nacks"] + ph["telem_lost"]
+        rtt = lat("round_trip_ms") if ph.get("round_trip_ms") else lat("ocpp_call_rtt_ms")  # --ocpp: every CP CALL
         rows.append((ph["phase"], f"{ph['secs']:.1f}", f"{ph['central_cpu_pct']:.0f}", f"{ph['generator_cpu_pct']:.0f}", f"{ph['central_rss_mb']:.0f}",
                      f"{ph['msgs_per_s']:.0f}", lat("req_to_authorized_ms", True), lat("telemetry_ms"),
-                     lat("fault_detection_ms"), lat("round_trip_ms"), rec, str(errs), ph["loadavg"].split()[0]))
+                     lat("fault_detection_ms"), rtt, rec, str(errs), ph["loadavg"].split()[0]))
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -1295,6 +1333,11 @@ def main(argv=None) -> int:
     parser.add_argument("--kafka-prefix", type=kafka_prefix, default="", metavar="PREFIX",
                         help="Central's and the simulated Engines' --kafka-prefix (topics and consumer groups "
                         "under PREFIX., to share a cluster with other networks) [none]")
+    parser.add_argument("--ocpp", action="store_true",
+                        help="the CPs are OCPP 1.6J charge points on Central's --ocpp listener (WebSocket, Basic "
+                        "auth; benchmarks/loadgen_ocpp.py) instead of evnet Monitors; scenarios idle and charge")
+    parser.add_argument("--ocpp-heartbeat", type=int, default=1, metavar="SECONDS",
+                        help="--ocpp: Central's --ocpp-heartbeat, the interval the CPs send Heartbeat at [1]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (Central's log and DB)")
     parser.add_argument("--json-out", help="write the results as JSON to this file")
     parser.add_argument("--py-spy", metavar="FILE",
@@ -1322,6 +1365,10 @@ def main(argv=None) -> int:
         parser.error("--faults cannot exceed --charges (the faulted CPs are charging ones)")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.ocpp and set(args.scenarios) - {"idle", "charge"}:
+        parser.error("--ocpp runs the scenarios idle and charge only")
+    if args.ocpp and args.kafka:
+        parser.error("--ocpp and --kafka do not go together (an OCPP CP has no Engine on Kafka)")
     limit = raise_fd_limit()
     need = args.cps + args.charges + 200
     if limit < need:
@@ -1330,6 +1377,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="evnet-loadgen-"))
     log = tmp / "server.log"
     cp_port, driver_port = free_port(), free_port()
+    ocpp_port = free_port() if args.ocpp else None
     echo = args.scenarios == ["echo"]
     backlog = f":backlog={args.backlog}" if args.backlog else ""
     if echo:
@@ -1345,6 +1393,9 @@ def main(argv=None) -> int:
             # Every simulated CP logs in from 127.0.0.1: the per-address lockout would lock them all out.
             "--login-failures", "0",
         ]
+        if args.ocpp:
+            argv_server += ["--ocpp", f"tcp:{ocpp_port}:interface=127.0.0.1{backlog}",
+                            "--ocpp-heartbeat", str(args.ocpp_heartbeat)]
         if args.kafka:
             argv_server += ["--kafka", args.kafka, "--kafka-group", f"loadgen-{int(time.time())}",
                             "--kafka-prefix", args.kafka_prefix]
@@ -1372,6 +1423,8 @@ def main(argv=None) -> int:
         wait_for_server(cp_port, server, 30, log)
         if not echo:
             wait_for_server(driver_port, server, 30, log)
+        if ocpp_port:
+            wait_for_server(ocpp_port, server, 30, log)
         if args.py_spy:
             fmt = ["--format", "raw"] if not args.py_spy.endswith(".svg") else []
             spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(server.pid), "-o", args.py_spy,
@@ -1382,6 +1435,7 @@ def main(argv=None) -> int:
         master.results["server_argv"] = argv_server
         master.results["registration"] = registration
         master.secrets_file = secrets_file
+        master.ocpp_port = ocpp_port
         master.results["machine"] = {"nproc": os.cpu_count(), "loadavg_start": loadavg()}
         outcome = {}
 
@@ -1422,6 +1476,9 @@ def main(argv=None) -> int:
         if ph.get("login_ms"):
             print(f"{ph['phase']}: logins (link made -> KEY) ms {json.dumps(ph['login_ms'])}, "
                   f"generator scrypt {ph['generator_scrypt_secs']} s")
+        for _, label in OCPP_FIGURES:
+            if ph.get(label + "_ms"):
+                print(f"{ph['phase']}: OCPP {label} ms {json.dumps(ph[label + '_ms'])}")
     for ph in results["phases"]:
         if ph.get("workers") and ph["phase"] not in ("connect",):
             print(f"{ph['phase']}: " + json.dumps(ph["workers"]))

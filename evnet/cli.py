@@ -1,4 +1,4 @@
-"""``evnet``: the umbrella command (``evnet demo``)."""
+"""``evnet``: the umbrella command (``evnet demo``, ``evnet ocpp-cp``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo",
         help="run the whole network on this machine with no human",
-        description="Starts one Central, 10 charging points and 3 drivers (10 requests each) as real "
+        description="Starts one Central, 10 charging points, one OCPP 1.6J charge point and 3 drivers "
+        "(10 requests each, and one at the OCPP CP) as real "
         "processes on 127.0.0.1; simulates a fault, stops and resumes a CP and restarts a Monitor; "
         "shows the live panel; prints every ticket and a verdict; stops every process it started.",
     )
@@ -35,7 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     panel = demo.add_mutually_exclusive_group()
     panel.add_argument("--panel", dest="panel", action="store_true", default=None, help="live panel even when not a terminal")
     panel.add_argument("--no-panel", dest="panel", action="store_false", help="plain event lines, no live panel")
+    ocpp_cp = commands.add_parser(
+        "ocpp-cp",
+        help="a simulated OCPP 1.6J charge point (the mobilityhouse ocpp library)",
+        description="Connects to Central's --ocpp endpoint with HTTP Basic auth, boots, answers Central's "
+        "calls (RemoteStart/RemoteStop, ChangeAvailability, Reset, TriggerMessage), charges with MeterValues "
+        "and prints one JSON object per event. Lines on stdin: fault, ok, unplug, heartbeat, quit.",
+    )
+    from evnet.ocppcp import add_arguments
+
+    add_arguments(ocpp_cp)
     args = parser.parse_args(argv)
+    if args.command == "ocpp-cp":
+        from evnet import ocppcp
+
+        return ocppcp.main(args)
     if args.command != "demo":
         parser.print_help()
         return 2

@@ -2,7 +2,9 @@
 ``evnet demo``: the whole network as real processes on loopback, with no
 human: one EV_Registry, one Central, ten charging points (Engine + Monitor
 each; the demo enrolls every CP at the Registry and each Monitor registers
-its CP there with its token), three drivers with ten requests each.  Along
+its CP there with its token), one OCPP 1.6J charge point (``evnet ocpp-cp``,
+registered at the Registry, on Central's ``--ocpp`` listener), three drivers
+with ten requests each (D2 also charges once at the OCPP CP).  Along
 the way it simulates a fault, stops and resumes a CP, revokes a CP's key and
 has its Monitor log in again, and restarts a Monitor, so every CP state
 appears; EV_W watches the weather (local source) and Alicante freezes and
@@ -39,6 +41,7 @@ LOCATIONS = [
 PRICES = [0.30, 0.32, 0.35, 0.28, 0.40, 0.33, 0.36, 0.31, 0.38, 0.29]
 DRIVERS = ("D1", "D2", "D3")
 FROZEN_CITY, FROZEN_LOCATIONS = "Alicante", ("Alicante Centro", "Playa San Juan")  # EV_W's city of these CPs
+OCPP_CP, OCPP_LOCATION, OCPP_PRICE = "OCPP01", "Mercado Central (OCPP)", 0.45  # D2.txt asks for a charge there
 
 # What Central prints that a person following the demo wants to see.
 _CENTRAL_EVENT = re.compile(
@@ -91,6 +94,7 @@ class Demo:
         self.registry: Optional[Registry] = None
         self.stopping = threading.Event()
         self.panel = None
+        self.ocpp_seen: dict[str, list[dict]] = {}  # the OCPP CP's events by type
 
     # -- output ------------------------------------------------------------
 
@@ -151,6 +155,24 @@ class Demo:
                 result.unfinished = event.get("unfinished", [])
         return handle
 
+    def _ocpp_line(self, proc: Proc, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        kind = event.pop("type", "")
+        with self.lock:
+            self.ocpp_seen.setdefault(kind, []).append(event)
+        text = {"boot": "BootNotification: {status}, heartbeat every {interval} s",
+                "remote_start": "RemoteStartTransaction for {id_tag}: accepted={accepted}",
+                "transaction": "StartTransaction: transaction {id} {status}",
+                "stopped": "StopTransaction: transaction {transaction_id} ({reason}), meter {wh} Wh"}.get(kind)
+        if text and not self.stopping.is_set():
+            try:
+                self.say(OCPP_CP, text.format(**event))
+            except (KeyError, IndexError):  # a line of another shape: shown as it is
+                self.say(OCPP_CP, line)
+
     @property
     def db(self) -> str:
         return self.o.db or f"sqlite:{self.workdir / 'evcentral.db'}"
@@ -168,6 +190,7 @@ class Demo:
             "--drivers", f"tcp:{self.ports['drivers']}:interface=127.0.0.1",
             "--http", f"tcp:{self.ports['http']}:interface=127.0.0.1",
             "--db", self.db, "--weather-token-file", str(self.weather_token()),
+            "--ocpp", f"tcp:{self.ports['ocpp']}:interface=127.0.0.1", "--ocpp-heartbeat", "10",
         ]
         if self.o.kafka:
             # A consumer group of its own: records left on the cluster by an
@@ -189,7 +212,7 @@ class Demo:
 
     def set_weather(self, frozen: bool) -> None:
         """The local weather file EV_W reads, replaced by a rename: the frozen city at -3 °C or 12 °C."""
-        lines = [f"{FROZEN_CITY} = {-3 if frozen else 12}"] + [f"{loc} = 15" for loc in LOCATIONS if loc not in FROZEN_LOCATIONS]
+        lines = [f"{FROZEN_CITY} = {-3 if frozen else 12}"] + [f"{loc} = 15" for loc in (*LOCATIONS, OCPP_LOCATION) if loc not in FROZEN_LOCATIONS]
         new = self.workdir / "weather.txt.new"
         new.write_text("\n".join(lines) + "\n")
         new.replace(self.workdir / "weather.txt")
@@ -230,6 +253,17 @@ class Demo:
             args += ["--kafka", self.o.kafka]
         proc = self.group.twistd(f"monitor-{cp}", "evmonitor", *args, log_path=str(self.workdir / f"monitor-{cp}.log"))
         self.monitors[cp] = proc
+        return proc
+
+    def start_ocpp_cp(self) -> Proc:
+        """The OCPP CP: registered at the Registry (evctl registry add), then ``evnet ocpp-cp`` until it booted."""
+        credentials = self.workdir / f"credentials-{OCPP_CP}.json"
+        self.registry.add(OCPP_CP, OCPP_LOCATION, OCPP_PRICE, credentials)
+        proc = self.group.command(
+            f"ocpp-{OCPP_CP}", "evnet", "ocpp-cp", "--url", f"ws://127.0.0.1:{self.ports['ocpp']}/ocpp/{OCPP_CP}",
+            "--cp-id", OCPP_CP, "--credentials-file", str(credentials), "--power-w", f"{self.o.power_kw * 1000:g}",
+            log_path=str(self.workdir / f"ocpp-{OCPP_CP}.log"), on_line=self._ocpp_line)
+        proc.wait_for(r'"type": "boot", "status": "Accepted"', timeout=60)
         return proc
 
     def start_driver(self, driver: str) -> Proc:
@@ -342,7 +376,7 @@ class Demo:
 
     def run(self) -> int:
         n = self.o.cps
-        for name in ("cp", "drivers"):
+        for name in ("cp", "drivers", "ocpp"):
             self.ports[name] = free_port()
         self.ports["http"] = self.o.http_port or free_port()
         for i in range(n):
@@ -367,7 +401,9 @@ class Demo:
         central = next(p for p in self.group.procs if p.name == "central")
         for i in range(n):
             central.wait_for(rf"CP {self.cp_id(i)} authenticated", timeout=60)
-        self.say("demo", f"all {n} charging points are connected; starting drivers {', '.join(DRIVERS)}")
+        self.say("demo", f"starting the OCPP 1.6J charge point {OCPP_CP} (evctl registry add, then evnet ocpp-cp)")
+        self.start_ocpp_cp()
+        self.say("demo", f"all {n} charging points and {OCPP_CP} are connected; starting drivers {', '.join(DRIVERS)}")
         use_panel = self.o.panel if self.o.panel is not None else sys.stdout.isatty()
         live = None
         if use_panel:
@@ -440,6 +476,7 @@ class Demo:
             problems.append(f"{still_open} charges are still open in the database")
         if closed != total_tickets:
             problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
+        problems += self.ocpp_problems()
         out("-" * 72)
         if problems:
             out("VERDICT: FAILED — " + "; ".join(problems))
@@ -450,8 +487,22 @@ class Demo:
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
             f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
             f"after its Monitor's new login; {', '.join(sorted(frozen))} out of service in the frost and back; "
-            "no process left running")
+            f"{OCPP_CP} (OCPP) charged and ticketed; no process left running")
         return 0
+
+    def ocpp_problems(self) -> list[str]:
+        """The OCPP CP's charge: remote start, StartTransaction, MeterValues, StopTransaction, the driver's ticket."""
+        with self.lock:
+            seen = {kind: list(events) for kind, events in self.ocpp_seen.items()}
+        tickets = [t for d in DRIVERS for t in self.results[d].tickets if t.get("cp") == OCPP_CP]
+        missing = [what for what, ok in (
+            ("RemoteStartTransaction", any(e.get("accepted") for e in seen.get("remote_start", []))),
+            ("StartTransaction", any(e.get("status") == "Accepted" for e in seen.get("transaction", []))),
+            ("MeterValues", len(seen.get("meter", [])) >= 1),
+            ("StopTransaction", len(seen.get("stopped", [])) >= 1),
+            ("the driver's ticket", any(t.get("kwh", 0) > 0 for t in tickets)),
+        ) if not ok]
+        return [f"the OCPP CP {OCPP_CP}'s charge is missing: {', '.join(missing)}"] if missing else []
 
     def count_sessions(self) -> tuple[int, int]:
         """(closed, open) drivers' charges in Central's database, SQLite or MySQL."""

@@ -268,3 +268,14 @@ class Registry:
         """The Monitor's options to register C{cp_id} (enrolled) here, keeping its credentials in C{credentials_file}."""
         return ["--registry", self.url, "--ca-file", str(self.ca_file),
                 "--enrollment-token-file", str(self.tokens[cp_id]), "--credentials-file", str(credentials_file)]
+
+    def add(self, cp_id: str, location: str, price: float, credentials_file: Path, timeout: float = 60.0) -> None:
+        """``evctl registry add`` with the admin token, as for a CP with no Monitor (an OCPP CP): its credentials to C{credentials_file}."""
+        proc = self.group.command(
+            f"add-{cp_id}", "evctl", "registry", "add", cp_id, "--location", location, "--price", f"{price:.2f}",
+            "--registry", self.url, "--ca-file", str(self.ca_file), "--token-file", str(self.admin),
+            "--credentials-file", str(credentials_file),
+        )
+        code = proc.wait(timeout)
+        if code != 0:
+            raise AssertionError(f"evctl registry add {cp_id} failed ({code}): {proc.output()[-2000:]}")

@@ -1,8 +1,10 @@
 """
 ``evnet demo`` as a person runs it (without the live panel): the whole network
 comes up (every CP registered by its Monitor at the Registry, its credentials
-in a 0600 file), every driver works through its file, a CP's key is revoked
-and its Monitor logs in again, the verdict is OK, exit 0, and no process it
+in a 0600 file; the OCPP CP registered with evctl registry add), every driver
+works through its file (D2 charges once at the OCPP CP: RemoteStartTransaction,
+MeterValues, StopTransaction, its ticket), a CP's key is revoked and its Monitor
+logs in again, the verdict is OK, exit 0, and no process it
 started is left running.
 """
 
@@ -57,11 +59,14 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     assert demo.returncode == 0, output[-6000:]
     assert "VERDICT: OK" in output, output[-6000:]
     assert "sessions in the database, each ticketed once" in output
-    assert "all 10 charging points are connected" in output
+    assert "all 10 charging points and OCPP01 are connected" in output
+    assert "OCPP01 (OCPP) charged and ticketed" in output
+    assert "OCPP01    StopTransaction: transaction" in output
     assert "CP03 out of service with its key revoked and back after its Monitor's new login" in output
     assert "CP01, CP02 out of service in the frost and back" in output
     credentials = sorted(workdir.glob("credentials-CP*.json"))
     assert len(credentials) == 10
+    credentials.append(workdir / "credentials-OCPP01.json")
     assert {stat.S_IMODE(os.stat(path).st_mode) for path in credentials} == {0o600}
     for driver in ("D1", "D2", "D3"):
         assert f"driver {driver}: " in output and "(exit code 0)" in output

@@ -1,7 +1,7 @@
 """
 OCPP 1.6J on real processes: ``twistd evcentral --ocpp``, EV_Registry
 (``twistd evregistry`` + ``evctl registry add``), ``evdriver``, and a charge
-point written with the mobilityhouse ``ocpp`` library (tests/ocpp_cp.py).
+point written with the mobilityhouse ``ocpp`` library (``evnet ocpp-cp``).
 Fuzzed frames and a wrong password come from a plain ``websockets`` client.
 """
 
@@ -10,8 +10,6 @@ import json
 import random
 import sqlite3
 import ssl
-import sys
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -22,8 +20,6 @@ from tests.network import Network, eventually, events
 from tests.procs import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
-
-SIMULATOR = Path(__file__).parent / "ocpp_cp.py"
 
 
 class OcppNetwork(Network):
@@ -61,8 +57,8 @@ class OcppNetwork(Network):
     def charge_point(self, cp_id, secret):
         password = self.dir / f"{cp_id}.password"
         password.write_text(secret)
-        return self.procs.start(f"ocpp-{cp_id}", [sys.executable, str(SIMULATOR), "--url", self.url(cp_id),
-                                                  "--cp-id", cp_id, "--password-file", str(password)], stdin=True)
+        return self.procs.command(f"ocpp-{cp_id}", "evnet", "ocpp-cp", "--url", self.url(cp_id),
+                                  "--cp-id", cp_id, "--password-file", str(password), stdin=True)
 
     def events_table(self):
         with sqlite3.connect(parse_db_url(self.db).path) as conn:

@@ -1,10 +1,14 @@
 """
-An OCPP 1.6J charge point for the end-to-end tests, written with the
+``evnet ocpp-cp``: a simulated OCPP 1.6J charge point, written with the
 mobilityhouse ``ocpp`` library (asyncio + ``websockets``): a client nobody
 here wrote, so EV_Central is checked against someone else's reading of
-OCPP, not against its own.
+OCPP, not against its own.  The end-to-end tests and ``evnet demo`` run it.
 
-    python tests/ocpp_cp.py --url ws://127.0.0.1:PORT/ocpp/CP01 --password-file F
+    evnet ocpp-cp --url ws://127.0.0.1:PORT/ocpp/CP01 --cp-id CP01 --credentials-file F
+
+The secret (security profile 1/2's Basic auth password) comes from a file:
+``--credentials-file`` (what ``evctl registry add --credentials-file``
+writes) or ``--password-file`` (the secret alone).
 
 It boots, answers RemoteStart/RemoteStop/ChangeAvailability/Reset/
 TriggerMessage, charges with MeterValues every --meter-interval seconds,
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import ssl
 import sys
 from datetime import datetime, timezone
 
@@ -130,11 +135,20 @@ class Station(ChargePoint):
         await self.status("Finishing")
         await self.status("Available" if self.operative else "Unavailable")
 
+    async def heartbeats(self, interval: int) -> None:
+        """Heartbeat every C{interval} seconds, the interval BootNotification's answer gave."""
+        while True:
+            await asyncio.sleep(max(1, interval))
+            result = await self.call(call.Heartbeat())
+            emit("heartbeat", current_time=result.current_time)
+
     async def commands(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             line = (await loop.run_in_executor(None, sys.stdin.readline))
-            if not line or line.strip() == "quit":
+            if not line:  # no console (stdin closed or /dev/null): the CP runs until it is stopped
+                await asyncio.Future()
+            if line.strip() == "quit":
                 return
             word = line.strip()
             if word == "fault":
@@ -148,30 +162,56 @@ class Station(ChargePoint):
                 emit("heartbeat", current_time=result.current_time)
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--cp-id", required=True)
-    parser.add_argument("--password-file", required=True)
-    parser.add_argument("--power-w", type=float, default=36000.0)
-    parser.add_argument("--meter-interval", type=float, default=1.0)
-    args = parser.parse_args()
-    with open(args.password_file, encoding="utf-8") as f:
-        password = f.read().strip()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True, help="Central's OCPP endpoint and this CP's path, "
+                        "e.g. ws://127.0.0.1:9000/ocpp/CP01")
+    parser.add_argument("--cp-id", required=True, help="the CP id (the Basic auth user)")
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--credentials-file", metavar="PATH",
+                        help="the JSON credentials evctl registry add --credentials-file wrote")
+    secret.add_argument("--password-file", metavar="PATH", help="a file holding the secret alone")
+    parser.add_argument("--ca-file", metavar="PATH",
+                        help="for a wss:// URL (security profile 2): the certificate to trust for Central")
+    parser.add_argument("--power-w", type=float, default=36000.0, help="the power it charges at (default 36000)")
+    parser.add_argument("--meter-interval", type=float, default=1.0,
+                        help="seconds between MeterValues while charging (default 1)")
+
+
+def read_secret(args: argparse.Namespace) -> str:
+    """The secret from --credentials-file or --password-file; ValueError says what is wrong, in one line."""
+    path = args.credentials_file or args.password_file
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it: {e.strerror}") from None
+    if args.credentials_file:
+        try:
+            text = json.loads(text)["secret"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"--credentials-file {path}: not a credentials file (JSON with a secret)") from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file holds no secret")
+    return text.strip()
+
+
+async def run(args: argparse.Namespace, password: str) -> int:
+    context = ssl.create_default_context(cafile=args.ca_file) if args.url.startswith("wss:") else None
     basic = base64.b64encode(f"{args.cp_id}:{password}".encode()).decode()
     try:
         connection = await websockets.connect(args.url, subprotocols=["ocpp1.6"],
                                               additional_headers={"Authorization": f"Basic {basic}"},
-                                              ping_interval=None)
+                                              ping_interval=None, ssl=context)
     except websockets.InvalidStatus as e:
         emit("refused", status=e.response.status_code)
         return 3
     emit("connected", subprotocol=connection.subprotocol)
     station = Station(args.cp_id, connection, args.power_w, args.meter_interval)
     serving = asyncio.ensure_future(station.start())
-    boot = await station.call(call.BootNotification(charge_point_model="Sim-1", charge_point_vendor="evnet-tests"))
+    boot = await station.call(call.BootNotification(charge_point_model="Sim-1", charge_point_vendor="evnet-sim"))
     emit("boot", status=boot.status, interval=boot.interval)
     await station.status("Available")
+    station.later(station.heartbeats(boot.interval))
     commands = asyncio.ensure_future(station.commands())
     done, _ = await asyncio.wait([serving, commands], return_when=asyncio.FIRST_COMPLETED)
     emit("closed", why="quit" if commands in done else str(serving.exception()))
@@ -179,5 +219,16 @@ async def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+def main(args: argparse.Namespace) -> int:
+    try:
+        password = read_secret(args)
+    except ValueError as e:
+        print(f"evnet ocpp-cp: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(args, password))
+    except OSError as e:
+        emit("unreachable", reason=str(e))
+        return 3
+    except KeyboardInterrupt:
+        return 130
