@@ -365,7 +365,15 @@ class Api(resource.Resource):
             raw = request.args.get(name.encode("ascii"))
             if raw:
                 filters[name] = raw[0].decode("utf-8", "replace")
-        if "before" in filters and not filters["before"].isdigit():
+                if not filters[name]:
+                    raise ApiError(400, f"{name} is empty: leave it out to not filter by it")
+        if filters.get("actor", "").endswith("\n"):  # as a pattern's $ allows: one final newline
+            filters["actor"] = filters["actor"][:-1]
+        for name, allowed in (("outcome", audit.OUTCOMES), ("chain", (audit.CHAIN_CENTRAL, audit.CHAIN_REGISTRY))):
+            if name in filters and filters[name] not in allowed:
+                raise ApiError(400, f"{name} must be one of {', '.join(allowed)}, not {filters[name]!r}")
+        if "before" in filters and not (re.fullmatch("[0-9]{1,19}", filters["before"])
+                                        and int(filters["before"]) <= 2**63 - 1):
             raise ApiError(400, f"before must be a row id (the 'next' of a page), not {filters['before']!r}")
         limit = self._limit(request, audittrail.DEFAULT_PAGE, audittrail.MAX_PAGE)
         try:

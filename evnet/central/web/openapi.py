@@ -7,7 +7,7 @@ each answered with a documented status.
 
 from __future__ import annotations
 
-from evnet.central.audit import ACTOR_KINDS, OUTCOMES
+from evnet.central.audit import ACTOR_KINDS, CHAIN_CENTRAL, CHAIN_REGISTRY, OUTCOMES
 from evnet.central.audittrail import DEFAULT_PAGE, MAX_PAGE
 from evnet.central.web.sse import KEEPALIVE_SECONDS
 from evnet.central.web.views import DEFAULT_LIMIT, MAX_LIMIT
@@ -109,15 +109,23 @@ def _query(name: str, text: str, schema: dict = _STRING) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
 
 
+# Each filter exactly as the server reads it (schemathesis checks both ways): a time is whole or
+# decimal seconds since the epoch, or ISO UTC; an action prefix ending in '*' holds no % _ or \\.
+MAX_ROW_ID = 2**63 - 1  # a row id is a signed 64-bit integer in both databases
+_TIME = {"type": "string", "minLength": 1,
+         "pattern": r"^([0-9]{1,11}(\.[0-9]{1,6})?|[1-9][0-9]{3}-(0[1-9]|1[0-2])-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                    r"(\.[0-9]{1,6})?Z?)$"}
 _AUDIT_PARAMETERS = [
-    _query("actor", f"KIND or KIND:ID; KIND one of {', '.join(ACTOR_KINDS)}"),
-    _query("action", "an action (docs/audit.md), or a prefix ending in '*' (key.*)"),
+    _query("actor", f"KIND or KIND:ID; KIND one of {', '.join(ACTOR_KINDS)}",
+           {"type": "string", "minLength": 1, "pattern": f"^({'|'.join(ACTOR_KINDS)})(:[\\s\\S]*)?$"}),
+    _query("action", "an action (docs/audit.md), or a prefix ending in '*' (key.*)",
+           {"type": "string", "minLength": 1, "pattern": r"^([\s\S]*[^*]|[^%_\\]*\*)$"}),
     _query("outcome", "the outcome", {"type": "string", "enum": list(OUTCOMES)}),
-    _query("address", "the source host (without the port)"),
-    _query("since", "rows at or after this time: seconds since the epoch or YYYY-MM-DDTHH:MM:SS[.ffffff]Z (UTC)"),
-    _query("until", "rows before this time (same forms)"),
-    _query("chain", "one writer's chain: central or registry"),
-    _query("before", "the 'next' of the page before: rows with a smaller id", _INTEGER),
+    _query("address", "the source host (without the port)", {"type": "string", "minLength": 1}),
+    _query("since", "rows at or after this time: seconds since the epoch or YYYY-MM-DDTHH:MM:SS[.ffffff]Z (UTC)", _TIME),
+    _query("until", "rows before this time (same forms)", _TIME),
+    _query("chain", "one writer's chain", {"type": "string", "enum": [CHAIN_CENTRAL, CHAIN_REGISTRY]}),
+    _query("before", "the 'next' of the page before: rows with a smaller id", {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID}),
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
 ]
