@@ -9,7 +9,7 @@ from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
 from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.links import CpLinks, DriverLinks
-from evnet.central.rules import RECONCILE_TIMEOUT, Central
+from evnet.central.rules import PLUG_TIMEOUT, RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
 from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
 from evnet.central.store import Store, StoreError, parse_db_url
@@ -39,6 +39,9 @@ class Options(usage.Options):
         ["login-failures", None, str(LOGIN_FAILURES),
          "Failed logins from one address within --login-window that lock it out for as long (0: no lockout)."],
         ["login-window", None, str(int(LOGIN_WINDOW)), "Seconds of --login-failures' window and of a lockout."],
+        ["plug-timeout", None, str(int(PLUG_TIMEOUT)),
+         "Seconds an authorized charge may wait for its vehicle: with no TELEM by then the CP is released "
+         "with a 0 kWh ticket (0: never)."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
@@ -68,7 +71,7 @@ class Options(usage.Options):
         if self["ocpp"]:
             check_server_endpoint("ocpp", self["ocpp"], "tcp:9000:interface=127.0.0.1")
         for name, minimum in (("liveness-interval", 0.1), ("liveness-timeout", 0.1), ("max-frame", 64),
-                              ("key-rotation", 0), ("login-failures", 0), ("login-window", 1), ("ocpp-heartbeat", 1)):
+                              ("key-rotation", 0), ("plug-timeout", 0), ("login-failures", 0), ("login-window", 1), ("ocpp-heartbeat", 1)):
             if self[name] is None:
                 continue
             try:
@@ -143,7 +146,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         store, reactor, liveness_interval=options["liveness-interval"], liveness_timeout=options["liveness-timeout"],
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
-        login_window=options["login-window"],
+        login_window=options["login-window"], plug_timeout=options["plug-timeout"],
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}
