@@ -29,7 +29,14 @@ from evnet.driver.states import HELLOS, OUTAGES, Hello, HelloInput, Outage, Outa
 from evnet.protocols.machine import Machine
 from evnet.protocols import messages as m
 from evnet.protocols.link import FramedLink, LinkClosed, LinkFactory, LinkHandler
-from evnet.protocols.vocabulary import TOPIC_DRIVER_NOTIFICATIONS, TOPIC_DRIVER_REQUESTS, WHAT_DRIVER, WHAT_TICKET
+from evnet.protocols.vocabulary import (
+    STATUS_KEY,
+    TOPIC_DRIVER_NOTIFICATIONS,
+    TOPIC_DRIVER_REQUESTS,
+    TOPIC_NETWORK_STATUS,
+    WHAT_DRIVER,
+    WHAT_TICKET,
+)
 
 # Kafka: how long to wait for the answer to a hello before saying Central
 # does not answer (then the hello is sent again, with a growing delay), and
@@ -215,6 +222,8 @@ class KafkaTransport(_Transport):
         self.consumer = bus.subscribe_key(
             TOPIC_DRIVER_NOTIFICATIONS, driver_id, self._record, group_id=f"evdriver-{driver_id}"
         )
+        # Point 11: which CPs are available, as Central publishes it whenever a CP changes.
+        bus.subscribe_key(TOPIC_NETWORK_STATUS, STATUS_KEY, self._status, group_id=f"evdriver-{driver_id}-status")
 
     def describe(self) -> dict[str, Any]:
         return {"central": self.bus.bootstrap, "via": "kafka"}
@@ -313,6 +322,10 @@ class KafkaTransport(_Transport):
             self._send(m.Accepted(WHAT_TICKET, msg.session_id))
         self.core.message_received(self, msg)
         self._heard()
+
+    def _status(self, topic: str, key: str, msg: m.Message) -> None:
+        if isinstance(msg, m.Available) and self.core is not None and not self.core.list_only:
+            self.core.message_received(self, msg)
 
     # -- Kafka's reachability (the bus's status observer) -------------------------
 
