@@ -32,13 +32,13 @@ class CpLinks(LinkHandler):
 
 
 class DriverLinks(LinkHandler):
-    """The links from drivers (in-band mode)."""
+    """The links from drivers (in-band mode): through the drivers' trust (L{evnet.central.drivers}), which logs them in."""
 
     def __init__(self, central: Central) -> None:
         self.central = central
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
-        self.central.driver_message(link, msg)
+        self.central.drivers.received(link, msg)
 
     def linkLost(self, link: FramedLink, reason: Failure) -> None:
         self.central.driver_gone(link)

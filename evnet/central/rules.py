@@ -44,6 +44,7 @@ from evnet.central.model import ORIGIN_CP, ORIGIN_DRIVER, ChargingPoint, Session
 from evnet.central.states import CpInput, CpMachine, CpState
 from evnet.protocols.machine import IllegalTransition
 from evnet.central.trust import Trust
+from evnet.central.drivers import AUTH_OPTIONAL, DriverTrust
 
 # How long a CP that comes back with a charge left open by an earlier run
 # of Central has to report it (TELEM or STOP) before it is closed as lost.
@@ -72,6 +73,7 @@ class Central:
         liveness_timeout: Optional[float] = None,
         reconcile_timeout: float = RECONCILE_TIMEOUT,
         plug_timeout: float = PLUG_TIMEOUT,
+        driver_auth: str = AUTH_OPTIONAL,
         wall_clock: Callable[[], float] = time.time,
         **trust: Any,
     ) -> None:
@@ -95,6 +97,7 @@ class Central:
         self.sessions = self.charges.sessions  # open sessions by id
         self.driver_sessions = self.charges.driver_sessions
         self.trust = Trust(self, **trust)  # logins, keys, refusals (the CP links and records go through it)
+        self.drivers = DriverTrust(self, driver_auth)  # drivers' logins and keys (their links and records go through it)
 
     # -- wiring and lifecycle (called by the service) -------------------------
 
@@ -106,13 +109,14 @@ class Central:
         self._driver_channel = provider
 
     def driver_channel(self, driver_id: str) -> Optional[IChannel]:
-        return self.driver_links.get(driver_id) or self._driver_channel(driver_id)
+        return self.driver_links.get(driver_id) or self.drivers.kafka_channel(driver_id, self._driver_channel(driver_id))
 
     def restore(self, cp_rows: list[dict], session_rows: list[dict]) -> None:
         """Rebuild the state from the store's rows (at start, before any peer is heard)."""
         for row in cp_rows:
             self.cps[row["id"]] = cp_from_row(row)
         self.charges.restore(session_rows)
+        self.drivers.load_accounts()
         for session in self.sessions.values():  # authorized before a restart and never plugged in: wait again
             cp = self.cps.get(session.cp_id)
             if self.plug_timeout > 0 and cp is not None and session.last_seq == 0:
@@ -432,7 +436,8 @@ class Central:
     def driver_gone(self, channel: IChannel) -> None:
         """A driver's own link is gone."""
         driver_id = channel.context.get("driver_id")
-        if driver_id and self.driver_links.get(driver_id) is channel:
+        known = self.driver_links.get(driver_id) if driver_id else None
+        if known is not None and getattr(known, "inner", known) is channel:  # (a sealed channel over the link)
             del self.driver_links[driver_id]
             self.log.info("driver {driver} disconnected", driver=driver_id)
 

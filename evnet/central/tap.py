@@ -9,6 +9,7 @@ from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
 from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.links import CpLinks, DriverLinks
+from evnet.central.drivers import AUTH_MODES
 from evnet.central.rules import PLUG_TIMEOUT, RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
 from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
@@ -42,6 +43,9 @@ class Options(usage.Options):
         ["plug-timeout", None, str(int(PLUG_TIMEOUT)),
          "Seconds an authorized charge may wait for its vehicle: with no TELEM by then the CP is released "
          "with a 0 kWh ticket (0: never)."],
+        ["driver-auth", None, "optional",
+         "Drivers' credentials: 'required' (a driver must log in: AUTH/CHALLENGE/PROOF/KEY, then sealed) or "
+         "'optional' (also plain hellos and requests, but only for a driver id that has no account)."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
@@ -81,6 +85,8 @@ class Options(usage.Options):
             if value < minimum:
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
+        if self["driver-auth"] not in AUTH_MODES:
+            raise usage.UsageError(f"--driver-auth must be one of {', '.join(AUTH_MODES)}, not {self['driver-auth']!r}")
         if 0 < self["key-rotation"] < 10:
             raise usage.UsageError("--key-rotation must be 0 (never) or at least 10 seconds")
         if self["kafka"]:
@@ -147,6 +153,7 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
         login_window=options["login-window"], plug_timeout=options["plug-timeout"],
+        driver_auth=options["driver-auth"],
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}
