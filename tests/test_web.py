@@ -595,3 +595,15 @@ def test_cancel_a_drivers_charge_through_the_api_ends_it_with_a_ticket():
     assert (ticket.session_id, ticket.reason) == (sid, "cancelled by the driver")
     again = web.post("/api/drivers/D1/cancel", headers=bearer("t0ken"))
     assert again.status == 409 and again.json() == {"error": "driver D1 has no charge in progress"}
+
+
+def test_the_drivers_route_lists_the_accounts_without_verifiers():
+    from tests.fakes import verifier_of
+
+    web = Web()
+    web.world.store.sign_up_driver("D1", verifier_of("x"))
+    body = web.get("/api/drivers").json()
+    assert body["driver_auth"] == "optional"
+    [d] = body["drivers"]
+    assert (d["driver_id"], d["status"], d["connected"], d["session_id"]) == ("D1", "registered", False, None)
+    assert "verifier" not in d

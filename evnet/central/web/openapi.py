@@ -98,6 +98,8 @@ OPENAPI: dict = {
             _ok("CommandResult", "revoked (or already revoked)"), "404", "409", parameters=_ID),
         "/api/cps/stop": _write("Stop every CP", _ok("AllResult", "one result per CP")),
         "/api/cps/resume": _write("Resume every stopped CP", _ok("AllResult", "one result per stopped CP")),
+        "/api/drivers": _get("The drivers' accounts at EV_Registry (signed up or removed), each with whether it is "
+                             "connected now and its charge in progress", _ok("Drivers", "the accounts, by id")),
         "/api/drivers/{id}/cancel": _write(
             "Cancel a driver's charge in progress: it ends now with a ticket (reason 'cancelled by the driver')",
             _ok("CancelResult", "cancelled"), "409",
@@ -122,6 +124,9 @@ OPENAPI: dict = {
             "Cp": _CP,
             "CpList": _object(cps=_array(_ref("Cp"))),
             "CommandResult": _object(**_RESULT, cp=_ref("Cp")),
+            "Drivers": _object(driver_auth={"type": "string", "enum": ["required", "optional"]}, drivers=_array(_object(
+                driver_id=_STRING, status={"type": "string", "enum": ["registered", "deregistered"]},
+                created_at=_NUMBER, updated_at=_NUMBER, connected=_BOOLEAN, session_id=_nullable(_STRING)))),
             "CancelResult": _object(**_RESULT, session_id=_STRING),
             "AllResult": _object(results=_array(_object(**_RESULT)), cps=_array(_ref("Cp"))),
             "Session": _object(

@@ -111,6 +111,19 @@
     });
   }
 
+  // The drivers' accounts (GET /api/drivers), read again with each snapshot and charge.
+  async function drawDrivers() {
+    let answer;
+    try { answer = await (await fetch("/api/drivers")).json(); } catch (e) { return; }
+    const body = $("#drivers tbody");
+    body.replaceChildren(...(answer.drivers || []).map((d) => {
+      const row = el("tr");
+      row.append(el("td", null, d.driver_id), el("td", null, d.status), el("td", null, d.connected ? "yes" : "no"),
+        el("td", null, d.session_id || "-"));
+      return row;
+    }));
+  }
+
   function messageItem(m) {
     const item = el("li");
     item.dataset.kind = m.kind;
@@ -152,6 +165,7 @@
       state.messages = snap.messages.slice(-MAX_MESSAGES);
       drawCps();
       drawSessions();
+      drawDrivers();
       drawMessages();
       setConn("live", "live");
     });
@@ -163,6 +177,7 @@
       if (session.state === "closed") state.sessions.delete(session.id);
       else state.sessions.set(session.id, session);
       drawSessions();
+      drawDrivers();
     });
     source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
     source.onerror = () => {
