@@ -62,13 +62,18 @@ def test_only_the_signed_up_driver_charges_as_itself_and_an_impostor_is_refused_
 
     impostor = procs.command("impostor", "evdriver", "--driver-id", driver_id, "--requests-file", str(requests),
                              *reach, "--charge-timeout", "15", "--json", "--progress-file", str(tmp_path / "p1"))
-    code = impostor.wait(60)
+    if transport == "kafka":
+        # Central answers a stranger nothing through Kafka: it says hello again and again; stop it after a while.
+        impostor.wait_for('"no_answer"', timeout=30)
+        code = impostor.stop()
+    else:
+        code = impostor.wait(60)
     events = [json.loads(line) for line in impostor.output().splitlines() if line.startswith("{")]
     assert not [e for e in events if e["type"] in ("authorized", "charging", "ticket")], impostor.output()
     if transport == "inband":
         assert code == 1 and any(e["type"] == "refused" for e in events), impostor.output()
-    else:  # through Kafka Central answers a stranger nothing: it gives up on each line
-        assert code == 0 and [e["type"] for e in events if e["type"] == "timeout"] == ["timeout", "timeout"]
+    else:
+        assert not [e for e in events if e["type"] == "connected"], impostor.output()
 
     honest = procs.command("driver", "evdriver", "--driver-id", driver_id, "--requests-file", str(requests), *reach,
                            *credentials, "--wait", "0.2", "--charge-timeout", "40", "--json",
