@@ -53,6 +53,7 @@ class MemoryStore:
         self.drivers = {}
         self.sessions = {}
         self.registrations = {}  # EV_Registry's rows, by CP id (what RegistryStore writes in the real one)
+        self.driver_accounts_rows = {}  # EV_Registry's driver accounts, by id
         self.event_rows = []
         self.weather_alerts = {}  # by location
         self.hold = False
@@ -106,6 +107,20 @@ class MemoryStore:
         row = self.registrations.get(cp_id, {"cp_id": cp_id, "registered_at": now})
         row.update(location=location, price=float(price), verifier=verifier, status="registered", updated_at=now)
         self.registrations[cp_id] = row
+
+    def driver_account(self, driver_id):
+        row = self.driver_accounts_rows.get(driver_id)
+        return self._run(lambda: dict(row) if row is not None else None)
+
+    def driver_accounts(self):
+        keys = ("driver_id", "status", "created_at", "updated_at")
+        return self._run(lambda: [{k: r[k] for k in keys} for _, r in sorted(self.driver_accounts_rows.items())])
+
+    def sign_up_driver(self, driver_id, verifier):
+        """A driver signed up at EV_Registry: C{verifier} is its text."""
+        now = self.now()
+        row = self.driver_accounts_rows.setdefault(driver_id, {"driver_id": driver_id, "created_at": now})
+        row.update(verifier=verifier, status="registered", updated_at=now)
 
     def deregister_cp(self, cp_id):
         """A baja at EV_Registry: the verifier is gone."""

@@ -348,3 +348,23 @@ class Network:
             if sid in delivered:  # the Engine logs 3 decimals
                 assert row["kwh"] <= delivered[sid] + 0.0006, (row, delivered[sid])
         return rows
+
+
+def driver_signed_up(db: str, directory: Path, driver_id: str) -> list[str]:
+    """
+    Driver C{driver_id} signed up in Central's database C{db} (sqlite:PATH) as
+    EV_Registry writes it, its credentials in a 0600 file: evdriver's options.
+    """
+    from evnet.registry.credentials import DriverCredentials, save_driver_credentials
+
+    secret = security.new_secret()
+    url = parse_db_url(db)
+    with sqlite3.connect(url.path) as conn:
+        for statement in STATEMENTS:
+            conn.execute(statement)
+        conn.execute("REPLACE INTO driver_accounts (driver_id, verifier, status, created_at, updated_at) "
+                     "VALUES (?, ?, 'registered', ?, ?)",
+                     (driver_id, security.make_verifier(secret).to_text(), time.time(), time.time()))
+    path = Path(directory) / f"credentials-{driver_id}.json"
+    save_driver_credentials(str(path), DriverCredentials(driver_id, secret))
+    return ["--credentials-file", str(path)]

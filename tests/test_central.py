@@ -728,3 +728,71 @@ def test_list_with_hundreds_of_cps_is_answered_in_parts_each_within_a_frame():
     assert [(p.part, p.parts) for p in parts] == [(i, len(parts)) for i in range(1, len(parts) + 1)]
     assert all(len(p.to_data()) <= framing.DEFAULT_MAX_DATA for p in parts)
     assert [cp.cp_id for p in parts for cp in p.cps] == names
+
+
+def test_an_authorized_charge_never_plugged_in_is_released_with_a_0_kwh_ticket():
+    w = World(plug_timeout=120)
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    w.alive(cp, 119)
+    assert w.state() is CpState.SUMINISTRANDO  # still waiting for the vehicle
+    w.alive(cp, 1)
+    assert w.state() is CpState.ACTIVADO
+    got = driver.take()
+    [notice] = [x for x in got if isinstance(x, m.Notice)]
+    assert "within 120 s" in notice.text
+    [ticket] = [x for x in got if isinstance(x, m.Ticket)]
+    assert (ticket.session_id, ticket.kwh, ticket.euros, ticket.reason) == (sid, 0.0, 0.0, "not plugged in within 120 s")
+    assert cp.take(m.Ticket) == [ticket]  # the Engine, told, forgets the authorization
+    assert any(kind == "not-plugged" for kind, _, _ in w.store.events)
+
+
+def test_a_charge_that_was_plugged_in_is_not_released_by_the_plug_timeout():
+    w = World(plug_timeout=10)
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.01, 36.0, 0.01, 1))
+    w.alive(cp, 20)
+    assert w.state() is CpState.SUMINISTRANDO
+    assert driver.take(m.Ticket) == []
+
+
+def test_plug_timeout_0_never_releases_and_stopping_central_cancels_the_wait():
+    w = World(plug_timeout=0)
+    cp, driver = w.cp(), w.driver()
+    w.charge(cp, driver)
+    w.alive(cp, 600)
+    assert w.state() is CpState.SUMINISTRANDO
+    w2 = World(plug_timeout=50)
+    cp2, driver2 = w2.cp(), w2.driver()
+    w2.charge(cp2, driver2)
+    w2.central.cancel_pending()
+    assert not [c for c in w2.clock.getDelayedCalls() if c.func == w2.central._not_plugged]
+
+
+def test_a_driver_cancels_its_own_charge_and_gets_its_ticket():
+    w = World()
+    cp, driver = w.cp(), w.driver()
+    sid = w.charge(cp, driver)
+    cp.send(m.Telem("CP1", sid, 1, 0.05, 36.0, 0.02, 5))
+    driver.take()
+    driver.send(m.Cancel("D1"))
+    got = driver.take()
+    assert m.Accepted("CANCEL", "D1", sid) in got
+    [ticket] = [x for x in got if isinstance(x, m.Ticket)]
+    assert (ticket.kwh, ticket.reason) == (0.05, "cancelled by the driver")
+    assert w.state() is CpState.ACTIVADO
+    assert cp.take(m.Ticket) == [ticket]
+    driver.send(m.Cancel("D1"))
+    assert driver.take() == [m.Refused("CANCEL", "D1", "driver D1 has no charge in progress")]
+
+
+def test_a_driver_cannot_cancel_another_drivers_charge():
+    w = World()
+    cp, d1 = w.cp(), w.driver("D1")
+    w.charge(cp, d1)
+    d2 = w.driver("D2")
+    d2.take()
+    d2.send(m.Cancel("D2"))
+    assert d2.take() == [m.Refused("CANCEL", "D2", "driver D2 has no charge in progress")]
+    assert w.state() is CpState.SUMINISTRANDO

@@ -332,7 +332,7 @@ class KafkaRig(Rig):
             "D1", requests, self.transport, self.events.append, self.clock,
             wait=wait, settle=settle, charge_timeout=charge_timeout, list_only=list_only,
         )
-        [self.consumer] = self.bus.consumers
+        self.consumer, self.status_consumer = self.bus.consumers  # driver.notifications, network.status
         self.codes = []
         self.driver.done.addCallback(self.codes.append)
         self.driver.startService()
@@ -830,7 +830,8 @@ def test_inputs_the_phase_does_not_allow_are_ignored(make_rig):
     rig.send(m.Authorized("D1", "CP01", "S1"))
     rig.lines()
     rig.send(m.Denied("D1", "CP01", "too late"), m.Available([]))  # not answers to anything now
-    assert rig.lines() == [] and rig.driver.phase is Phase.AUTHORIZED
+    # (a list of CPs is shown whenever it comes, point 11; it changes nothing)
+    assert rig.lines() == ["no charging point is available now"] and rig.driver.phase is Phase.AUTHORIZED
     rig.send(m.Ticket("S1", 0.1, 0.03, 10, "CP01", "D1", "target"))
     rig.advance(4.0)
     rig.send(m.Denied("D1", "CP02", "unknown CP"))
@@ -976,7 +977,7 @@ def test_kafka_answers_to_earlier_hellos_and_unasked_lists_are_ignored():
     # An answer to an earlier hello (or an earlier run's, replayed from the
     # partition), and an AVAILABLE nobody asked for, change nothing.
     rig.send(m.Accepted("DRIVER", "D1"), m.Available([]))
-    assert rig.lines() == []
+    assert rig.lines() == ["no charging point is available now"]  # shown (point 11), nothing else changes
     rig.advance(1.0)
     assert central.requests() == [m.Req("D1", "CP01")]
     rig.send(m.Accepted("DRIVER", "D1"))
@@ -989,7 +990,8 @@ def test_kafka_a_request_kafka_refused_is_sent_again_after_the_next_hello():
     rig = KafkaRig([Request("CP01", 0.2)])
     rig.bus.hold = True
     rig.clock.advance(1.0)
-    assert rig.bus.take() == [("driver.requests", "D1", m.Req("D1", "CP01", 0.2))]  # never reaches Central
+    assert rig.bus.take() == [("driver.requests", "D1", m.ListCps("D1")),
+                              ("driver.requests", "D1", m.Req("D1", "CP01", 0.2))]  # never reach Central
     rig.bus.hold = False
     rig.lines()
     rig.bus.fail(BusError("Kafka at fake:9092 did not take the driver.requests message: not authorized"))
@@ -1102,3 +1104,22 @@ def test_every_phase_but_done_can_finish_and_a_lost_channel_only_matters_to_an_u
         assert ((state, PhaseInput.FINISH) in PHASES) is (state is not Phase.DONE)
         expected = Phase.REQUEST_LOST if state is Phase.REQUESTED else state
         assert PHASES[(state, PhaseInput.LOST)] is expected
+
+
+def test_working_through_the_file_the_driver_asks_for_and_shows_the_available_cps(make_rig):
+    rig = started([Request("CP01"), Request("CP02")], make_rig)
+    assert [x for x in rig.central.received if not isinstance(x, m.Driver)] == [m.ListCps("D1"), m.Req("D1", "CP01")]
+    rig.lines()
+    rig.send(m.Available([m.CpInfo("CP01", "Centro", 0.3), m.CpInfo("CP02", "Playa", 0.35)]))
+    lines = rig.lines()
+    assert lines[0] == "2 charging points available now:" and any("CP02" in line for line in lines[1:])
+    assert rig.driver.phase is Phase.REQUESTED and not rig.codes  # it goes on with its file
+
+
+def test_kafka_network_status_is_shown_while_working_through_the_file():
+    rig = KafkaRig([Request("CP01")])
+    rig.advance(1.0)
+    rig.lines()
+    rig.status_consumer.feed(m.Available([m.CpInfo("CP07", "Puerto", 0.4)]))
+    lines = rig.lines()
+    assert lines[0] == "1 charging point available now:" and "CP07" in lines[1]

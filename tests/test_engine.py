@@ -779,3 +779,57 @@ def test_engine_options_accept_kafka_and_make_a_bus_started_before_the_engine(tm
     children = list(top)
     assert isinstance(children[0], KafkaBus) and children[0].bootstrap == "127.0.0.1:9092"
     assert isinstance(children[1], EngineService) and children[1].bus is children[0]
+
+
+def test_with_auto_plug_a_charge_without_target_ends_as_an_unplug_when_the_vehicle_is_full():
+    from evnet.engine.charger import AUTO_UNPLUG_SECONDS
+
+    clock, sent = Clock(), []
+    charger = Charger(clock, 3.6, sent.append, auto_plug=True)
+    charger.configure("CP9", 1.0)
+    charger.start(m.Start("CP9", "S", "D", 1.0, 0.0, 0))
+    for _ in range(AUTO_UNPLUG_SECONDS - 1):
+        clock.advance(1)
+        charger.tick()
+    assert charger.session is not None and not any(isinstance(x, m.Stop) for x in sent)
+    clock.advance(1)
+    charger.tick()
+    stop = sent[-1]
+    assert isinstance(stop, m.Stop) and (stop.reason, stop.seconds) == ("unplug", AUTO_UNPLUG_SECONDS)
+    assert charger.session is None and not charger.plugged
+
+
+def test_without_auto_plug_a_charge_without_target_waits_for_the_unplug():
+    clock, sent = Clock(), []
+    charger = Charger(clock, 3.6, sent.append)
+    charger.configure("CP9", 1.0)
+    charger.start(m.Start("CP9", "S", "D", 1.0, 0.0, 0))
+    charger.plug()
+    for _ in range(100):
+        clock.advance(1)
+        charger.tick()
+    assert charger.session is not None and not any(isinstance(x, m.Stop) for x in sent)
+
+
+def test_every_example_request_file_finishes_unattended_with_auto_plug():
+    """Each line of evnet/examples/*.txt, as the Engine with --auto-plug supplies it, ends by itself."""
+    from pathlib import Path
+
+    from evnet.driver.requests import read_requests
+
+    files = sorted((Path(__file__).parent.parent / "evnet" / "examples").rglob("*.txt"))
+    assert len(files) >= 6
+    for path in files:
+        requests, problems = read_requests(str(path))
+        assert requests and not problems, path
+        for request in requests:
+            clock, sent = Clock(), []
+            charger = Charger(clock, 11, sent.append, auto_plug=True)
+            charger.configure(request.cp_id, 0.3)
+            charger.start(m.Start(request.cp_id, "S", "D", 0.3, request.target_kwh, 0))
+            for _ in range(3600):
+                if charger.session is None:
+                    break
+                clock.advance(1)
+                charger.tick()
+            assert charger.session is None, f"{path}: {request} never ends"

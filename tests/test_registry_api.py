@@ -477,3 +477,28 @@ def test_evctl_registry_add_prints_the_secret_once_or_writes_a_private_file(evct
     assert code == 0 and json.loads(out) == {"cp_id": "CP01", "status": "deregistered"}
     code, _, _ = evctl(reg, "show", "CP01", "--token-file", str(tmp_path / "nope"))
     assert code.startswith("UserError: --token-file") and "cannot read it" in code
+
+
+def test_a_driver_signs_up_gets_its_secret_once_and_only_a_verifier_is_stored():
+    from evnet.protocols import security
+
+    reg = Registry(admin_token="adm1n")
+    assert reg.request("PUT", "/api/v1/drivers/D1", {}).status == 401  # loopback is not enough with a token
+    answer = reg.request("PUT", "/api/v1/drivers/D1", {}, token="adm1n")
+    assert answer.status == 201
+    body = answer.json()
+    secret = body["secret"]
+    assert (body["driver_id"], body["status"]) == ("D1", "registered")
+    [row] = reg.db.rows("SELECT * FROM driver_accounts")
+    assert secret not in repr(row) and security.check_secret(security.Verifier.from_text(row["verifier"]), secret)
+    assert reg.request("GET", "/api/v1/drivers", token="adm1n").json()["drivers"] == [
+        {k: body[k] for k in ("driver_id", "status", "created_at", "updated_at")}]
+    again = reg.request("PUT", "/api/v1/drivers/D1", {}, token="adm1n")
+    assert again.status == 200 and again.json()["secret"] != secret
+    gone = reg.request("DELETE", "/api/v1/drivers/D1", token="adm1n")
+    assert gone.status == 200 and gone.json()["status"] == "deregistered"
+    assert reg.db.rows("SELECT verifier FROM driver_accounts") == [{"verifier": None}]
+    assert reg.request("DELETE", "/api/v1/drivers/NOPE", token="adm1n").status == 404
+    assert reg.request("PUT", "/api/v1/drivers/bad%23id", {}, token="adm1n").status == 400
+    assert secret not in reg.everything_stored()
+    assert any("signed up" in e["detail"] for e in reg.events("registry"))

@@ -584,3 +584,28 @@ def test_a_bad_admin_token_file_is_a_clear_usage_error(tmp_path, content, messag
         token_file.write_text(content)
     with pytest.raises(usage.UsageError, match=message):
         Options().parseOptions(["--admin-token-file", str(token_file)])
+
+
+def test_cancel_a_drivers_charge_through_the_api_ends_it_with_a_ticket():
+    web = Web(token="t0ken")
+    cp, driver = web.world.cp(), web.world.driver()
+    sid = web.world.charge(cp, driver)
+    assert web.post("/api/drivers/D1/cancel").status == 401
+    answer = web.post("/api/drivers/D1/cancel", headers=bearer("t0ken"))
+    assert answer.status == 200 and answer.json()["session_id"] == sid
+    [ticket] = driver.take(m.Ticket)
+    assert (ticket.session_id, ticket.reason) == (sid, "cancelled by the driver")
+    again = web.post("/api/drivers/D1/cancel", headers=bearer("t0ken"))
+    assert again.status == 409 and again.json() == {"error": "driver D1 has no charge in progress"}
+
+
+def test_the_drivers_route_lists_the_accounts_without_verifiers():
+    from tests.fakes import verifier_of
+
+    web = Web()
+    web.world.store.sign_up_driver("D1", verifier_of("x"))
+    body = web.get("/api/drivers").json()
+    assert body["driver_auth"] == "optional"
+    [d] = body["drivers"]
+    assert (d["driver_id"], d["status"], d["connected"], d["session_id"]) == ("D1", "registered", False, None)
+    assert "verifier" not in d

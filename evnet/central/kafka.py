@@ -139,8 +139,8 @@ class CentralBus(service.Service):
 
     def record(self, topic: str, key: str, msg: m.Message) -> None:
         if topic == TOPIC_DRIVER_REQUESTS:
-            # The link-level hello is implicit: every record names its driver by key.
-            self.central.driver_message(self.channel(key), msg)
+            # The drivers' trust logs the driver in and opens its sealed requests (docs/protocol.md §7).
+            self.central.drivers.record(self.channel(key), key, msg)
             return
         inner = self.central.trust.open_record(topic, key, msg)  # refused and recorded unless sealed by the CP
         if inner is None:

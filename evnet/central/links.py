@@ -35,13 +35,13 @@ class CpLinks(LinkHandler):
 
 
 class DriverLinks(LinkHandler):
-    """The links from drivers (in-band mode)."""
+    """The links from drivers (in-band mode): through the drivers' trust (L{evnet.central.drivers}), which logs them in."""
 
     def __init__(self, central: Central) -> None:
         self.central = central
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
-        self.central.driver_message(link, msg)
+        self.central.drivers.received(link, msg)
 
     def frameRejected(self, link: FramedLink, why: str) -> None:
         self.central.trust.malformed(link, "driver", why)

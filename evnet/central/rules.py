@@ -29,10 +29,13 @@ from evnet.protocols.channel import IChannel
 from evnet.protocols.vocabulary import (
     ID_RULE,
     REASON_DISCONNECTED,
+    REASON_CANCELLED,
     REASON_FAULT,
+    REASON_NOT_PLUGGED,
     REASON_NOT_REPORTED,
     REASON_PARAR,
     REASON_WEATHER,
+    WHAT_CANCEL,
     WHAT_DRIVER,
     WHAT_TICKET,
     valid_id,
@@ -45,10 +48,14 @@ from evnet.central.states import CpInput, CpMachine, CpState
 from evnet.protocols.machine import IllegalTransition
 from evnet.central.trust import Trust
 from evnet.central.weather import DEFAULT_STALE, WeatherDesk
+from evnet.central.drivers import AUTH_OPTIONAL, DriverTrust
 
 # How long a CP that comes back with a charge left open by an earlier run
 # of Central has to report it (TELEM or STOP) before it is closed as lost.
 RECONCILE_TIMEOUT = 15.0
+# How long an authorized charge may wait for its vehicle (no TELEM yet)
+# before Central releases the CP with a 0 kWh ticket (0: never).
+PLUG_TIMEOUT = 120.0
 
 
 def no_channel(driver_id: str) -> Optional[IChannel]:
@@ -69,6 +76,8 @@ class Central:
         liveness_interval: float = 1.0,
         liveness_timeout: Optional[float] = None,
         reconcile_timeout: float = RECONCILE_TIMEOUT,
+        plug_timeout: float = PLUG_TIMEOUT,
+        driver_auth: str = AUTH_OPTIONAL,
         wall_clock: Callable[[], float] = time.time,
         weather_stale: float = DEFAULT_STALE,
         audit_key: Optional[bytes] = None,
@@ -85,11 +94,13 @@ class Central:
         self.liveness_interval = liveness_interval  # how often a Monitor sends STATUS (it is told in KEY)
         self.liveness_timeout = 3 * liveness_interval if liveness_timeout is None else liveness_timeout
         self.reconcile_timeout = reconcile_timeout
+        self.plug_timeout = plug_timeout
         self.now = wall_clock
         self.cps: dict[str, ChargingPoint] = {}
         self.driver_links: dict[str, IChannel] = {}  # drivers that said hello, by id
         self._driver_channel: Callable[[str], Optional[IChannel]] = no_channel
         self._reconciles: dict[str, IDelayedCall] = {}  # CP id -> its pending _reconcile
+        self._plug_waits: dict[str, IDelayedCall] = {}  # session id -> its pending _not_plugged
         self.journal = Journal(store, wall_clock)
         # The audit trail (docs/audit.md): every part records through self.audit.record(...).
         self.audit = AuditTrail(store, clock, wall_clock, audit_key if audit_key is not None else os.urandom(32))
@@ -100,6 +111,7 @@ class Central:
         self.driver_sessions = self.charges.driver_sessions
         self.trust = Trust(self, **trust)  # logins, keys, refusals (the CP links and records go through it)
         self.weather = WeatherDesk(self, weather_stale)  # EV_W's alerts and health
+        self.drivers = DriverTrust(self, driver_auth)  # drivers' logins and keys (their links and records go through it)
 
     # -- wiring and lifecycle (called by the service) -------------------------
 
@@ -111,13 +123,18 @@ class Central:
         self._driver_channel = provider
 
     def driver_channel(self, driver_id: str) -> Optional[IChannel]:
-        return self.driver_links.get(driver_id) or self._driver_channel(driver_id)
+        return self.driver_links.get(driver_id) or self.drivers.kafka_channel(driver_id, self._driver_channel(driver_id))
 
     def restore(self, cp_rows: list[dict], session_rows: list[dict]) -> None:
         """Rebuild the state from the store's rows (at start, before any peer is heard)."""
         for row in cp_rows:
             self.cps[row["id"]] = cp_from_row(row)
         self.charges.restore(session_rows)
+        self.drivers.load_accounts()
+        for session in self.sessions.values():  # authorized before a restart and never plugged in: wait again
+            cp = self.cps.get(session.cp_id)
+            if self.plug_timeout > 0 and cp is not None and session.last_seq == 0:
+                self._plug_waits[session.id] = self.clock.callLater(self.plug_timeout, self._not_plugged, cp, session)
         self.log.info(
             "EV_Central ready: {cps} charging points known (all DESCONECTADO until their Monitor connects), "
             "{open} charges open",
@@ -128,7 +145,8 @@ class Central:
     def cancel_pending(self) -> None:
         """Cancel every call scheduled on the clock (Central is stopping)."""
         calls, self._reconciles = self._reconciles, {}
-        for call in calls.values():
+        waits, self._plug_waits = self._plug_waits, {}
+        for call in [*calls.values(), *waits.values()]:
             if call.active():
                 call.cancel()
         self.trust.cancel_pending()
@@ -238,9 +256,46 @@ class Central:
                 f"{self.reconcile_timeout:g} s: closing it with what was recorded",
                 level="warn",
             )
-            self.charges.end(session, REASON_NOT_REPORTED)
-            if cp.state is CpState.SUMINISTRANDO:
-                self._fire(cp, CpInput.CHARGE_END)
+            self._end_charge(cp, session, REASON_NOT_REPORTED)
+
+    def _end_charge(self, cp: ChargingPoint, session: Session, reason: str) -> None:
+        """End C{cp}'s charge C{session} here (its ticket follows, to the driver and the CP) and free the CP."""
+        self.charges.end(session, reason)
+        if cp.state is CpState.SUMINISTRANDO:
+            self._fire(cp, CpInput.CHARGE_END)
+
+    def _not_plugged(self, cp: ChargingPoint, session: Session) -> None:
+        """
+        An authorized charge whose CP reported nothing (no TELEM) within
+        C{plug_timeout}: no vehicle was plugged in; release the CP with a
+        0 kWh ticket, so that it does not stay reserved forever.
+        """
+        self._plug_waits.pop(session.id, None)
+        if not session.open or cp.session is not session or session.last_seq > 0:
+            return
+        why = f"{REASON_NOT_PLUGGED} within {self.plug_timeout:g} s"
+        self.journal.message("not-plugged", cp.id, f"CP {cp.id}: session {session.id} of driver {session.driver_id} "
+                             f"released: {why}", level="warn")
+        self.charges.notify_driver(session, m.Notice(cp.id, f"no vehicle was plugged in at CP {cp.id} within "
+                                                            f"{self.plug_timeout:g} s; the charge is released"))
+        self._end_charge(cp, session, why)
+
+    def cancel(self, driver_id: str, by: str = "the driver") -> tuple[bool, str]:
+        """
+        End C{driver_id}'s charge in progress now, at its driver's request:
+        it ends with a ticket (what was supplied so far), like an unplug.
+        """
+        session = self.driver_sessions.get(driver_id)
+        if session is None:
+            return False, f"driver {driver_id} has no charge in progress"
+        cp = self.cps.get(session.cp_id)
+        self.journal.message("cancel", session.cp_id, f"driver {driver_id} cancelled session {session.id} at CP "
+                             f"{session.cp_id} ({by}): its ticket follows")
+        if cp is None:  # pragma: no cover - a session's CP is always known
+            self.charges.end(session, REASON_CANCELLED)
+        else:
+            self._end_charge(cp, session, REASON_CANCELLED)
+        return True, session.id
 
     # -- what a CP reports: the one dispatch ---------------------------------
 
@@ -356,6 +411,8 @@ class Central:
             )
             if cp.link is not None:
                 cp.link.send(m.Start(cp.id, session.id, driver_id, cp.price, target_kwh, 0))
+            if self.plug_timeout > 0:
+                self._plug_waits[session.id] = self.clock.callLater(self.plug_timeout, self._not_plugged, cp, session)
             self.journal.notify({"type": "session", "session": session.as_dict()})
             return m.Authorized(driver_id, cp.id, session.id)
 
@@ -399,7 +456,8 @@ class Central:
     def driver_gone(self, channel: IChannel) -> None:
         """A driver's own link is gone."""
         driver_id = channel.context.get("driver_id")
-        if driver_id and self.driver_links.get(driver_id) is channel:
+        known = self.driver_links.get(driver_id) if driver_id else None
+        if known is not None and getattr(known, "inner", known) is channel:  # (a sealed channel over the link)
             del self.driver_links[driver_id]
             self.log.info("driver {driver} disconnected", driver=driver_id)
 
@@ -421,6 +479,9 @@ class Central:
                 return
         if isinstance(msg, m.Req):
             self.request(driver_id, msg.cp_id, msg.target_kwh, ORIGIN_DRIVER).addCallback(channel.send)
+        elif isinstance(msg, m.Cancel):
+            ok, said = self.cancel(driver_id)
+            channel.send(m.Accepted(WHAT_CANCEL, driver_id, said) if ok else m.Refused(WHAT_CANCEL, driver_id, said))
         elif isinstance(msg, m.ListCps):
             for part in self.available_parts(channel.max_data):
                 channel.send(part)

@@ -369,6 +369,18 @@ class Store:
 
         return RegistryStore(self).registration(cp_id)
 
+    def driver_account(self, driver_id: str) -> defer.Deferred:
+        """The driver's account at EV_Registry (with its verifier text or None), or None: what a driver login checks."""
+        from evnet.registry.store import RegistryStore
+
+        return RegistryStore(self).driver_account(driver_id)
+
+    def driver_accounts(self) -> defer.Deferred:
+        """Every driver account (driver_id, status, created_at, updated_at; never a verifier), by id."""
+        from evnet.registry.store import RegistryStore
+
+        return RegistryStore(self).drivers()
+
     def upsert_cp(self, cp_id: str, location: str, price: float, state: str) -> defer.Deferred:
         now = time.time()
         sql_update = self._sql("UPDATE cps SET location = ?, price = ?, state = ?, last_seen = ? WHERE id = ?")

@@ -13,7 +13,8 @@ from evnet.endpoints import Listener, check_server_endpoint, stop_process
 from evnet.protocols.link import LinkFactory
 from evnet.central.kafka import KAFKA_RECONCILE_TIMEOUT, CentralBus
 from evnet.central.links import CpLinks, DriverLinks
-from evnet.central.rules import RECONCILE_TIMEOUT, Central
+from evnet.central.drivers import AUTH_MODES
+from evnet.central.rules import PLUG_TIMEOUT, RECONCILE_TIMEOUT, Central
 from evnet.central.service import CentralService
 from evnet.central.trust import KEY_ROTATION, LOGIN_FAILURES, LOGIN_WINDOW
 from evnet.central.store import Store, StoreError, parse_db_url
@@ -44,6 +45,12 @@ class Options(usage.Options):
         ["login-failures", None, str(LOGIN_FAILURES),
          "Failed logins from one address within --login-window that lock it out for as long (0: no lockout)."],
         ["login-window", None, str(int(LOGIN_WINDOW)), "Seconds of --login-failures' window and of a lockout."],
+        ["plug-timeout", None, str(int(PLUG_TIMEOUT)),
+         "Seconds an authorized charge may wait for its vehicle: with no TELEM by then the CP is released "
+         "with a 0 kWh ticket (0: never)."],
+        ["driver-auth", None, "optional",
+         "Drivers' credentials: 'required' (a driver must log in: AUTH/CHALLENGE/PROOF/KEY, then sealed) or "
+         "'optional' (also plain hellos and requests, but only for a driver id that has no account)."],
         ["max-frame", None, "4096", "Largest frame DATA accepted, in bytes."],
         ["kafka", "k", None,
          "Kafka bootstrap servers (host:port[,host:port]): telemetry, CP events and drivers go "
@@ -82,7 +89,7 @@ class Options(usage.Options):
         if self["ocpp"]:
             check_server_endpoint("ocpp", self["ocpp"], "tcp:9000:interface=127.0.0.1")
         for name, minimum in (("liveness-interval", 0.1), ("liveness-timeout", 0.1), ("max-frame", 64),
-                              ("key-rotation", 0), ("login-failures", 0), ("login-window", 1), ("ocpp-heartbeat", 1)):
+                              ("key-rotation", 0), ("plug-timeout", 0), ("login-failures", 0), ("login-window", 1), ("ocpp-heartbeat", 1)):
             if self[name] is None:
                 continue
             try:
@@ -92,6 +99,8 @@ class Options(usage.Options):
             if value < minimum:
                 raise usage.UsageError(f"--{name} must be at least {minimum:g}")
             self[name] = value
+        if self["driver-auth"] not in AUTH_MODES:
+            raise usage.UsageError(f"--driver-auth must be one of {', '.join(AUTH_MODES)}, not {self['driver-auth']!r}")
         if 0 < self["key-rotation"] < 10:
             raise usage.UsageError("--key-rotation must be 0 (never) or at least 10 seconds")
         if self["kafka"]:
@@ -194,7 +203,8 @@ def wire(options: Options, store: Any, reactor: Any) -> CentralService:
         reconcile_timeout=KAFKA_RECONCILE_TIMEOUT if kafka else RECONCILE_TIMEOUT,
         key_rotation=options["key-rotation"], login_failures=int(options["login-failures"]),
         login_window=options["login-window"], weather_stale=options["weather-stale"],
-        audit_key=options.get("audit_key"),
+        audit_key=options.get("audit_key"), plug_timeout=options["plug-timeout"],
+        driver_auth=options["driver-auth"],
     )
     top = CentralService(central, on_failure=fail)
     link_options = {"max_data": int(options["max-frame"])}

@@ -32,8 +32,72 @@ SECRET_WARNING = (
 )
 
 
+def add_drivers(subparsers, common) -> None:
+    """``evctl drivers add|remove|list``: drivers' accounts at EV_Registry (issue 14)."""
+    p = subparsers.add_parser("drivers", help="sign drivers up, remove and list them at EV_Registry",
+                              description="Drivers' accounts at EV_Registry over HTTPS: add (sign up: its secret "
+                              "once), remove (its credentials stop working), list.")
+    actions = p.add_subparsers(dest="drivers_action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", parents=[common], help="sign a driver up, or again (new credentials)",
+                             description="Sign a driver up; prints its secret once, or writes the driver's "
+                             "credentials file (for evdriver --credentials-file) with --credentials-file.")
+    add.add_argument("driver", help="the driver id")
+    add.add_argument("--credentials-file", metavar="PATH",
+                     help="write the credentials here (JSON, mode 0600) instead of printing the secret")
+    add.set_defaults(run=_run, action=_add_driver)
+    remove = actions.add_parser("remove", parents=[common], help="remove a driver: its credentials stop working",
+                                description="Remove a driver's credentials: they stop working at once.")
+    remove.add_argument("driver", help="the driver id")
+    remove.set_defaults(run=_run, action=_remove_driver)
+    listing = actions.add_parser("list", parents=[common], help="every driver account",
+                                 description="Every driver account the Registry keeps.")
+    listing.set_defaults(run=_run, action=_list_drivers)
+
+
+async def _add_driver(client, args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from evnet.registry.credentials import CredentialsError, DriverCredentials, save_driver_credentials
+
+    if args.credentials_file:
+        _writable("credentials-file", args.credentials_file)
+    status, answer = await client.request("PUT", f"/api/v1/drivers/{quote(args.driver, safe='')}", {})
+    summary = f"driver {answer['driver_id']} " + ("signed up" if status == 201 else
+                                                   "signed up again: its old secret no longer works")
+    if args.credentials_file:
+        try:
+            save_driver_credentials(args.credentials_file, DriverCredentials(answer["driver_id"], answer["secret"]))
+        except CredentialsError as e:
+            print(f"evctl: {e}; the secret is printed instead", file=sys.stderr)
+        else:
+            shown = {k: v for k, v in answer.items() if k != "secret"}
+            _emit(args, {**shown, "credentials_file": args.credentials_file},
+                  f"{summary}\ncredentials written to {args.credentials_file} (mode 0600)")
+            return 0
+    _emit(args, answer, f"{summary}\nsecret: {answer['secret']}")
+    print("evctl: this secret is shown only now: the Registry keeps only a verifier of it. Give it to the "
+          "driver (a credentials file, mode 0600); to issue another, add the driver again.", file=sys.stderr)
+    return 0
+
+
+async def _remove_driver(client, args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    answer = await client.call("DELETE", f"/api/v1/drivers/{quote(args.driver, safe='')}")
+    _emit(args, answer, f"driver {answer['driver_id']} removed: its credentials no longer work")
+    return 0
+
+
+async def _list_drivers(client, args: argparse.Namespace) -> int:
+    rows = (await client.call("GET", "/api/v1/drivers"))["drivers"]
+    text = "\n".join(f"{r['driver_id']:<12} {r['status']:<13} (signed up {_when(r['created_at'])}, updated "
+                     f"{_when(r['updated_at'])})" for r in rows)
+    _emit(args, rows, text or "no driver is signed up")
+    return 0
+
+
 def add_registry(subparsers) -> None:
-    """Add ``evctl registry …`` to evctl's subcommands."""
+    """Add ``evctl registry …`` (and ``evctl drivers …``) to evctl's subcommands."""
     p = subparsers.add_parser(
         "registry", help="register, deregister and list charging points at EV_Registry",
         description="EV_Registry's API over HTTPS: add (alta), remove (baja), show, list, enroll.",
@@ -50,6 +114,7 @@ def add_registry(subparsers) -> None:
     common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds to wait (default %(default)s)")
 
+    add_drivers(subparsers, common)
     add = actions.add_parser("add", parents=[common], help="register a CP (alta), or register it again",
                              description="Register a CP with its location and price; prints its secret once "
                              "(or writes it to --credentials-file). Registering again resets its credentials.")

@@ -68,6 +68,13 @@ def build_parser(prog: str = "evdriver") -> argparse.ArgumentParser:
         help="Central's drivers endpoint, a Twisted client endpoint string, e.g. tcp:host=127.0.0.1:port=7001",
     )
     parser.add_argument(
+        "--credentials-file",
+        metavar="FILE",
+        help="this driver's credentials (JSON driver_id and secret, mode 0600, as 'evctl drivers add "
+        "--credentials-file' writes it): the driver logs in without sending its secret and everything "
+        "it exchanges with Central is sealed (docs/protocol.md §7)",
+    )
+    parser.add_argument(
         "--ca-file",
         metavar="FILE",
         help="the CA (PEM) to verify Central's certificate with, when --central is tls:host=H:port=P",
@@ -245,6 +252,17 @@ def main(argv: Optional[list[str]] = None, prog: str = "evdriver") -> None:
     args = parser.parse_args(argv)
     if not valid_id(args.driver_id):
         sys.exit(_error(f"--driver-id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {args.driver_id!r}"))
+    args.credentials = None
+    if args.credentials_file is not None:
+        from evnet.registry.credentials import CredentialsError, load_driver_credentials
+
+        try:
+            args.credentials = load_driver_credentials(args.credentials_file)
+        except CredentialsError as e:
+            sys.exit(_error(str(e)))
+        if args.credentials.driver_id != args.driver_id:
+            sys.exit(_error(f"--credentials-file {args.credentials_file} is driver {args.credentials.driver_id}'s, "
+                            f"not {args.driver_id}'s"))
     requests, problems = [], []
     if not args.list:
         try:
@@ -287,9 +305,9 @@ def make_transport(reactor: Any, args: argparse.Namespace, endpoint: Any) -> Any
     from evnet.kafka.bus import KafkaBus
 
     if args.kafka is None:
-        return LinkTransport(endpoint, args.central, reactor)
+        return LinkTransport(endpoint, args.central, reactor, credentials=getattr(args, "credentials", None))
     bus = KafkaBus(args.kafka, f"evdriver-{args.driver_id}", reactor=reactor, prefix=args.kafka_prefix)
-    return KafkaTransport(bus, args.driver_id, reactor)
+    return KafkaTransport(bus, args.driver_id, reactor, credentials=getattr(args, "credentials", None))
 
 
 async def _run(reactor: Any, args: argparse.Namespace, endpoint: Any, requests: list, problems: list, output: Any) -> None:

@@ -153,6 +153,7 @@ class DriverService(service.MultiService):
         self.seen_tickets: set[str] = set()
         self.summary = Summary()
         self.list_parts = ListParts()
+        self.status_parts = ListParts()  # the lists that come while working through the file
         self.channel: Any = None  # where the hello went: a FramedLink, or the Kafka transport
         self.done: defer.Deferred = defer.Deferred()
         self._hellos = 0
@@ -286,6 +287,9 @@ class DriverService(service.MultiService):
             return
         request = self.requests[self.index]
         self.current = Charge(request.cp_id, request, self.index + 1)
+        # Point 11: which CPs are available, shown as it goes on (best effort:
+        # what a lost LIST means is told by the REQ behind it).
+        self.channel.sendMessage(m.ListCps(self.driver_id)).addErrback(lambda _: None)
         self._send_request(self.current)
 
     def _send_request(self, charge: Charge) -> None:
@@ -458,6 +462,13 @@ class DriverService(service.MultiService):
         self.emit("notice", subject=msg.subject, text=msg.text)
 
     def _on_Available(self, link: Any, msg: m.Available) -> None:
+        if not self.list_only:
+            # Working through the file: the answer to the LIST before each
+            # request, or (Kafka) network.status whenever a CP changes; shown.
+            cps = self.status_parts.add(msg)
+            if cps is not None:
+                self.emit("available", cps=[{"cp": cp.cp_id, "location": cp.location, "price": cp.price} for cp in cps])
+            return
         # Only while a LIST of ours waits (not, e.g., an old record replayed from Kafka).
         if not self._phase.attempt(PhaseInput.AVAILABLE):
             return

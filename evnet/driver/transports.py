@@ -26,10 +26,21 @@ from twisted.python.failure import Failure
 
 from evnet.driver.core import DriverService, Timer
 from evnet.driver.states import HELLOS, OUTAGES, Hello, HelloInput, Outage, OutageInput
+from evnet.kafka.errors import BusError
 from evnet.protocols.machine import Machine
 from evnet.protocols import messages as m
+from evnet.protocols import security
+from evnet.protocols.sealed import SealedChannel
 from evnet.protocols.link import FramedLink, LinkClosed, LinkFactory, LinkHandler
-from evnet.protocols.vocabulary import TOPIC_DRIVER_NOTIFICATIONS, TOPIC_DRIVER_REQUESTS, WHAT_DRIVER, WHAT_TICKET
+from evnet.protocols.vocabulary import (
+    STATUS_KEY,
+    TOPIC_DRIVER_NOTIFICATIONS,
+    TOPIC_DRIVER_REQUESTS,
+    TOPIC_NETWORK_STATUS,
+    WHAT_AUTH,
+    WHAT_DRIVER,
+    WHAT_TICKET,
+)
 
 # Kafka: how long to wait for the answer to a hello before saying Central
 # does not answer (then the hello is sent again, with a growing delay), and
@@ -41,13 +52,69 @@ DEFAULT_PROBE_AFTER = 10.0
 
 
 class _Transport(service.MultiService):
-    """What both transports share: the driver they serve, and logged rejections of their machines."""
+    """
+    What both transports share: the driver they serve, logged rejections of
+    their machines, and, with credentials (C{credentials}: an object with
+    C{driver_id} and C{secret}), the driver's login (docs/protocol.md §7,
+    "Drivers"): AUTH, PROOF to the CHALLENGE, the key from KEY; then every
+    message is sealed (role D) and only what Central sealed (role C) opens.
+    """
 
     log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: Any = None) -> None:
         super().__init__()
         self.core: Optional[DriverService] = None
+        self.credentials = credentials
+        self._login: Optional[security.ClientLogin] = None
+        self.sealer: Optional[security.Sealer] = None
+        self.opener: Optional[security.Opener] = None
+
+    def _start_login(self) -> m.Auth:
+        self._login = security.ClientLogin(self.credentials.driver_id, self.credentials.secret)
+        return self._login.start()
+
+    def _login_step(self, msg: m.Message) -> Optional[Any]:
+        """
+        A plain message while logging in: the PROOF to send for a CHALLENGE,
+        True once KEY gave the key, False when Central refused the login
+        (told to the driver as a refused hello), None for anything else.
+        """
+        login = self._login
+        if login is None:
+            return None
+        if isinstance(msg, m.Challenge) and msg.cp_id == login.cp_id:
+            try:
+                return login.answer(msg)
+            except security.SecurityError as e:
+                self.log.warn("driver login: a CHALLENGE refused: {why}", why=str(e))
+                return None
+        if isinstance(msg, m.Key) and msg.cp_id == login.cp_id:
+            try:
+                key_id, key = login.accept(msg)
+            except security.SecurityError as e:
+                self.log.warn("driver login: a KEY refused: {why}", why=str(e))  # not Central, or an old one
+                return None
+            self._login = None
+            self.sealer = security.Sealer(login.cp_id, key_id, key, security.ROLE_DRIVER)
+            self.opener = security.Opener(login.cp_id, key_id, key, (security.ROLE_CENTRAL,))
+            return True
+        if isinstance(msg, m.Refused) and msg.what == WHAT_AUTH:
+            self._login = None
+            self.core.message_received(self, m.Refused(WHAT_DRIVER, login.cp_id, f"login refused: {msg.reason}"))
+            return False
+        return None
+
+    def _open(self, msg: m.Message) -> Optional[m.Message]:
+        """What Central sealed for this driver; None (logged) for anything else once logged in."""
+        if not isinstance(msg, m.Sec):
+            self.log.info("driver: a plain {code} ignored: this driver's messages are sealed", code=msg.code)
+            return None
+        try:
+            return security.open_message(self.opener, msg)
+        except (security.SecurityError, m.MessageError) as e:
+            self.log.warn("driver: a sealed message refused: {why}", why=str(e))
+            return None
 
     def attach(self, core: DriverService) -> None:
         self.core = core
@@ -92,10 +159,12 @@ class LinkTransport(_Transport, LinkHandler):
         clock: IReactorTime,
         *,
         retry_policy: Optional[Callable[[int], float]] = None,
+        credentials: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(credentials)
         self.central = central
         self.link: Optional[FramedLink] = None  # the open link
+        self.channel: Any = None  # what the driver speaks through: the link, or sealed over it once logged in
         self.outage = self._machine("outage", OUTAGES, Outage.CLEAR)
         self._client = ClientService(
             _ReportingEndpoint(endpoint, self._connect_failed),
@@ -145,19 +214,41 @@ class LinkTransport(_Transport, LinkHandler):
 
     def linkOpened(self, link: FramedLink) -> None:
         self.link = link
-        self.core.channel_opened(link)
+        self.sealer = self.opener = None
+        if self.credentials is None:
+            self.channel = link
+            self.core.channel_opened(link)
+        else:
+            link.send(self._start_login())
 
     def linkLost(self, link: FramedLink, reason: Failure) -> None:
         if link is not self.link:
             return
         self.link = None
+        self._login = None
         was_ready = self.core.ready
-        self.core.channel_lost(link)
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            self.core.channel_lost(channel)
         if was_ready and not self.core.finished and self.outage.state is Outage.CLEAR:
             self.core.emit("link_lost", central=self.central)
 
     def messageReceived(self, link: FramedLink, msg: m.Message) -> None:
-        self.core.message_received(link, msg)
+        if link is not self.link:
+            return
+        if self.credentials is None:
+            self.core.message_received(link, msg)
+        elif self.sealer is None:
+            step = self._login_step(msg)
+            if isinstance(step, m.Proof):
+                link.send(step)
+            elif step is True:
+                self.channel = SealedChannel(link, self.sealer)
+                self.core.channel_opened(self.channel)
+        else:
+            inner = self._open(msg)
+            if inner is not None:
+                self.core.message_received(self.channel, inner)
 
 
 def _why(reason: Any) -> str:
@@ -196,8 +287,9 @@ class KafkaTransport(_Transport):
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         probe_after: float = DEFAULT_PROBE_AFTER,
         hello_backoff: Optional[Callable[[int], float]] = None,
+        credentials: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(credentials)
         self.bus = bus
         self.driver_id = driver_id
         self.clock = clock
@@ -215,6 +307,8 @@ class KafkaTransport(_Transport):
         self.consumer = bus.subscribe_key(
             TOPIC_DRIVER_NOTIFICATIONS, driver_id, self._record, group_id=f"evdriver-{driver_id}"
         )
+        # Point 11: which CPs are available, as Central publishes it whenever a CP changes.
+        bus.subscribe_key(TOPIC_NETWORK_STATUS, STATUS_KEY, self._status, group_id=f"evdriver-{driver_id}-status")
 
     def describe(self) -> dict[str, Any]:
         return {"central": self.bus.bootstrap, "via": "kafka"}
@@ -225,7 +319,17 @@ class KafkaTransport(_Transport):
 
     def _positioned(self, _: Any) -> None:
         if self.running and not self.core.finished:
-            self.core.channel_opened(self)
+            if self.credentials is None:
+                self.core.channel_opened(self)
+            else:
+                self._log_in()
+
+    def _log_in(self) -> None:
+        """Log in through Kafka (again: a Central that restarted has forgotten the key); the hello follows KEY."""
+        self.sealer = self.opener = None
+        self.bus.publish(TOPIC_DRIVER_REQUESTS, self.driver_id, self._start_login()).addErrback(self._failed, m.Auth(self.driver_id, ""))
+        if not self._hello_timer.pending:
+            self._hello_timer.start(self.hello_backoff(self._hellos_unanswered), self._hello_unanswered)
 
     def stopService(self) -> defer.Deferred:
         self.close()
@@ -241,10 +345,17 @@ class KafkaTransport(_Transport):
         """Publish C{msg}; the Deferred fails (with a BusError) if Kafka does not take it."""
         if isinstance(msg, m.Driver):
             self._hello_sent()
+        if self.sealer is not None:
+            msg = security.seal_message(self.sealer, msg)
+        elif self.credentials is not None:  # (a login under way: what it sends waits for the key)
+            return defer.fail(BusError("not logged in yet"))
         return self.bus.publish(TOPIC_DRIVER_REQUESTS, self.driver_id, msg)
 
     def _send(self, msg: m.Message) -> None:
-        """What the transport sends by itself: hellos, ticket receipts."""
+        """What the transport sends by itself: hellos, ticket receipts, the PROOF of a login."""
+        if isinstance(msg, m.Proof):
+            self.bus.publish(TOPIC_DRIVER_REQUESTS, self.driver_id, msg).addErrback(self._failed, msg)
+            return
         self.sendMessage(msg).addErrback(self._failed, msg)
 
     def _failed(self, failure: Failure, msg: m.Message) -> None:
@@ -282,7 +393,10 @@ class KafkaTransport(_Transport):
         if self.kafka.state is Outage.CLEAR and self.hellos.attempt(HelloInput.UNANSWERED) and self.hellos.changed:
             self.core.central_silent()
             self.core.emit("no_answer", central=self.bus.bootstrap)
-        self._hello()
+        if self.credentials is not None:
+            self._log_in()
+        else:
+            self._hello()
 
     def hello_accepted(self) -> None:
         self.hellos.attempt(HelloInput.ANSWERED)
@@ -304,6 +418,22 @@ class KafkaTransport(_Transport):
     # -- what Central sends ------------------------------------------------------
 
     def _record(self, topic: str, key: str, msg: m.Message) -> None:
+        if self.credentials is not None:
+            if self.sealer is None:
+                step = self._login_step(msg)
+                if isinstance(step, m.Proof):
+                    self._send(step)
+                elif step is True:
+                    self._hello_timer.cancel()
+                    if self.core.channel is None:
+                        self.core.channel_opened(self)
+                    else:
+                        self._hello()
+                return
+            inner = self._open(msg)
+            if inner is None:
+                return
+            msg = inner
         if isinstance(msg, m.Accepted) and msg.what == WHAT_DRIVER and self.hellos.state is Hello.QUIET:
             return  # the answer to an earlier hello (or an earlier run's, replayed)
         if isinstance(msg, m.Ticket) and self.running:
@@ -313,6 +443,10 @@ class KafkaTransport(_Transport):
             self._send(m.Accepted(WHAT_TICKET, msg.session_id))
         self.core.message_received(self, msg)
         self._heard()
+
+    def _status(self, topic: str, key: str, msg: m.Message) -> None:
+        if isinstance(msg, m.Available) and self.core is not None and not self.core.list_only:
+            self.core.message_received(self, msg)
 
     # -- Kafka's reachability (the bus's status observer) -------------------------
 

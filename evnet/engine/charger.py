@@ -97,6 +97,11 @@ class _Quiet:
     debug = info = warn = error = _drop
 
 
+#: With auto-plug, the simulated vehicle of a charge with no target (kWh or
+#: seconds) is full, and unplugged, after this many seconds of supply: an
+#: unattended scenario always ends.
+AUTO_UNPLUG_SECONDS = 10
+
 #: The fields of a STOP kept in the snapshot.
 STOP_FIELDS = ("cp_id", "session_id", "seq", "kwh", "euros", "seconds", "reason")
 
@@ -395,6 +400,10 @@ class Charger:
         )
         if reached:
             self._finish(REASON_TARGET, account=False)
+        elif self.auto_plug and not (session.target_kwh or session.target_seconds) \
+                and session.seconds >= AUTO_UNPLUG_SECONDS - 1e-6:
+            self.log.info("The vehicle is full after {s} s: unplugged (auto-plug)", s=AUTO_UNPLUG_SECONDS)
+            self._finish(REASON_UNPLUG, account=False)
 
     # -- internals ---------------------------------------------------------
 

@@ -518,6 +518,13 @@ class ListCps(Message):
     driver_id: str
 
 
+@message("CANCEL")
+class Cancel(Message):
+    """D → C: end this driver's charge in progress now (it ends with a ticket, like an unplug)."""
+
+    driver_id: str
+
+
 @message("NOTICE")
 class Notice(Message):
     """C → D or M: a human-readable notice about C{subject} (e.g. a fault)."""

@@ -65,7 +65,8 @@ MAX_SCRYPT_N = 2**20  # a peer never derives with a cost above this (a hostile "
 ROLE_CENTRAL = "C"
 ROLE_MONITOR = "M"
 ROLE_ENGINE = "E"
-ROLES = (ROLE_CENTRAL, ROLE_MONITOR, ROLE_ENGINE)
+ROLE_DRIVER = "D"  # a driver, under the key of its own login (the "cp_id" of the seal is then the driver id)
+ROLES = (ROLE_CENTRAL, ROLE_MONITOR, ROLE_ENGINE, ROLE_DRIVER)
 
 # Bytes a sealed message adds to the DATA it carries, before base64:
 _TAG_BYTES = 16

@@ -15,7 +15,7 @@ import re
 
 TOPIC_CP_TELEMETRY = "cp.telemetry"  # key cpId: TELEM
 TOPIC_CP_EVENTS = "cp.events"  # key cpId: STOP, AVR, RCV, REQ (a charge asked for at the CP)
-TOPIC_DRIVER_REQUESTS = "driver.requests"  # key driverId: DRIVER, REQ, LIST, ACCEPTED#TICKET#sessionId
+TOPIC_DRIVER_REQUESTS = "driver.requests"  # key driverId: DRIVER, REQ, LIST, CANCEL, ACCEPTED#TICKET#sessionId
 # key driverId: ACCEPTED, REFUSED, AUTHORIZED, DENIED, TELEM, TICKET, NOTICE, AVAILABLE
 TOPIC_DRIVER_NOTIFICATIONS = "driver.notifications"
 TOPIC_NETWORK_STATUS = "network.status"  # key STATUS_KEY: AVAILABLE
@@ -83,6 +83,7 @@ WHAT_REG = "REG"
 WHAT_AUTH = "AUTH"
 WHAT_DRIVER = "DRIVER"
 WHAT_TICKET = "TICKET"  # Kafka mode: the driver confirms a ticket
+WHAT_CANCEL = "CANCEL"  # a driver cancels its charge
 
 # -- why a charge ended (STOP#…#reason and TICKET#…#reason) -----------------
 
@@ -98,6 +99,8 @@ REASON_DISCONNECTED = "disconnected"  # Central lost the CP
 REASON_NOT_REPORTED = "not reported after reconnection"  # Central reconciled a lost charge
 REASON_KEY_REVOKED = "key revoked"  # the operator revoked the CP's key: it is out of service
 REASON_WEATHER = "weather alert"  # EV_W reported frost at the CP's location: it is out of service
+REASON_NOT_PLUGGED = "not plugged in"  # authorized, but no vehicle plugged in within Central's --plug-timeout
+REASON_CANCELLED = "cancelled by the driver"  # CANCEL from the driver (or the operator for it)
 
 # -- ids and prices ----------------------------------------------------------
 

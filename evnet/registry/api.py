@@ -70,6 +70,9 @@ ROUTES: list[Route] = [
     Route("GET", f"{PREFIX}/cps/{{id}}", "get_cp", READ),
     Route("PUT", f"{PREFIX}/cps/{{id}}", "put_cp", ENROLLING),
     Route("DELETE", f"{PREFIX}/cps/{{id}}", "delete_cp", ADMIN),
+    Route("GET", f"{PREFIX}/drivers", "list_drivers", READ),
+    Route("PUT", f"{PREFIX}/drivers/{{id}}", "put_driver", ADMIN),
+    Route("DELETE", f"{PREFIX}/drivers/{{id}}", "delete_driver", ADMIN),
     Route("GET", f"{PREFIX}/openapi.json", "openapi", OPEN),
 ]
 
@@ -337,6 +340,32 @@ class RegistryApi(resource.Resource):
     async def list_cps(self, authority: Authority, body: Any):
         return 200, {"cps": await self.store.registrations()}
 
+    # -- drivers' accounts (issue 14): signed up by the operator, the secret shown once --
+
+    async def put_driver(self, authority: Authority, body: Any, id: str):
+        if not valid_id(id):
+            raise Refused(400, f"driver id: {ID_RULE}")
+        if body not in (None, {}):
+            _fields(body, ())
+        secret = security.new_secret()
+        created, row = await self.store.add_driver(
+            id, lambda: security.make_verifier(secret).to_text(), self.clock.seconds(), authority.by)
+        self.log.info("driver {id} {what}; by {by}", id=id, what="signed up" if created else "signed up again, "
+                      "credentials reset", by=authority.by)
+        return (201 if created else 200), {**row, "secret": secret}
+
+    async def delete_driver(self, authority: Authority, body: Any, id: str):
+        if not valid_id(id):
+            raise Refused(400, f"driver id: {ID_RULE}")
+        row = await self.store.remove_driver(id, self.clock.seconds(), authority.by)
+        if row is None:
+            raise Refused(404, f"driver {id} is not signed up")
+        self.log.info("driver {id} removed; by {by}", id=id, by=authority.by)
+        return 200, row
+
+    async def list_drivers(self, authority: Authority, body: Any):
+        return 200, {"drivers": await self.store.drivers()}
+
     async def openapi(self, authority: Authority, body: Any):
         return 200, OPENAPI
 
@@ -351,9 +380,9 @@ def _same_origin(request: server.Request) -> None:
 def _subject_hint(request: server.Request, raw: bytes) -> str:
     """The CP id a call is about, for its audit row (the path's id, or the body's cp_id)."""
     path = request.path.decode("utf-8", "replace").rstrip("/")
-    prefix = f"{PREFIX}/cps/"
-    if path.startswith(prefix) and "/" not in path[len(prefix):]:
-        return unquote(path[len(prefix):])[:64] or "-"
+    for prefix in (f"{PREFIX}/cps/", f"{PREFIX}/drivers/"):
+        if path.startswith(prefix) and "/" not in path[len(prefix):]:
+            return unquote(path[len(prefix):])[:64] or "-"
     try:
         cp_id = json.loads(raw.decode("utf-8")).get("cp_id") if raw and len(raw) <= MAX_BODY else None
     except (UnicodeDecodeError, ValueError, AttributeError):
@@ -373,6 +402,7 @@ def make_site(api: RegistryApi, clock: IReactorTime) -> server.Site:
 _ERR = {"$ref": "#/components/responses/Error"}
 _ID = [{"name": "id", "in": "path", "required": True, "description": f"CP id: {ID_RULE}",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}}]
+_DRIVER_ID = [{**_ID[0], "description": f"driver id: {ID_RULE}"}]
 _ADMIN = [{"bearer": []}, {}]  # {}: from loopback when the Registry has no admin token file
 
 
@@ -428,6 +458,20 @@ OPENAPI: dict = {
                        "responses": {"200": _answer("deregistered", "Deregistered"), "400": _ERR, "401": _ERR,
                                      "403": _ERR, "404": _ERR}},
         },
+        f"{PREFIX}/drivers": {"get": {
+            "summary": "Every driver account (signed up and removed), by id", "security": _ADMIN,
+            "responses": {"200": _answer("the accounts", "DriverList"), "401": _ERR, "403": _ERR}}},
+        f"{PREFIX}/drivers/{{id}}": {
+            "put": {"summary": "Sign a driver up, or again (new credentials: the old secret stops working). The "
+                               "secret is shown only in this answer.", "parameters": _DRIVER_ID, "security": _ADMIN,
+                    "responses": {"201": _answer("signed up", "DriverCredentials"),
+                                  "200": _answer("signed up again", "DriverCredentials"),
+                                  "400": _ERR, "401": _ERR, "403": _ERR, "413": _ERR, "415": _ERR}},
+            "delete": {"summary": "Remove a driver's credentials: they stop working", "parameters": _DRIVER_ID,
+                       "security": _ADMIN,
+                       "responses": {"200": _answer("removed", "Driver"), "400": _ERR, "401": _ERR, "403": _ERR,
+                                     "404": _ERR}},
+        },
         f"{PREFIX}/openapi.json": {"get": {
             "summary": "This document", "security": [{}],
             "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}}},
@@ -465,6 +509,14 @@ OPENAPI: dict = {
                 "secret": {"type": "string", "description": "shown once; the Registry keeps only a verifier"},
                 "registered_at": {"type": "number"}, "updated_at": {"type": "number"},
                 "status": {"type": "string", "enum": ["registered"]}}},
+            "Driver": {"type": "object", "properties": {
+                "driver_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered", "deregistered"]},
+                "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
+            "DriverList": {"type": "object", "properties": {"drivers": {"type": "array", "items": _ref("Driver")}}},
+            "DriverCredentials": {"type": "object", "properties": {
+                "driver_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered"]},
+                "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+                "secret": {"type": "string", "description": "shown once; the Registry keeps only a verifier"}}},
             "Deregistered": {"type": "object", "properties": {
                 "cp_id": {"type": "string"}, "status": {"type": "string", "enum": ["deregistered"]}}},
         },

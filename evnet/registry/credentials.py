@@ -76,6 +76,45 @@ def save_credentials(path: str, credentials: Credentials) -> None:
 
 def load_credentials(path: str) -> Credentials:
     """Read a credentials file; refuse one readable by group or others."""
+    data = _read_private_json(path)
+    for name in ("cp_id", "secret", "registry"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise CredentialsError(f"the credentials file {path} has no {name!r}")
+    if not valid_id(data["cp_id"]):
+        raise CredentialsError(f"the credentials file {path}: cp_id must be {ID_RULE}")
+    return Credentials(data["cp_id"], data["secret"], data["registry"])
+
+
+@dataclass(frozen=True)
+class DriverCredentials:
+    """A driver's credentials file: JSON ``{"driver_id", "secret"}``, mode 0600 (evctl drivers add writes it)."""
+
+    driver_id: str
+    secret: str
+
+    def __repr__(self) -> str:  # never the secret in a log or a traceback
+        return f"DriverCredentials(driver_id={self.driver_id!r}, secret=...)"
+
+
+def save_driver_credentials(path: str, credentials: DriverCredentials) -> None:
+    data = {"driver_id": credentials.driver_id, "secret": credentials.secret}
+    try:
+        write_private_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise CredentialsError(f"cannot write the credentials file {path}: {e.strerror or e}") from None
+
+
+def load_driver_credentials(path: str) -> DriverCredentials:
+    data = _read_private_json(path)
+    for name in ("driver_id", "secret"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise CredentialsError(f"the credentials file {path} has no {name!r}")
+    if not valid_id(data["driver_id"]):
+        raise CredentialsError(f"the credentials file {path}: driver_id must be {ID_RULE}")
+    return DriverCredentials(data["driver_id"], data["secret"])
+
+
+def _read_private_json(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
@@ -93,9 +132,4 @@ def load_credentials(path: str) -> Credentials:
         raise CredentialsError(f"the credentials file {path} is not JSON") from None
     if not isinstance(data, dict):
         raise CredentialsError(f"the credentials file {path} must hold a JSON object")
-    for name in ("cp_id", "secret", "registry"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise CredentialsError(f"the credentials file {path} has no {name!r}")
-    if not valid_id(data["cp_id"]):
-        raise CredentialsError(f"the credentials file {path}: cp_id must be {ID_RULE}")
-    return Credentials(data["cp_id"], data["secret"], data["registry"])
+    return data

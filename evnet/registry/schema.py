@@ -9,6 +9,8 @@ C{evnet.central.store.Store.run}.
 - ``registrations``: one row per CP ever registered.  ``verifier`` is the
   text of L{evnet.protocols.security.Verifier} (never the secret); it is
   NULL once the CP is deregistered.
+- ``driver_accounts``: one row per driver ever signed up; ``verifier`` as
+  for a CP (never the secret), NULL once the driver is removed.
 - ``enrollments``: one-time tokens the operator issued for a CP id, kept only
   as their SHA-256 (hex).
 """
@@ -28,6 +30,13 @@ STATEMENTS: list[str] = [
         verifier VARCHAR(255) NULL,
         status VARCHAR(16) NOT NULL,
         registered_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS driver_accounts (
+        driver_id VARCHAR(64) NOT NULL PRIMARY KEY,
+        verifier VARCHAR(255) NULL,
+        status VARCHAR(16) NOT NULL,
+        created_at DOUBLE NOT NULL,
         updated_at DOUBLE NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS enrollments (

@@ -31,6 +31,7 @@ EVENT_CHANGE = "registry"
 EVENT_REFUSED = "registry-refused"
 
 PUBLIC_COLUMNS = "cp_id, location, price, status, registered_at, updated_at"
+DRIVER_COLUMNS = "driver_id, status, created_at, updated_at"
 
 
 def when(seconds: float) -> str:
@@ -281,5 +282,79 @@ class RegistryStore:
             self._event(cursor, now, EVENT_REFUSED, subject, detail)
             self._audit(cursor, now, actor or ("registry", "unauthenticated", "", None), "registry.refused",
                         audit.REFUSED, cp=subject, **why)
+
+        return self.store.run(txn)
+
+    # -- drivers' accounts (issue 14) ----------------------------------------------
+
+    def driver_account(self, driver_id: str) -> defer.Deferred:
+        """The driver's row (driver_id, verifier text or None, status, created_at, updated_at), or None."""
+        sql = self._sql(f"SELECT {DRIVER_COLUMNS}, verifier FROM driver_accounts WHERE driver_id = ?")
+
+        def txn(cursor):
+            cursor.execute(sql, (driver_id,))
+            row = cursor.fetchone()
+            return None if row is None else dict(zip(DRIVER_COLUMNS.split(", ") + ["verifier"], row))
+
+        return self.store.run(txn)
+
+    def drivers(self) -> defer.Deferred:
+        """Every driver account (public fields, no verifier), by id."""
+        sql = f"SELECT {DRIVER_COLUMNS} FROM driver_accounts ORDER BY driver_id"
+
+        def txn(cursor):
+            cursor.execute(sql)
+            return [dict(zip(DRIVER_COLUMNS.split(", "), row)) for row in cursor.fetchall()]
+
+        return self.store.run(txn)
+
+    def add_driver(self, driver_id: str, make_verifier: Callable[[], str], now: float, by: str) -> defer.Deferred:
+        """
+        Sign C{driver_id} up, or again (its credentials reset): stores
+        C{make_verifier()} (the slow hash, on the store's thread).  Fires with
+        (created, the public row).
+        """
+        sql_old = self._sql("SELECT status FROM driver_accounts WHERE driver_id = ?")
+        sql_insert = self._sql("INSERT INTO driver_accounts (driver_id, verifier, status, created_at, updated_at) "
+                               "VALUES (?, ?, ?, ?, ?)")
+        sql_update = self._sql("UPDATE driver_accounts SET verifier = ?, status = ?, updated_at = ? WHERE driver_id = ?")
+        sql_row = self._sql(f"SELECT {DRIVER_COLUMNS} FROM driver_accounts WHERE driver_id = ?")
+
+        def txn(cursor):
+            cursor.execute(sql_old, (driver_id,))
+            old = cursor.fetchone()
+            verifier = make_verifier()
+            if old is None:
+                cursor.execute(sql_insert, (driver_id, verifier, STATUS_REGISTERED, now, now))
+                text = f"driver {driver_id} signed up; by {by}"
+            else:
+                cursor.execute(sql_update, (verifier, STATUS_REGISTERED, now, driver_id))
+                text = f"driver {driver_id} signed up again, credentials reset (the old secret no longer works); by {by}"
+            self._event(cursor, now, EVENT_CHANGE, driver_id, text)
+            self._audit(cursor, now, by, "registry.driver-signup" if old is None else "registry.driver-reset",
+                        audit.OK, driver=driver_id)
+            cursor.execute(sql_row, (driver_id,))
+            return old is None, dict(zip(DRIVER_COLUMNS.split(", "), cursor.fetchone()))
+
+        return self.store.run(txn)
+
+    def remove_driver(self, driver_id: str, now: float, by: str) -> defer.Deferred:
+        """Remove C{driver_id}'s credentials (they stop working); fires with its public row, or None if unknown."""
+        sql_status = self._sql("SELECT status FROM driver_accounts WHERE driver_id = ?")
+        sql_update = self._sql("UPDATE driver_accounts SET verifier = NULL, status = ?, updated_at = ? WHERE driver_id = ?")
+        sql_row = self._sql(f"SELECT {DRIVER_COLUMNS} FROM driver_accounts WHERE driver_id = ?")
+
+        def txn(cursor):
+            cursor.execute(sql_status, (driver_id,))
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            if row[0] != STATUS_DEREGISTERED:
+                cursor.execute(sql_update, (STATUS_DEREGISTERED, now, driver_id))
+                self._event(cursor, now, EVENT_CHANGE, driver_id,
+                            f"driver {driver_id} removed: its credentials no longer work; by {by}")
+                self._audit(cursor, now, by, "registry.driver-remove", audit.OK, driver=driver_id)
+            cursor.execute(sql_row, (driver_id,))
+            return dict(zip(DRIVER_COLUMNS.split(", "), cursor.fetchone()))
 
         return self.store.run(txn)

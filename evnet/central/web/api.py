@@ -61,6 +61,8 @@ ROUTES: list[Route] = [
     Route("POST", "/api/cps/{id}/stop", "stop_cp", write=True),
     Route("POST", "/api/cps/{id}/resume", "resume_cp", write=True),
     Route("POST", "/api/cps/{id}/revoke", "revoke_cp", write=True),
+    Route("GET", "/api/drivers", "list_drivers"),
+    Route("POST", "/api/drivers/{id}/cancel", "cancel_charge", write=True),
     Route("GET", "/api/sessions", "sessions"),
     Route("GET", "/api/events", "events"),
     Route("GET", "/api/stream", "stream"),
@@ -306,6 +308,27 @@ class Api(resource.Resource):
 
     def resume_all(self, request):
         return self._all(request, self.central.resume_all, "resume")
+
+    def list_drivers(self, request):
+        """The drivers' accounts at EV_Registry (never a verifier), with whether each is connected and charging."""
+        central = self.central
+
+        def shown(rows):
+            drivers = []
+            for row in rows:
+                session = central.driver_sessions.get(row["driver_id"])
+                drivers.append({**row, "connected": row["driver_id"] in central.driver_links,
+                                "session_id": session.id if session else None})
+            return {"drivers": drivers, "driver_auth": central.drivers.mode}
+
+        return central.store.driver_accounts().addCallback(shown)
+
+    def cancel_charge(self, request, id):
+        ok, said = self.central.cancel(id, f"through the API from {peer(request)}")
+        if not ok:
+            raise ApiError(409, said)
+        self.log.info("panel: driver {driver}'s charge {sid} cancelled (from {peer})", driver=id, sid=said, peer=peer(request))
+        return {"ok": True, "message": f"session {said} of driver {id} cancelled: its ticket follows", "session_id": said}
 
     def sessions(self, request):
         limit = self._limit(request)

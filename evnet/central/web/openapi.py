@@ -167,6 +167,12 @@ OPENAPI: dict = {
             _ok("CommandResult", "revoked (or already revoked)"), "404", "409", parameters=_ID),
         "/api/cps/stop": _write("Stop every CP", _ok("AllResult", "one result per CP")),
         "/api/cps/resume": _write("Resume every stopped CP", _ok("AllResult", "one result per stopped CP")),
+        "/api/drivers": _get("The drivers' accounts at EV_Registry (signed up or removed), each with whether it is "
+                             "connected now and its charge in progress", _ok("Drivers", "the accounts, by id")),
+        "/api/drivers/{id}/cancel": _write(
+            "Cancel a driver's charge in progress: it ends now with a ticket (reason 'cancelled by the driver')",
+            _ok("CancelResult", "cancelled"), "409",
+            parameters=[{**_ID[0], "description": "driver id"}]),
         "/api/sessions": _get("Charges in progress and recent charges with their tickets",
                               {**_ok("Sessions", "ongoing and recent"), **_errors("400")}, _LIMIT),
         "/api/events": _get("Recent application messages, newest first",
@@ -205,6 +211,10 @@ OPENAPI: dict = {
             "Cp": _CP,
             "CpList": _object(cps=_array(_ref("Cp"))),
             "CommandResult": _object(**_RESULT, cp=_ref("Cp")),
+            "Drivers": _object(driver_auth={"type": "string", "enum": ["required", "optional"]}, drivers=_array(_object(
+                driver_id=_STRING, status={"type": "string", "enum": ["registered", "deregistered"]},
+                created_at=_NUMBER, updated_at=_NUMBER, connected=_BOOLEAN, session_id=_nullable(_STRING)))),
+            "CancelResult": _object(**_RESULT, session_id=_STRING),
             "AllResult": _object(results=_array(_object(**_RESULT)), cps=_array(_ref("Cp"))),
             "Session": _object(
                 id=_STRING, cp_id=_STRING, driver_id=_STRING, origin=_STRING, state=_STRING, started_at=_NUMBER,

@@ -145,6 +145,19 @@
     });
   }
 
+  // The drivers' accounts (GET /api/drivers), read again with each snapshot and charge.
+  async function drawDrivers() {
+    let answer;
+    try { answer = await (await fetch("/api/drivers")).json(); } catch (e) { return; }
+    const body = $("#drivers tbody");
+    body.replaceChildren(...(answer.drivers || []).map((d) => {
+      const row = el("tr");
+      row.append(el("td", null, d.driver_id), el("td", null, d.status), el("td", null, d.connected ? "yes" : "no"),
+        el("td", null, d.session_id || "-"));
+      return row;
+    }));
+  }
+
   function messageItem(m) {
     const item = el("li");
     item.dataset.kind = m.kind;
@@ -188,6 +201,7 @@
       drawCps();
       drawWeather();
       drawSessions();
+      drawDrivers();
       drawMessages();
       setConn("live", "live");
     });
@@ -199,6 +213,7 @@
       if (session.state === "closed") state.sessions.delete(session.id);
       else state.sessions.set(session.id, session);
       drawSessions();
+      drawDrivers();
     });
     source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
     source.addEventListener("weather", (e) => { state.weather = JSON.parse(e.data).weather; drawWeather(); });
