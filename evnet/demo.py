@@ -394,6 +394,10 @@ class Demo:
             problems.append(f"{still_open} charges are still open in the database")
         if closed != total_tickets:
             problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
+        try:  # the audit trail's hash chains, re-computed (docs/audit.md)
+            self.evctl("audit", "audit", "verify", "--db", self.db)
+        except RuntimeError as e:
+            problems.append(f"the audit trail does not verify: {e}")
         out("-" * 72)
         if problems:
             out("VERDICT: FAILED — " + "; ".join(problems))
@@ -403,7 +407,7 @@ class Demo:
         revoked = ", ".join(self.revoked)
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
             f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
-            f"after its Monitor's new login; no process left running")
+            f"after its Monitor's new login; the audit trail verifies; no process left running")
         return 0
 
     def count_sessions(self) -> tuple[int, int]:
