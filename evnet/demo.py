@@ -477,6 +477,10 @@ class Demo:
         if closed != total_tickets:
             problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
         problems += self.ocpp_problems()
+        try:  # the audit trail's hash chains, re-computed (docs/audit.md)
+            self.evctl("audit", "audit", "verify", "--db", self.db)
+        except RuntimeError as e:
+            problems.append(f"the audit trail does not verify: {e}")
         out("-" * 72)
         if problems:
             out("VERDICT: FAILED — " + "; ".join(problems))
@@ -487,7 +491,7 @@ class Demo:
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
             f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
             f"after its Monitor's new login; {', '.join(sorted(frozen))} out of service in the frost and back; "
-            f"{OCPP_CP} (OCPP) charged and ticketed; no process left running")
+            f"{OCPP_CP} (OCPP) charged and ticketed; the audit trail verifies; no process left running")
         return 0
 
     def ocpp_problems(self) -> list[str]:

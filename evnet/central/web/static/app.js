@@ -259,12 +259,48 @@
       toast("Central is not reachable");
       return;
     }
+    document.dispatchEvent(new Event("evnet-change"));
     if (answer.message) toast(answer.message);
     else if (answer.results) toast(answer.results.length ? answer.results.map((r) => r.message).join("; ") : "nothing to do");
   }
 
+  // -- the audit trail (GET api/v1/audit: the admin token, or loopback without one) ---------------
+
+  const AUDIT_ROWS = 50;
+  async function loadAudit(retried) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const note = $("#audit-note");
+    try {
+      const response = await fetch(`api/v1/audit?limit=${AUDIT_ROWS}`, { headers });
+      const answer = await response.json().catch(() => ({ error: response.statusText }));
+      if (response.status === 401 && !retried && askToken()) return loadAudit(true);
+      if (!response.ok) { note.textContent = `The audit trail: ${answer.error || response.status}`; note.hidden = false; return; }
+      const body = $("#audit tbody");
+      body.replaceChildren(...answer.rows.map((r) => {
+        const row = el("tr");
+        row.dataset.action = r.action;
+        row.dataset.outcome = r.outcome;
+        row.append(el("td", null, r.at.replace("T", " ").replace("Z", "")), el("td", null, `${r.actor_kind}:${r.actor_id || "-"}`),
+          el("td", null, r.address ? `${r.address}${r.port !== null ? `:${r.port}` : ""}` : "-"), el("td", null, r.action),
+          el("td", "outcome", r.outcome), el("td", "detail", JSON.stringify(r.detail)));
+        return row;
+      }));
+      note.textContent = answer.rows.length ? "" : "No row yet.";
+      note.hidden = answer.rows.length > 0;
+    } catch (err) {
+      note.textContent = "Central is not reachable";
+      note.hidden = false;
+    }
+  }
+
+  $("#audit-refresh").addEventListener("click", () => loadAudit());
+  // Changes that make rows (a command, a CP logging in) bring the view up to date.
+  document.addEventListener("evnet-change", () => loadAudit(true));
   $("#stop-all").addEventListener("click", () => command("api/cps/stop"));
   $("#resume-all").addEventListener("click", () => command("api/cps/resume"));
-  $("#set-token").addEventListener("click", askToken);
+  $("#set-token").addEventListener("click", () => { askToken(); loadAudit(true); });
   connect();
+  loadAudit(true);
 }());
