@@ -53,7 +53,7 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     workdir = tmp_path / "demo"
     demo = subprocess.run(
         [str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir), *backend],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=480,
     )
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-6000:]
