@@ -21,7 +21,7 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from evnet.ctl.cli import DEFAULT_TIMEOUT, UserError
 
@@ -30,6 +30,28 @@ SECRET_WARNING = (
     "This secret is shown only now: the Registry keeps only a verifier of it. Give it to the CP's "
     "Monitor (a credentials file, mode 0600); to issue another, register the CP again."
 )
+
+
+def _hand_over_secret(args: Any, answer: dict, summary: str, save: Callable[[str], None], warning: str) -> int:
+    """
+    The secret of a new registration: into C{--credentials-file} (C{save}),
+    or, without one or when it cannot be written, printed once with C{warning}.
+    """
+    from evnet.registry.credentials import CredentialsError
+
+    if args.credentials_file:
+        try:
+            save(args.credentials_file)
+        except CredentialsError as e:
+            print(f"evctl: {e}; the secret is printed instead", file=sys.stderr)
+        else:
+            shown = {k: v for k, v in answer.items() if k != "secret"}
+            _emit(args, {**shown, "credentials_file": args.credentials_file},
+                  f"{summary}\ncredentials written to {args.credentials_file} (mode 0600)")
+            return 0
+    _emit(args, answer, f"{summary}\nsecret: {answer['secret']}")
+    print(f"evctl: {warning}", file=sys.stderr)
+    return 0
 
 
 def add_drivers(subparsers, common) -> None:
@@ -57,27 +79,18 @@ def add_drivers(subparsers, common) -> None:
 async def _add_driver(client, args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
-    from evnet.registry.credentials import CredentialsError, DriverCredentials, save_driver_credentials
+    from evnet.registry.credentials import DriverCredentials, save_driver_credentials
 
     if args.credentials_file:
         _writable("credentials-file", args.credentials_file)
     status, answer = await client.request("PUT", f"/api/v1/drivers/{quote(args.driver, safe='')}", {})
     summary = f"driver {answer['driver_id']} " + ("signed up" if status == 201 else
                                                    "signed up again: its old secret no longer works")
-    if args.credentials_file:
-        try:
-            save_driver_credentials(args.credentials_file, DriverCredentials(answer["driver_id"], answer["secret"]))
-        except CredentialsError as e:
-            print(f"evctl: {e}; the secret is printed instead", file=sys.stderr)
-        else:
-            shown = {k: v for k, v in answer.items() if k != "secret"}
-            _emit(args, {**shown, "credentials_file": args.credentials_file},
-                  f"{summary}\ncredentials written to {args.credentials_file} (mode 0600)")
-            return 0
-    _emit(args, answer, f"{summary}\nsecret: {answer['secret']}")
-    print("evctl: this secret is shown only now: the Registry keeps only a verifier of it. Give it to the "
-          "driver (a credentials file, mode 0600); to issue another, add the driver again.", file=sys.stderr)
-    return 0
+    return _hand_over_secret(
+        args, answer, summary,
+        lambda path: save_driver_credentials(path, DriverCredentials(answer["driver_id"], answer["secret"])),
+        "this secret is shown only now: the Registry keeps only a verifier of it. Give it to the "
+        "driver (a credentials file, mode 0600); to issue another, add the driver again.")
 
 
 async def _remove_driver(client, args: argparse.Namespace) -> int:
@@ -196,7 +209,7 @@ def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 async def _add(client, args: argparse.Namespace) -> int:
-    from evnet.registry.credentials import Credentials, CredentialsError, save_credentials
+    from evnet.registry.credentials import Credentials, save_credentials
 
     token = None
     if args.enrollment_token_file:
@@ -206,19 +219,10 @@ async def _add(client, args: argparse.Namespace) -> int:
     created, answer = await client.put_cp(args.cp, args.location, args.price, token)
     what = "registered (alta)" if created else "registered again: its old secret no longer works"
     summary = f"{answer['cp_id']} {what}: {answer['location']}, {answer['price']:.3f} €/kWh"
-    if args.credentials_file:
-        try:
-            save_credentials(args.credentials_file, Credentials(answer["cp_id"], answer["secret"], client.url))
-        except CredentialsError as e:
-            print(f"evctl: {e}; the secret is printed instead", file=sys.stderr)
-        else:
-            shown = {k: v for k, v in answer.items() if k != "secret"}
-            _emit(args, {**shown, "credentials_file": args.credentials_file},
-                  f"{summary}\ncredentials written to {args.credentials_file} (mode 0600)")
-            return 0
-    _emit(args, answer, f"{summary}\nsecret: {answer['secret']}")
-    print(f"evctl: {SECRET_WARNING}", file=sys.stderr)
-    return 0
+    return _hand_over_secret(
+        args, answer, summary,
+        lambda path: save_credentials(path, Credentials(answer["cp_id"], answer["secret"], client.url)),
+        SECRET_WARNING)
 
 
 async def _remove(client, args: argparse.Namespace) -> int:

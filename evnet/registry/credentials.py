@@ -65,24 +65,33 @@ def write_private_file(path: str, data: bytes, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
-def save_credentials(path: str, credentials: Credentials) -> None:
-    """Write the credentials file (mode 0600), replacing any older one."""
-    data = {"cp_id": credentials.cp_id, "secret": credentials.secret, "registry": credentials.registry}
+def _save_json(path: str, data: dict) -> None:
+    """Write a credentials file (mode 0600), replacing any older one."""
     try:
         write_private_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     except OSError as e:
         raise CredentialsError(f"cannot write the credentials file {path}: {e.strerror or e}") from None
 
 
-def load_credentials(path: str) -> Credentials:
-    """Read a credentials file; refuse one readable by group or others."""
+def _load_fields(path: str, id_field: str, names: tuple[str, ...]) -> list[str]:
+    """The non-empty text fields C{names} of a private credentials file, C{id_field} (the first) a valid id."""
     data = _read_private_json(path)
-    for name in ("cp_id", "secret", "registry"):
+    for name in names:
         if not isinstance(data.get(name), str) or not data[name]:
             raise CredentialsError(f"the credentials file {path} has no {name!r}")
-    if not valid_id(data["cp_id"]):
-        raise CredentialsError(f"the credentials file {path}: cp_id must be {ID_RULE}")
-    return Credentials(data["cp_id"], data["secret"], data["registry"])
+    if not valid_id(data[id_field]):
+        raise CredentialsError(f"the credentials file {path}: {id_field} must be {ID_RULE}")
+    return [data[name] for name in names]
+
+
+def save_credentials(path: str, credentials: Credentials) -> None:
+    """Write the credentials file (mode 0600), replacing any older one."""
+    _save_json(path, {"cp_id": credentials.cp_id, "secret": credentials.secret, "registry": credentials.registry})
+
+
+def load_credentials(path: str) -> Credentials:
+    """Read a credentials file; refuse one readable by group or others."""
+    return Credentials(*_load_fields(path, "cp_id", ("cp_id", "secret", "registry")))
 
 
 @dataclass(frozen=True)
@@ -97,21 +106,11 @@ class DriverCredentials:
 
 
 def save_driver_credentials(path: str, credentials: DriverCredentials) -> None:
-    data = {"driver_id": credentials.driver_id, "secret": credentials.secret}
-    try:
-        write_private_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
-    except OSError as e:
-        raise CredentialsError(f"cannot write the credentials file {path}: {e.strerror or e}") from None
+    _save_json(path, {"driver_id": credentials.driver_id, "secret": credentials.secret})
 
 
 def load_driver_credentials(path: str) -> DriverCredentials:
-    data = _read_private_json(path)
-    for name in ("driver_id", "secret"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise CredentialsError(f"the credentials file {path} has no {name!r}")
-    if not valid_id(data["driver_id"]):
-        raise CredentialsError(f"the credentials file {path}: driver_id must be {ID_RULE}")
-    return DriverCredentials(data["driver_id"], data["secret"])
+    return DriverCredentials(*_load_fields(path, "driver_id", ("driver_id", "secret")))
 
 
 def _read_private_json(path: str) -> dict:
