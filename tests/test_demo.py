@@ -9,6 +9,7 @@ started is left running.
 """
 
 import os
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -49,12 +50,41 @@ def backend(request):
         yield ["--kafka", kafka, "--db", url]
 
 
+def run_bounded(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """
+    Run the demo in a session of its own; past C{timeout} it is stopped as
+    an operator would (SIGTERM: it stops its network), then its whole group
+    is killed, so that a demo cut short never leaves its Central answering
+    the next tests through the shared Kafka topics.
+    """
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the demo did not finish within {timeout:g} s:\n{(out + err)[-6000:]}") from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_path, backend):
     workdir = tmp_path / "demo"
-    demo = subprocess.run(
-        [str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir), *backend],
-        capture_output=True, text=True, timeout=480,
-    )
+    demo = run_bounded([str(BIN / "evnet"), "demo", "--no-panel", "--wait", "1", "--workdir", str(workdir), *backend],
+                       timeout=480)
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-6000:]
     assert "VERDICT: OK" in output, output[-6000:]
