@@ -14,7 +14,7 @@ from evnet.endpoints import Listener, check_server_endpoint, client_endpoint, st
 from evnet.monitor.enrollment import DEFAULT_CREDENTIALS_FILE, CredentialSource, default_credentials_file
 from evnet.monitor.service import DEFAULT_HEALTH_PERIOD, DEFAULT_HEALTH_TIMEOUT, MonitorService
 from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, kafka_prefix, valid_id
-from evnet.registry.api import MAX_LOCATION
+from evnet.registry.checks import MAX_LOCATION
 
 DEFAULT_ENGINE = "tcp:host=127.0.0.1:port=7100"
 DEFAULT_CENTRAL = "tcp:host=127.0.0.1:port=7000"

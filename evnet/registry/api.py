@@ -13,14 +13,13 @@ Every refusal answers C{{"error": text}} and leaves an ``events`` row
 No secret or token is ever logged or recorded.
 
 The resource is a leaf at the site's root: the routes are L{ROUTES}, and
-L{OPENAPI} describes exactly them (tests/test_registry_api.py keeps it so).
+L{evnet.registry.openapi.OPENAPI} describes exactly them (tests/test_registry_api.py keeps it so).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import math
 import re
 import secrets
 from typing import Any, NamedTuple, Optional
@@ -33,17 +32,11 @@ from twisted.web import resource, server
 
 from evnet.httpapi import ApiError, is_loopback, json_bytes
 from evnet.protocols import security
-from evnet.protocols.vocabulary import ID_RULE, MAX_PRICE, valid_id
+from evnet.protocols.vocabulary import ID_RULE, valid_id
+from evnet.registry.checks import (DEFAULT_TTL, MAX_BODY, PREFIX, TOKEN_BYTES, Refused, check_cp_id, check_fields,
+                                   check_location, check_price, check_ttl)
+from evnet.registry.openapi import OPENAPI
 from evnet.registry.store import RegistryStore, token_hash, when
-
-PREFIX = "/api/v1"
-DEFAULT_TTL = 86400
-MIN_TTL = 60
-MAX_TTL = 30 * 86400
-MAX_LOCATION = 255
-TOKEN_BYTES = 32  # enrollment tokens: 256 random bits
-MAX_BODY = 16 * 1024  # bytes: a registration is a few dozen
-_BAD_TEXT = re.compile("[#\x00-\x1f\x7f]")  # what a location cannot hold on the wire (docs/protocol.md)
 
 # Who may call a route.
 ADMIN = "admin"  # the admin token, or loopback when there is no admin token file
@@ -77,15 +70,6 @@ ROUTES: list[Route] = [
 ]
 
 
-class Refused(ApiError):
-    """An L{ApiError} whose audit row says more than the answer (C{audit})."""
-
-    def __init__(self, status: int, text: str, audit: Optional[str] = None,
-                 headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(status, text, headers)
-        self.audit = audit or text
-
-
 class Authority(NamedTuple):
     kind: str  # "admin", "loopback", "enrollment" or "anyone"
     by: str  # for the audit row: which authority, from which address and port
@@ -114,49 +98,6 @@ def peer_of(request: server.Request) -> str:
 
 def _unauthorized(text: str, audit: Optional[str] = None) -> Refused:
     return Refused(401, text, audit, {"WWW-Authenticate": 'Bearer realm="evregistry"'})
-
-
-# -- checking what the caller sent -------------------------------------------------
-
-
-def check_cp_id(value: Any, field: str = "cp_id") -> str:
-    if not isinstance(value, str) or not valid_id(value):
-        raise Refused(400, f"{field}: a CP id is {ID_RULE}")
-    return value
-
-
-def _fields(body: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
-    if not isinstance(body, dict):
-        raise Refused(400, "the body must be a JSON object")
-    for name in required:
-        if name not in body:
-            raise Refused(400, f"{name}: missing")
-    unknown = sorted(set(body) - set(required) - set(optional))
-    if unknown:
-        raise Refused(400, f"{unknown[0]}: unknown field (expected {', '.join(required + optional)})")
-    return body
-
-
-def check_location(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise Refused(400, "location: a non-empty text")
-    value = value.strip()
-    if len(value) > MAX_LOCATION or _BAD_TEXT.search(value):
-        raise Refused(400, f"location: at most {MAX_LOCATION} characters, without '#' nor control characters")
-    return value
-
-
-def check_price(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 <= value <= MAX_PRICE:
-        raise Refused(400, f"price: a number of €/kWh from 0 to {MAX_PRICE:g}")
-    return round(float(value), 3)
-
-
-def check_ttl(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_TTL <= value <= MAX_TTL:
-        raise Refused(400, f"ttl_seconds: a whole number of seconds from {MIN_TTL} to {MAX_TTL}")
-    return value
 
 
 # -- the resource ----------------------------------------------------------------------
@@ -290,7 +231,7 @@ class RegistryApi(resource.Resource):
     # -- handlers (one per route): (status, JSON value) ----------------------------
 
     async def enroll(self, authority: Authority, body: Any):
-        fields = _fields(body, ("cp_id",), ("ttl_seconds",))
+        fields = check_fields(body, ("cp_id",), ("ttl_seconds",))
         cp_id = check_cp_id(fields["cp_id"])
         ttl = check_ttl(fields.get("ttl_seconds", DEFAULT_TTL))
         token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -302,7 +243,7 @@ class RegistryApi(resource.Resource):
 
     async def put_cp(self, authority: Authority, body: Any, id: str):
         cp_id = check_cp_id(id)
-        fields = _fields(body, ("location", "price"))
+        fields = check_fields(body, ("location", "price"))
         location, price = check_location(fields["location"]), check_price(fields["price"])
         secret = security.new_secret()
         done = await self.store.register(
@@ -346,7 +287,7 @@ class RegistryApi(resource.Resource):
         if not valid_id(id):
             raise Refused(400, f"driver id: {ID_RULE}")
         if body not in (None, {}):
-            _fields(body, ())
+            check_fields(body, ())
         secret = security.new_secret()
         created, row = await self.store.add_driver(
             id, lambda: security.make_verifier(secret).to_text(), self.clock.seconds(), authority.by)
@@ -395,130 +336,3 @@ def make_site(api: RegistryApi, clock: IReactorTime) -> server.Site:
     site.displayTracebacks = False
     site.noisy = False
     return site
-
-
-# -- the OpenAPI document (hand-written; tests/test_registry_api.py keeps it true to ROUTES) ----
-
-_ERR = {"$ref": "#/components/responses/Error"}
-_ID = [{"name": "id", "in": "path", "required": True, "description": f"CP id: {ID_RULE}",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}}]
-_DRIVER_ID = [{**_ID[0], "description": f"driver id: {ID_RULE}"}]
-_ADMIN = [{"bearer": []}, {}]  # {}: from loopback when the Registry has no admin token file
-
-
-def _json(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
-
-
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _answer(text: str, schema: str) -> dict:
-    return {"description": text, "content": _json(_ref(schema))}
-
-
-OPENAPI: dict = {
-    "openapi": "3.0.3",
-    "info": {
-        "title": "EV_Registry API",
-        "version": "1",
-        "description": (
-            "Charging points are registered (alta) with their location and price, receive a secret "
-            "shown once, and are deregistered (baja). Admin calls need 'Authorization: Bearer TOKEN' "
-            "with the admin token when the Registry runs with --admin-token-file, otherwise they are "
-            "accepted only from loopback; PUT /api/v1/cps/{id} also accepts an enrollment token issued "
-            "for that id (used once). Reading needs the admin token or loopback. Errors are "
-            "{\"error\": \"...\"}; every refusal is recorded."
-        ),
-    },
-    "paths": {
-        f"{PREFIX}/enrollments": {"post": {
-            "summary": "Issue a one-time enrollment token for a CP id (shown only in this answer)",
-            "security": _ADMIN,
-            "requestBody": {"required": True, "content": _json(_ref("EnrollmentRequest"))},
-            "responses": {"201": _answer("the token", "Enrollment"), "400": _ERR, "401": _ERR, "403": _ERR,
-                          "413": _ERR, "415": _ERR}}},
-        f"{PREFIX}/cps": {"get": {
-            "summary": "Every registration (registered and deregistered), by id", "security": _ADMIN,
-            "responses": {"200": _answer("the registrations", "RegistrationList"), "401": _ERR, "403": _ERR}}},
-        f"{PREFIX}/cps/{{id}}": {
-            "get": {"summary": "One registration", "parameters": _ID, "security": _ADMIN,
-                    "responses": {"200": _answer("the registration", "Registration"), "400": _ERR,
-                                  "401": _ERR, "403": _ERR, "404": _ERR}},
-            "put": {"summary": "Register a CP (alta), or register it again: new credentials, the old secret "
-                               "stops working. The secret is shown only in this answer.",
-                    "parameters": _ID, "security": [{"bearer": []}, {"enrollment": []}, {}],
-                    "requestBody": {"required": True, "content": _json(_ref("RegistrationRequest"))},
-                    "responses": {"201": _answer("registered (a new CP)", "Credentials"),
-                                  "200": _answer("registered again", "Credentials"),
-                                  "400": _ERR, "401": _ERR, "403": _ERR, "413": _ERR, "415": _ERR}},
-            "delete": {"summary": "Deregister a CP (baja): its credentials stop working", "parameters": _ID,
-                       "security": _ADMIN,
-                       "responses": {"200": _answer("deregistered", "Deregistered"), "400": _ERR, "401": _ERR,
-                                     "403": _ERR, "404": _ERR}},
-        },
-        f"{PREFIX}/drivers": {"get": {
-            "summary": "Every driver account (signed up and removed), by id", "security": _ADMIN,
-            "responses": {"200": _answer("the accounts", "DriverList"), "401": _ERR, "403": _ERR}}},
-        f"{PREFIX}/drivers/{{id}}": {
-            "put": {"summary": "Sign a driver up, or again (new credentials: the old secret stops working). The "
-                               "secret is shown only in this answer.", "parameters": _DRIVER_ID, "security": _ADMIN,
-                    "responses": {"201": _answer("signed up", "DriverCredentials"),
-                                  "200": _answer("signed up again", "DriverCredentials"),
-                                  "400": _ERR, "401": _ERR, "403": _ERR, "413": _ERR, "415": _ERR}},
-            "delete": {"summary": "Remove a driver's credentials: they stop working", "parameters": _DRIVER_ID,
-                       "security": _ADMIN,
-                       "responses": {"200": _answer("removed", "Driver"), "400": _ERR, "401": _ERR, "403": _ERR,
-                                     "404": _ERR}},
-        },
-        f"{PREFIX}/openapi.json": {"get": {
-            "summary": "This document", "security": [{}],
-            "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}}},
-    },
-    "components": {
-        "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "the admin token"},
-            "enrollment": {"type": "http", "scheme": "bearer",
-                           "description": "an enrollment token issued for the path's CP id"},
-        },
-        "responses": {"Error": {"description": "refused", "content": _json({
-            "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}})}},
-        "schemas": {
-            "EnrollmentRequest": {"type": "object", "required": ["cp_id"], "additionalProperties": False,
-                                  "properties": {
-                                      "cp_id": {"type": "string"},
-                                      "ttl_seconds": {"type": "integer", "minimum": MIN_TTL, "maximum": MAX_TTL,
-                                                      "default": DEFAULT_TTL}}},
-            "Enrollment": {"type": "object", "properties": {
-                "cp_id": {"type": "string"}, "token": {"type": "string"},
-                "expires_at": {"type": "number", "description": "seconds since the epoch"}}},
-            "RegistrationRequest": {"type": "object", "required": ["location", "price"],
-                                    "additionalProperties": False, "properties": {
-                                        "location": {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
-                                        "price": {"type": "number", "minimum": 0, "maximum": MAX_PRICE,
-                                                  "description": "€/kWh"}}},
-            "Registration": {"type": "object", "properties": {
-                "cp_id": {"type": "string"}, "location": {"type": "string"}, "price": {"type": "number"},
-                "status": {"type": "string", "enum": ["registered", "deregistered"]},
-                "registered_at": {"type": "number"}, "updated_at": {"type": "number"}}},
-            "RegistrationList": {"type": "object", "properties": {
-                "cps": {"type": "array", "items": _ref("Registration")}}},
-            "Credentials": {"type": "object", "properties": {
-                "cp_id": {"type": "string"}, "location": {"type": "string"}, "price": {"type": "number"},
-                "secret": {"type": "string", "description": "shown once; the Registry keeps only a verifier"},
-                "registered_at": {"type": "number"}, "updated_at": {"type": "number"},
-                "status": {"type": "string", "enum": ["registered"]}}},
-            "Driver": {"type": "object", "properties": {
-                "driver_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered", "deregistered"]},
-                "created_at": {"type": "number"}, "updated_at": {"type": "number"}}},
-            "DriverList": {"type": "object", "properties": {"drivers": {"type": "array", "items": _ref("Driver")}}},
-            "DriverCredentials": {"type": "object", "properties": {
-                "driver_id": {"type": "string"}, "status": {"type": "string", "enum": ["registered"]},
-                "created_at": {"type": "number"}, "updated_at": {"type": "number"},
-                "secret": {"type": "string", "description": "shown once; the Registry keeps only a verifier"}}},
-            "Deregistered": {"type": "object", "properties": {
-                "cp_id": {"type": "string"}, "status": {"type": "string", "enum": ["deregistered"]}}},
-        },
-    },
-}
