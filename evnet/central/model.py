@@ -121,6 +121,9 @@ class ChargingPoint:
     # The key a rotation replaced: still good for Kafka records until old_key_until (Central's clock).
     old_key: Optional[CpKey] = None
     old_key_until: float = 0.0
+    # The last fault reported (an AVR's reason) and when (wall clock), until the CP recovers.
+    fault: Optional[str] = None
+    fault_at: Optional[float] = None
 
     @property
     def state(self) -> CpState:
