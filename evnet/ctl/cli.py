@@ -246,7 +246,7 @@ def _add_cps(subparsers) -> None:
 
 
 def _run_cps(api: CentralApi, args: argparse.Namespace) -> int:
-    cps = api.call("GET", "/api/cps")["cps"]
+    cps = api.call("GET", "/api/v1/cps")["cps"]
     if args.json:
         _print_json(cps)
     elif not cps:
@@ -268,7 +268,7 @@ def _add_command(subparsers, name: str, text: str) -> None:
 
 def _run_command(api: CentralApi, args: argparse.Namespace) -> int:
     which = "" if args.cp == "all" else "/" + urllib.parse.quote(args.cp, safe="")
-    answer = api.call("POST", f"/api/cps{which}/{args.verb}")
+    answer = api.call("POST", f"/api/v1/cps{which}/{args.verb}")
     if args.json:
         _print_json(answer)
     elif "results" in answer:
@@ -290,7 +290,7 @@ def _add_sessions(subparsers) -> None:
 
 
 def _run_sessions(api: CentralApi, args: argparse.Namespace) -> int:
-    answer = api.call("GET", f"/api/sessions?limit={args.limit}")
+    answer = api.call("GET", f"/api/v1/sessions?limit={args.limit}")
     if args.json:
         _print_json(answer)
         return 0
