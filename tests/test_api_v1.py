@@ -8,6 +8,8 @@ events.  No global reactor, no sleeps.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from twisted.internet import defer
 
@@ -340,3 +342,32 @@ def test_write_routes_stay_guarded_under_v1():
     web.world.cp()
     assert web.post("/api/v1/cps/CP1/stop", host="10.1.2.3").status == 401
     assert web.post("/api/v1/cps/CP1/stop", headers=bearer("t0k"), host="10.1.2.3").status == 200
+
+
+# -- evctl summary | alerts | sessions filters, through the in-memory site ------------------------------------
+
+
+def test_evctl_summary_alerts_and_session_filters(capsys):
+    from tests.test_web import evctl
+
+    web = Web()
+    cp = web.world.cp()
+    code, out, err = evctl(capsys, web, "summary")
+    assert (code, err) == (0, "")
+    assert out == ("1 CPs: 1 ACTIVADO, 0 PARADO, 0 SUMINISTRANDO, 0 AVERIADO, 0 DESCONECTADO · 0 kW now · "
+                   "today 0.000 kWh, 0.00 €, 0 charges · 0 alerts\n")
+    assert evctl(capsys, web, "alerts")[1] == "no alerts\n"
+    cp.send(m.Avr("CP1", f"{AVR_ENGINE_LINK_LOST} (gone)"))
+    code, out, _ = evctl(capsys, web, "alerts")
+    assert code == 0 and out.startswith("CRITICAL engine-lost") and "CP CP1 AVERIADO" in out
+    code, out, _ = evctl(capsys, web, "alerts", "--json")
+    assert code == 0 and [a["kind"] for a in json.loads(out)["alerts"]] == ["engine-lost"]
+    code, out, err = evctl(capsys, web, "sessions", "--cp", "a b")
+    assert code == 1 and "cp must be a CP id" in err
+    driver = web.world.driver()
+    cp.send(m.Rcv("CP1"))
+    sid = web.world.charge(cp, driver)
+    cp.send(m.Stop("CP1", sid, 1, 0.5, 0.15, 30, "target"))
+    code, out, _ = evctl(capsys, web, "sessions", "--cp", "CP1", "--driver", "D1", "--limit", "1")
+    assert code == 0 and f"{sid}  driver D1 at CP1" in out and "More: evctl sessions --before" in out
+    assert "Recent tickets: none" in evctl(capsys, web, "sessions", "--driver", "D2")[1]

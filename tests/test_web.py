@@ -270,7 +270,8 @@ class SiteOpener:
         self.web, self.host = web, host
 
     def open(self, request, timeout):
-        path = urllib.parse.urlsplit(request.full_url).path
+        url = urllib.parse.urlsplit(request.full_url)
+        path = url.path + (f"?{url.query}" if url.query else "")
         headers = {k: v for k, v in request.header_items() if k.lower() == "authorization"}
         answer = self.web.request(request.get_method(), path, headers, host=self.host)
         if answer.status >= 400:
