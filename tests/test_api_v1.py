@@ -371,3 +371,23 @@ def test_evctl_summary_alerts_and_session_filters(capsys):
     code, out, _ = evctl(capsys, web, "sessions", "--cp", "CP1", "--driver", "D1", "--limit", "1")
     assert code == 0 and f"{sid}  driver D1 at CP1" in out and "More: evctl sessions --before" in out
     assert "Recent tickets: none" in evctl(capsys, web, "sessions", "--driver", "D2")[1]
+
+
+def test_a_failing_store_delays_the_streams_summary_and_says_so_once():
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    web = Web()
+    web.world.cp()
+    stream = Stream(web)
+    real = web.world.store.closed_since
+    web.world.store.closed_since = lambda since, exclude: defer.fail(RuntimeError("disk gone"))
+    with capturedLogs() as events:
+        web.clock.advance(1)
+        web.clock.advance(1)
+    warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warned == ["the stream's summary cannot be computed: disk gone"]
+    assert [name for name, _ in stream.named()].count("summary") == 0
+    assert web.get("/api/v1/summary").status == 503
+    web.world.store.closed_since = real
+    web.clock.advance(1)
+    assert [name for name, _ in stream.named()].count("summary") == 1

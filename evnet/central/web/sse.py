@@ -121,6 +121,7 @@ class EventHub(service.Service):
         self.summary: Optional[dict] = None  # the last one sent (what a new client gets first)
         self.alerts: Optional[dict] = None  # the same
         self._summing = False
+        self._failing = False  # the last summary's query failed (logged once)
 
     def startService(self) -> None:
         super().startService()
@@ -187,14 +188,17 @@ class EventHub(service.Service):
         self.changed, self._summing = False, True
 
         def sent(summary: dict) -> None:
+            self._failing = False
             unchanged = self.summary is not None and {**summary, "at": None} == {**self.summary, "at": None}
             if not unchanged and self.running:
                 self.summary = summary
                 self._send("summary", summary)
 
         def failed(failure: Failure) -> None:
-            self.changed = True  # tried again next second
-            self.log.warn("summary not computed: {why}", why=failure.getErrorMessage())
+            self.changed = True  # tried again next second; said once until one goes through
+            if not self._failing:
+                self.log.warn("the stream's summary cannot be computed: {why}", why=failure.getErrorMessage())
+            self._failing = True
 
         def done(_: Any) -> None:
             self._summing = False
