@@ -9,8 +9,9 @@ prints figures (docs/performance.md).
 """
 
 import argparse
+import os
 import platform
-import time
+import sys
 
 from twisted.internet.task import Clock
 
@@ -19,6 +20,9 @@ from evnet.central.rules import Central
 from evnet.central.states import CpMachine, CpState
 from evnet.central.web.summary import in_progress, totals
 from evnet.httpapi import json_bytes
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from codec_bench import best_of  # noqa: E402 (the benchmarks' one timer)
 
 
 class NoStore:
@@ -39,21 +43,16 @@ def network(cps: int) -> Central:
     return central
 
 
-def best_of(runs, fn):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--cps", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    central = network(args.cps)
+    return measure(args.cps, args.runs)
+
+
+def measure(cps: int, runs: int) -> None:
+    central = network(cps)
     closed = {"energy_kwh": 1234.5, "revenue_eur": 370.35, "sessions": 987}
 
     def tick():
@@ -62,8 +61,8 @@ def main():
         return json_bytes(alerts), json_bytes(body)
 
     alerts_json, summary_json = tick()
-    seconds = best_of(args.runs, tick)
-    print(f"{platform.python_implementation()} {platform.python_version()}, {args.cps} CPs "
+    seconds = best_of(runs, tick)
+    print(f"{platform.python_implementation()} {platform.python_version()}, {cps} CPs "
           f"({len(central.sessions)} charging, {len(central.alerts.view())} alerts)")
     print(f"one tick (alerts + summary, JSON): {seconds * 1000:.2f} ms "
           f"= {seconds * 100:.3f} % of a core at 1 tick/s; alerts {len(alerts_json)} B, summary {len(summary_json)} B")
