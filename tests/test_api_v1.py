@@ -67,8 +67,12 @@ def test_a_cp_row_carries_registration_key_activation_and_weather_alert():
     web = Web()
     web.world.cp()
     cp = web.get("/api/v1/cps").json()["cps"][0]
-    assert (cp["registration"], cp["key"], cp["stopped"], cp["weather_alert"]) == ("registered", "active", False, False)
+    assert (cp["registration"], cp["key"], cp["stopped"], cp["weather_alert"], cp["available"]) == (
+        "registered", "active", False, False, True)
     assert cp["key_id"] and cp["key_issued_at"] is not None
+    web.post("/api/v1/cps/CP1/stop")
+    cp = web.get("/api/v1/cps/CP1").json()
+    assert (cp["state"], cp["stopped"], cp["available"]) == ("PARADO", True, False)
 
 
 # -- sessions ------------------------------------------------------------------------------

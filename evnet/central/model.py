@@ -147,6 +147,7 @@ class ChargingPoint:
             "stopped": self.machine.stopped,
             "engine_ok": self.machine.engine_ok,
             "weather_alert": self.machine.weather_alert,
+            "available": self.available,
             "driver_id": s.driver_id if s else None,
             "session_id": s.id if s else None,
             "kw": s.kw if s else None,

@@ -73,7 +73,11 @@ def _write(summary: str, ok: dict, *errors: str, parameters: list | None = None)
 _CP = _object(
     id=_STRING, location=_STRING, price=_NUMBER,
     state={"type": "string", "enum": ["ACTIVADO", "PARADO", "SUMINISTRANDO", "AVERIADO", "DESCONECTADO"]},
-    stopped=_BOOLEAN, engine_ok=_BOOLEAN,
+    stopped={"type": "boolean", "description": "the operator's activation: true from a stop (PARAR) to its resume "
+             "(REANUDAR), across disconnections and restarts"},
+    engine_ok=_BOOLEAN,
+    available={"type": "boolean", "description": "a driver may charge here now: connected, ACTIVADO (in service, "
+               "idle, its Engine healthy)"},
     weather_alert={"type": "boolean", "description": "a weather alert holds the CP's location: out of service "
                    "(PARADO) until it clears, whatever the operator's stop/resume"}, driver_id=_nullable(_STRING), session_id=_nullable(_STRING),
     kw=_nullable(_NUMBER), kwh=_nullable(_NUMBER), euros=_nullable(_NUMBER), seconds=_nullable(_INTEGER),
