@@ -311,10 +311,10 @@ class Demo:
              lambda: self.engine_command(fault_i, "fault")),
             (18, f"the fault at {self.cp_id(fault_i)} is repaired (evctl engine … recover)",
              lambda: self.engine_command(fault_i, "recover")),
-            (26, f"the operator stops {self.cp_id(stop_i)} (POST /api/cps/{self.cp_id(stop_i)}/stop)",
-             lambda: self.api("POST", f"/api/cps/{self.cp_id(stop_i)}/stop")),
-            (36, f"the operator resumes {self.cp_id(stop_i)} (POST /api/cps/{self.cp_id(stop_i)}/resume)",
-             lambda: self.api("POST", f"/api/cps/{self.cp_id(stop_i)}/resume")),
+            (26, f"the operator stops {self.cp_id(stop_i)} (POST /api/v1/cps/{self.cp_id(stop_i)}/stop)",
+             lambda: self.api("POST", f"/api/v1/cps/{self.cp_id(stop_i)}/stop")),
+            (36, f"the operator resumes {self.cp_id(stop_i)} (POST /api/v1/cps/{self.cp_id(stop_i)}/resume)",
+             lambda: self.api("POST", f"/api/v1/cps/{self.cp_id(stop_i)}/resume")),
             (44, f"the Monitor of {self.cp_id(restart_i)} is killed (SIGKILL)",
              lambda: self.monitors[self.cp_id(restart_i)].kill()),
             (50, f"the Monitor of {self.cp_id(restart_i)} is started again",
@@ -338,7 +338,7 @@ class Demo:
 
     def fetch_cps(self) -> list[dict]:
         try:
-            data = self.api("GET", "/api/cps")
+            data = self.api("GET", "/api/v1/cps")
         except (OSError, ValueError, urllib.error.URLError):
             return []
         if isinstance(data, dict):

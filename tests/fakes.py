@@ -220,6 +220,37 @@ class MemoryStore:
 
         return self._run(lambda: self._sessions(undelivered, lambda r: r["ended_at"]))
 
+    @staticmethod
+    def _page(rows, time_key, id_key, limit, before):
+        """Newest first by (time, id), those before the cursor C{before}, at most C{limit}."""
+        rows = sorted(rows, key=lambda r: (r[time_key], r[id_key]), reverse=True)
+        if before is not None:
+            rows = [r for r in rows if (r[time_key], r[id_key]) < tuple(before)]
+        return [dict(r) for r in rows[: int(limit)]]
+
+    def sessions_page(self, filters, limit, before=None):
+        def keep(r):
+            return (r["cp_id"] == filters.get("cp", r["cp_id"]) and r["driver_id"] == filters.get("driver", r["driver_id"])
+                    and r["started_at"] >= filters.get("since", r["started_at"])
+                    and ("until" not in filters or r["started_at"] < filters["until"]))
+
+        return self._run(lambda: self._page([r for r in self.sessions.values() if keep(r)], "started_at", "id",
+                                            limit, before))
+
+    def drivers_page(self, limit, before=None):
+        keys = ("driver_id", "status", "created_at", "updated_at")
+        rows = [{k: r[k] for k in keys} for r in self.driver_accounts_rows.values()]
+        return self._run(lambda: self._page(rows, "created_at", "driver_id", limit, before))
+
+    def closed_since(self, since, exclude):
+        def total():
+            rows = [r for r in self.sessions.values()
+                    if r["status"] == "closed" and r["ended_at"] >= since and r["id"] not in exclude]
+            return {"energy_kwh": float(sum(r["kwh"] for r in rows)), "revenue_eur": float(sum(r["euros"] for r in rows)),
+                    "sessions": len(rows)}
+
+        return self._run(total)
+
     def recent_sessions(self, limit=50):
         return self._run(lambda: self._sessions(lambda r: True, lambda r: r["started_at"], True, int(limit)))
 

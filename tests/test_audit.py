@@ -274,9 +274,9 @@ def test_operator_commands_are_rows_with_the_token_identity_and_address():
 
     web = Web(token="tok")
     web.world.cp()
-    assert web.post("/api/cps/CP1/stop", headers=bearer("tok"), host="10.9.9.9").status == 200
-    assert web.post("/api/cps/CP1/resume", headers=bearer("wrong"), host="10.9.9.8").status == 401
-    assert web.post("/api/cps/stop", headers=bearer("tok")).status == 200
+    assert web.post("/api/v1/cps/CP1/stop", headers=bearer("tok"), host="10.9.9.9").status == 200
+    assert web.post("/api/v1/cps/CP1/resume", headers=bearer("wrong"), host="10.9.9.8").status == 401
+    assert web.post("/api/v1/cps/stop", headers=bearer("tok")).status == 200
     rows = all_rows(web.world.store)
     stop = next(r for r in rows if r["action"] == "cp.stop")
     assert (stop["actor_kind"], stop["actor_id"], stop["address"], stop["outcome"]) == (

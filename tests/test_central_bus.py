@@ -24,6 +24,10 @@ class FakeBus:
     def __init__(self):
         self.published = []
         self.handlers = {}
+        self.status_observers = []
+
+    def add_status_observer(self, observer):
+        self.status_observers.append(observer)
 
     def publish(self, topic, key, msg):
         self.published.append((topic, key, msg))

@@ -344,7 +344,7 @@ def test_evw_raises_clears_and_beats_through_the_api():
     answer = web.call("POST", ALERTS, GOOD_ALERT)
     assert answer.status == 200 and answer.json() == {"ok": True, "location": "Alicante Centro", "cps": ["CP1"]}
     assert web.world.state() is CpState.PARADO
-    assert web.call("GET", "/api/cps/CP1", token=None).json()["weather_alert"] is True
+    assert web.call("GET", "/api/v1/cps/CP1", token=None).json()["weather_alert"] is True
     answer = web.call("PUT", "/api/v1/weather/health", {"at": 5.0, "interval": 0.5, "cities": 1, "failing": []})
     assert answer.status == 200 and answer.json() == {"ok": True}
     view = web.call("GET", "/api/v1/weather", token=None).json()
@@ -366,7 +366,7 @@ def test_the_panel_stream_tells_weather_changes():
     channel = web.site.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer)
     channel.makeConnection(transport)
-    channel.dataReceived(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    channel.dataReceived(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
     web.call("POST", ALERTS, GOOD_ALERT)
     events = parse_events(dechunk(transport.value().partition(b"\r\n\r\n")[2]))
     snapshot = [d for name, d in events if name == "snapshot"][0]
@@ -404,10 +404,10 @@ def test_without_a_weather_token_file_every_weather_call_is_401():
 def test_evws_token_opens_nothing_else():
     web = WeatherWeb()
     web.world.cp()
-    answer = web.call("POST", "/api/cps/CP1/stop", token=EVW, host="127.0.0.1")
+    answer = web.call("POST", "/api/v1/cps/CP1/stop", token=EVW, host="127.0.0.1")
     assert answer.status == 403 and "weather calls only" in answer.json()["error"]
     assert web.world.state() is CpState.ACTIVADO
-    assert web.call("POST", "/api/cps/CP1/stop", token=ADMIN).status == 200
+    assert web.call("POST", "/api/v1/cps/CP1/stop", token=ADMIN).status == 200
 
 
 @pytest.mark.parametrize("raw, why", [

@@ -306,7 +306,7 @@ def test_event_stream_asks_for_the_stream_and_hands_each_event_on_until_central_
     s = stream.EventStream(agent, "http://central:8080/", state.apply, clock)
     done = results(s.start())
     [(method, uri, headers, _)] = agent.requests
-    assert (method, uri, headers.getRawHeaders(b"accept")) == (b"GET", b"http://central:8080/api/stream",
+    assert (method, uri, headers.getRawHeaders(b"accept")) == (b"GET", b"http://central:8080/api/v1/stream",
                                                                [b"text/event-stream"])
     response = agent.answer(b"retry: 2000\n\n" + sse("snapshot", SNAPSHOT)[:20])
     assert not state.live
@@ -359,7 +359,7 @@ def test_the_follower_reconnects_after_a_backoff_and_shows_each_disconnection():
     clock.advance(2.9)
     assert len(agent.requests) == 2  # the second pause is longer: 3 s
     clock.advance(0.1)
-    assert len(agent.requests) == 3 and agent.requests[-1][1] == b"http://central:8080/api/stream"
+    assert len(agent.requests) == 3 and agent.requests[-1][1] == b"http://central:8080/api/v1/stream"
     response = agent.answer(sse("snapshot", SNAPSHOT))
     assert state.live and state.status == "live" and list(state.cps) == ["CP1"]
     response.end()
@@ -456,9 +456,9 @@ def evctl_plain(capsys, *argv, answer=b"{}"):
 @pytest.mark.parametrize("answer, code, line", [
     (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), 2,
      "evctl: cannot reach Central at http://c:1: [Errno 111] Connection refused"),
-    (urllib.error.HTTPError("http://c:1/api/cps", 502, "Bad Gateway", {}, io.BytesIO(b"<html>")), 1,
+    (urllib.error.HTTPError("http://c:1/api/v1/cps", 502, "Bad Gateway", {}, io.BytesIO(b"<html>")), 1,
      "evctl: Central refused: 502 Bad Gateway"),
-    (urllib.error.HTTPError("http://c:1/api/cps", 409, "Conflict", {}, io.BytesIO(b'{"error": "not now"}')), 1,
+    (urllib.error.HTTPError("http://c:1/api/v1/cps", 409, "Conflict", {}, io.BytesIO(b'{"error": "not now"}')), 1,
      "evctl: Central refused: not now"),
     (http.client.BadStatusLine("SSH-2.0"), 2, "evctl: http://c:1 did not answer HTTP: is it Central's --http endpoint?"),
     (b"<html>", 2, "evctl: http://c:1 did not answer JSON: is it Central's --http endpoint?"),
@@ -485,7 +485,7 @@ def test_evctl_says_which_token_file_it_cannot_use_before_sending_anything(capsy
     code, err, opener = evctl_plain(capsys, "stop", "CP 1", "--http", "http://c:1/", "--token-file", str(tmp_path / "token"),
                                     answer=b'{"ok": true, "message": "CP CP 1 stopped"}')
     [request] = opener.requests
-    assert (code, request.full_url, request.get_method(), request.data) == (0, "http://c:1/api/cps/CP%201/stop", "POST", b"{}")
+    assert (code, request.full_url, request.get_method(), request.data) == (0, "http://c:1/api/v1/cps/CP%201/stop", "POST", b"{}")
     assert request.get_header("Authorization") == "Bearer tok-1"
 
 

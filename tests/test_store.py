@@ -303,6 +303,53 @@ def test_session_lists_are_ordered_and_limited(store):
 
 
 @pytest_twisted.inlineCallbacks
+def test_session_pages_are_newest_first_filtered_and_follow_their_cursor(store):
+    yield store.start()
+    for sid, started, cp, driver in (("S1", 100.0, "CP1", "D1"), ("S2", 200.0, "CP2", "D1"), ("S3", 200.0, "CP1", "D2"),
+                                     ("S4", 300.0, "CP1", "D1")):
+        yield store.open_session(session(sid, started, driver=driver, cp=cp))
+    page = yield store.sessions_page({}, 2)
+    assert [r["id"] for r in page] == ["S4", "S3"] and all(set(r) == SESSION_KEYS for r in page)
+    # Two sessions of the same second: the cursor (time, id) keeps one order and loses neither.
+    assert [r["id"] for r in (yield store.sessions_page({}, 2, (200.0, "S3")))] == ["S2", "S1"]
+    assert [r["id"] for r in (yield store.sessions_page({"cp": "CP1"}, 10))] == ["S4", "S3", "S1"]
+    assert [r["id"] for r in (yield store.sessions_page({"driver": "D1", "cp": "CP1"}, 10))] == ["S4", "S1"]
+    assert [r["id"] for r in (yield store.sessions_page({"since": 200.0, "until": 300.0}, 10))] == ["S3", "S2"]
+    assert (yield store.sessions_page({"cp": "NOPE"}, 10)) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_closed_charges_since_a_time_are_summed_but_the_ones_excluded(store):
+    yield store.start()
+    assert (yield store.closed_since(0.0, [])) == {"energy_kwh": 0.0, "revenue_eur": 0.0, "sessions": 0}
+    for sid, ended, kwh in (("S1", 90.0, 5.0), ("S2", 110.0, 1.5), ("S3", 120.0, 2.0)):
+        yield store.open_session(session(sid, 50.0))
+        yield store.close_session(sid, ended, kwh, kwh * 0.3, 60, 1, "target")
+    yield store.open_session(session("S4", 60.0))  # open: not counted
+    totals = yield store.closed_since(100.0, ["S3"])
+    assert totals["sessions"] == 1 and totals["energy_kwh"] == 1.5 and abs(totals["revenue_eur"] - 0.45) < 1e-9
+    assert (yield store.closed_since(100.0, []))["sessions"] == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_driver_pages_are_newest_first_without_verifiers(store):
+    yield store.start()
+    fake = store.store
+    for driver_id, created in (("D1", 100.0), ("D3", 200.0), ("D2", 200.0), ("D4", 300.0)):
+        if isinstance(fake, MemoryStore):
+            fake.sign_up_driver(driver_id, "scram-scrypt$16$AA$BB$CC")
+            fake.driver_accounts_rows[driver_id]["created_at"] = created
+        else:
+            from evnet.registry.store import RegistryStore
+
+            yield RegistryStore(fake).add_driver(driver_id, lambda: "scram-scrypt$16$AA$BB$CC", created, "a test")
+    page = yield store.drivers_page(3)
+    assert [r["driver_id"] for r in page] == ["D4", "D3", "D2"]
+    assert all(set(r) == {"driver_id", "status", "created_at", "updated_at"} for r in page)
+    assert [r["driver_id"] for r in (yield store.drivers_page(3, (200.0, "D2")))] == ["D1"]
+
+
+@pytest_twisted.inlineCallbacks
 def test_rows_are_copies(store):
     yield store.start()
     yield store.upsert_cp("CP1", "Centro", 0.3, "ACTIVADO")

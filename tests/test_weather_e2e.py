@@ -40,7 +40,7 @@ def get(http_port: int, path: str):
 
 def cp1(http_port: int) -> dict:
     try:
-        return get(http_port, "/api/cps/CP1")
+        return get(http_port, "/api/v1/cps/CP1")
     except (OSError, urllib.error.URLError):
         return {}
 
@@ -130,7 +130,7 @@ def test_a_city_freezing_takes_its_cps_out_of_service_across_a_restart_of_centra
     central.wait_for(r"weather alert at Alicante Centro \(Alicante\) over: CP1 back in service")
 
     # EV_W's token opens nothing else; no token is refused with 401 and recorded.
-    stop = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/cps/CP1/stop", method="POST", data=b"{}",
+    stop = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/v1/cps/CP1/stop", method="POST", data=b"{}",
                                   headers={"Authorization": f"Bearer {TOKEN}"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(stop, timeout=5)

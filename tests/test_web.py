@@ -127,15 +127,15 @@ def bearer(token):
 
 def test_cps_list_and_one_cp():
     web = Web()
-    assert web.get("/api/cps").json() == {"cps": []}
+    assert web.get("/api/v1/cps").json() == {"cps": []}
     web.world.cp("CP2", "Plaza", 0.25)
     web.world.cp("CP1", "Centro", 0.3)
-    cps = web.get("/api/cps").json()["cps"]
+    cps = web.get("/api/v1/cps").json()["cps"]
     assert [(c["id"], c["location"], c["price"], c["state"]) for c in cps] == [
         ("CP1", "Centro", 0.3, "ACTIVADO"), ("CP2", "Plaza", 0.25, "ACTIVADO")]
-    one = web.get("/api/cps/CP2").json()
+    one = web.get("/api/v1/cps/CP2").json()
     assert one["id"] == "CP2" and one["driver_id"] is None
-    missing = web.get("/api/cps/NOPE")
+    missing = web.get("/api/v1/cps/NOPE")
     assert missing.status == 404 and missing.json() == {"error": "unknown CP NOPE"}
 
 
@@ -150,7 +150,7 @@ def charging(web, kwh, euros, seconds):
 def test_a_charge_shows_driver_kw_kwh_and_euros():
     web = Web()
     _, _, sid = charging(web, 0.5, 0.15, 160)
-    one = web.get("/api/cps/CP1").json()
+    one = web.get("/api/v1/cps/CP1").json()
     assert (one["state"], one["driver_id"], one["session_id"]) == ("SUMINISTRANDO", "D1", sid)
     assert (one["kw"], one["kwh"], one["euros"]) == (11.0, 0.5, 0.15)
 
@@ -161,7 +161,7 @@ def test_sessions_ongoing_and_recent_with_tickets():
     cp.send(m.Stop("CP1", first, 2, 1.0, 0.3, 327, "target"))
     web.clock.advance(1)
     second = web.world.charge(cp, driver)
-    answer = web.get("/api/sessions").json()
+    answer = web.get("/api/v1/sessions").json()
     assert [s["id"] for s in answer["ongoing"]] == [second]
     assert answer["ongoing"][0]["driver_id"] == "D1" and answer["ongoing"][0]["cp_id"] == "CP1"
     recent = {s["id"]: s for s in answer["recent"]}
@@ -171,13 +171,13 @@ def test_sessions_ongoing_and_recent_with_tickets():
         "closed", 1.0, 0.3, 327, "target")
     assert ticket["ticket_delivered"] is True
     assert recent[second]["status"] == "open"
-    assert [s["id"] for s in web.get("/api/sessions?limit=1").json()["recent"]] == [second]
+    assert [s["id"] for s in web.get("/api/v1/sessions?limit=1").json()["recent"]] == [second]
 
 
 @pytest.mark.parametrize("limit", ["0", "x", "501"])
 def test_a_bad_limit_is_400(limit):
     web = Web()
-    for path in ("/api/sessions", "/api/events"):
+    for path in ("/api/v1/sessions", "/api/v1/events"):
         answer = web.get(f"{path}?limit={limit}")
         assert answer.status == 400 and "limit" in answer.json()["error"]
 
@@ -185,8 +185,8 @@ def test_a_bad_limit_is_400(limit):
 def test_events_are_the_application_messages_newest_first():
     web = Web()
     web.world.cp()
-    web.post("/api/cps/CP1/stop")
-    events = web.get("/api/events").json()["events"]
+    web.post("/api/v1/cps/CP1/stop")
+    events = web.get("/api/v1/events").json()["events"]
     assert events[0]["kind"] == "stop" and events[0]["subject"] == "CP1"
     assert "PARADO (Out of Order)" in events[0]["text"]
     assert [e["kind"] for e in events[1:]] == ["connect", "register"]
@@ -195,18 +195,18 @@ def test_events_are_the_application_messages_newest_first():
 def test_a_database_failure_is_a_503_json_error(monkeypatch):
     web = Web()
     monkeypatch.setattr(web.central.store, "recent_events", lambda limit: defer.fail(RuntimeError("disk gone")))
-    answer = web.get("/api/events")
+    answer = web.get("/api/v1/events")
     assert answer.status == 503 and "disk gone" in answer.json()["error"]
 
 
 def test_a_slow_database_answer_arrives_when_ready():
     web = Web()
     pending = defer.Deferred()
-    web.central.store.recent_sessions = lambda limit: pending
-    _, transport = web.send("GET", "/api/sessions")
+    web.central.store.sessions_page = lambda filters, limit, before: pending
+    _, transport = web.send("GET", "/api/v1/sessions")
     assert transport.value() == b""
     pending.callback([])
-    assert Response(transport.value()).json() == {"ongoing": [], "recent": []}
+    assert Response(transport.value()).json() == {"ongoing": [], "recent": [], "next": None}
 
 
 # -- writing ------------------------------------------------------------------------
@@ -216,25 +216,25 @@ def test_stop_and_resume_one_cp_from_loopback():
     web = Web()
     cp = web.world.cp()
     cp.take()
-    answer = web.post("/api/cps/CP1/stop")
+    answer = web.post("/api/v1/cps/CP1/stop")
     assert answer.status == 200
     body = answer.json()
     assert body["ok"] is True and body["cp"]["state"] == "PARADO" and body["message"] == "CP CP1 stopped"
     assert cp.take(m.Parar) == [m.Parar("CP1")]
-    answer = web.post("/api/cps/CP1/resume").json()
+    answer = web.post("/api/v1/cps/CP1/resume").json()
     assert answer["cp"]["state"] == "ACTIVADO"
     assert cp.take(m.Reanudar) == [m.Reanudar("CP1")]
-    again = web.post("/api/cps/CP1/resume")
+    again = web.post("/api/v1/cps/CP1/resume")
     assert again.status == 409 and again.json() == {"error": "CP CP1 is not stopped (ACTIVADO)"}
     for verb in ("stop", "resume"):
-        unknown = web.post(f"/api/cps/NOPE/{verb}")
+        unknown = web.post(f"/api/v1/cps/NOPE/{verb}")
         assert unknown.status == 404 and unknown.json() == {"error": "unknown CP NOPE"}
 
 
 def test_stop_during_a_charge_ends_it_with_a_ticket():
     web = Web()
     _, driver, sid = charging(web, 0.2, 0.06, 60)
-    assert web.post("/api/cps/CP1/stop").json()["cp"]["state"] == "PARADO"
+    assert web.post("/api/v1/cps/CP1/stop").json()["cp"]["state"] == "PARADO"
     [ticket] = driver.take(m.Ticket)
     assert (ticket.session_id, ticket.kwh, ticket.reason) == (sid, 0.2, "parar")
 
@@ -242,8 +242,8 @@ def test_stop_during_a_charge_ends_it_with_a_ticket():
 def test_revoke_a_cps_key():
     web = Web()
     cp = web.world.cp()
-    assert web.get("/api/cps/CP1").json()["key"] == "active"
-    answer = web.post("/api/cps/CP1/revoke")
+    assert web.get("/api/v1/cps/CP1").json()["key"] == "active"
+    answer = web.post("/api/v1/cps/CP1/revoke")
     assert answer.status == 200
     body = answer.json()
     assert body["ok"] is True and body["message"].startswith("CP CP1's key revoked")
@@ -251,15 +251,15 @@ def test_revoke_a_cps_key():
     assert body["cp"]["key_revoked_by"].startswith("the operator at 127.0.0.1:")
     [revoked] = cp.take(m.Revoked)
     assert revoked.reason == f"its key was revoked by {body['cp']['key_revoked_by']}"
-    again = web.post("/api/cps/CP1/revoke").json()
+    again = web.post("/api/v1/cps/CP1/revoke").json()
     assert again["message"] == "CP CP1's key is already revoked"
     # A CP known from the database, whose Monitor has not logged in to this Central: no key.
     web.central.restore([{"id": "CP2", "location": "Playa", "price": 0.3, "state": "DESCONECTADO", "stopped": 0}], [])
-    refused = web.post("/api/cps/CP2/revoke")
+    refused = web.post("/api/v1/cps/CP2/revoke")
     assert refused.status == 409 and refused.json() == {"error": "CP CP2 has no key to revoke: it has not logged in"}
-    unknown = web.post("/api/cps/NOPE/revoke")
+    unknown = web.post("/api/v1/cps/NOPE/revoke")
     assert unknown.status == 404 and unknown.json() == {"error": "unknown CP NOPE"}
-    [event] = [e for e in web.get("/api/events").json()["events"] if e["kind"] == "revoke"]
+    [event] = [e for e in web.get("/api/v1/events").json()["events"] if e["kind"] == "revoke"]
     assert event["text"] == f"CP CP1 out of service: {revoked.reason}"
 
 
@@ -270,7 +270,8 @@ class SiteOpener:
         self.web, self.host = web, host
 
     def open(self, request, timeout):
-        path = urllib.parse.urlsplit(request.full_url).path
+        url = urllib.parse.urlsplit(request.full_url)
+        path = url.path + (f"?{url.query}" if url.query else "")
         headers = {k: v for k, v in request.header_items() if k.lower() == "authorization"}
         answer = self.web.request(request.get_method(), path, headers, host=self.host)
         if answer.status >= 400:
@@ -304,40 +305,40 @@ def test_stop_all_and_resume_all():
     web = Web()
     web.world.cp("CP1")
     web.world.cp("CP2")
-    answer = web.post("/api/cps/stop").json()
+    answer = web.post("/api/v1/cps/stop").json()
     assert [r["message"] for r in answer["results"]] == ["CP CP1 stopped", "CP CP2 stopped"]
     assert {c["state"] for c in answer["cps"]} == {"PARADO"}
-    assert web.post("/api/cps/CP1/resume").status == 200
-    answer = web.post("/api/cps/resume").json()
+    assert web.post("/api/v1/cps/CP1/resume").status == 200
+    answer = web.post("/api/v1/cps/resume").json()
     assert [r["message"] for r in answer["results"]] == ["CP CP2 resumed"]
     assert {c["state"] for c in answer["cps"]} == {"ACTIVADO"}
-    assert web.post("/api/cps/resume").json()["results"] == []
+    assert web.post("/api/v1/cps/resume").json()["results"] == []
 
 
-@pytest.mark.parametrize("path", ["/api/cps/CP1/stop", "/api/cps/CP1/resume", "/api/cps/stop", "/api/cps/resume",
-                                  "/api/cps/CP1/revoke"])
+@pytest.mark.parametrize("path", ["/api/v1/cps/CP1/stop", "/api/v1/cps/CP1/resume", "/api/v1/cps/stop", "/api/v1/cps/resume",
+                                  "/api/v1/cps/CP1/revoke"])
 def test_without_a_token_file_writes_from_elsewhere_are_403(path):
     web = Web()
     web.world.cp()
     answer = web.post(path, host="10.1.2.3")
     assert answer.status == 403 and "only from this host" in answer.json()["error"]
     assert web.central.cps["CP1"].state.value == "ACTIVADO" and web.central.cps["CP1"].key_state == "active"
-    assert web.get("/api/cps", host="10.1.2.3").status == 200  # reading is open
+    assert web.get("/api/v1/cps", host="10.1.2.3").status == 200  # reading is open
 
 
 def test_loopback_also_covers_ipv6_and_refuses_other_web_origins():
     web = Web()
     web.world.cp()
-    refused = web.post("/api/cps/CP1/stop", headers={"Origin": "http://evil.example"})
+    refused = web.post("/api/v1/cps/CP1/stop", headers={"Origin": "http://evil.example"})
     assert refused.status == 403 and "another web origin" in refused.json()["error"]
-    assert web.post("/api/cps/CP1/stop", headers={"Origin": "http://127.0.0.1:8080"}).status == 200
+    assert web.post("/api/v1/cps/CP1/stop", headers={"Origin": "http://127.0.0.1:8080"}).status == 200
 
 
 @pytest.mark.parametrize("headers", [{}, bearer("wrong"), {"Authorization": f"Basic {TOKEN}"}, bearer("")])
 def test_with_a_token_file_a_missing_or_wrong_token_is_401(headers):
     web = Web(token=TOKEN)
     web.world.cp()
-    answer = web.post("/api/cps/CP1/stop", headers=headers)
+    answer = web.post("/api/v1/cps/CP1/stop", headers=headers)
     assert answer.status == 401 and "admin token" in answer.json()["error"]
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert web.central.cps["CP1"].state.value == "ACTIVADO"
@@ -346,21 +347,21 @@ def test_with_a_token_file_a_missing_or_wrong_token_is_401(headers):
 def test_with_the_right_token_writes_work_from_anywhere():
     web = Web(token=TOKEN)
     web.world.cp()
-    assert web.post("/api/cps/CP1/stop", headers=bearer(TOKEN), host="10.1.2.3").status == 200
-    assert web.post("/api/cps/resume", headers=bearer(TOKEN), host="10.1.2.3").status == 200
+    assert web.post("/api/v1/cps/CP1/stop", headers=bearer(TOKEN), host="10.1.2.3").status == 200
+    assert web.post("/api/v1/cps/resume", headers=bearer(TOKEN), host="10.1.2.3").status == 200
     assert web.central.cps["CP1"].state.value == "ACTIVADO"
 
 
 def test_wrong_method_is_405_and_unknown_path_404():
     web = Web()
     web.world.cp()
-    answer = web.get("/api/cps/CP1/stop")
+    answer = web.get("/api/v1/cps/CP1/stop")
     assert answer.status == 405 and answer.headers["allow"] == "POST"
-    answer = web.request("DELETE", "/api/cps")
+    answer = web.request("DELETE", "/api/v1/cps")
     assert answer.status == 405 and answer.headers["allow"] == "GET" and "not allowed" in answer.json()["error"]
-    assert web.request("PUT", "/api/cps/stop").headers["allow"] == "POST"  # not also /api/cps/{id}'s GET
-    assert web.request("OPTIONS", "/api/cps/resume").headers["allow"] == "POST"
-    answer = web.get("/api/nothing")
+    assert web.request("PUT", "/api/v1/cps/stop").headers["allow"] == "POST"  # not also /api/cps/{id}'s GET
+    assert web.request("OPTIONS", "/api/v1/cps/resume").headers["allow"] == "POST"
+    answer = web.get("/api/v1/nothing")
     assert answer.status == 404 and "no such API path" in answer.json()["error"]
 
 
@@ -370,14 +371,14 @@ def test_wrong_method_is_405_and_unknown_path_404():
 def test_openapi_document_lists_exactly_the_routes_served():
     web = Web()
     web.world.cp()
-    doc = web.get("/api/openapi.json").json()
+    doc = web.get("/api/v1/openapi.json").json()
     assert doc == OPENAPI and doc["openapi"].startswith("3.")
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     served = {(route.method, route.template) for route in ROUTES}
     assert documented == served
     # Each documented operation is really answered by the site (not a 404 for the path, not 405).
     for method, path in sorted(documented):
-        if path == "/api/stream":
+        if path == "/api/v1/stream":
             continue  # a stream: see the SSE tests
         answer = web.request(method, path.replace("{id}", "CP1").replace("{location}", "Centro"))
         assert answer.status in {int(code) for code in doc["paths"][path][method.lower()]["responses"]}, (
@@ -406,7 +407,7 @@ def test_every_route_template_is_reachable_only_with_its_method():
 
 class Stream:
     def __init__(self, web, host="127.0.0.1"):
-        self.channel, self.transport = web.send("GET", "/api/stream", host=host)
+        self.channel, self.transport = web.send("GET", "/api/v1/stream", host=host)
         self.response = Response(self.transport.value())
 
     def events(self):
@@ -434,7 +435,7 @@ def test_stream_starts_with_a_snapshot_then_every_change_in_order():
     cp = web.world.cp("CP2", "Plaza", 0.25)
     sid = web.world.charge(cp, driver, cp_id="CP2")
     cp.send(m.Telem("CP2", sid, 1, 0.1, 11.0, 0.03, 30))
-    web.post("/api/cps/CP2/stop")
+    web.post("/api/v1/cps/CP2/stop")
     events = stream.named()[1:]
     kinds = [name for name, _ in events]
     # Registration, authentication, the charge, its telemetry, the stop and the ticket, in order.
@@ -590,12 +591,12 @@ def test_cancel_a_drivers_charge_through_the_api_ends_it_with_a_ticket():
     web = Web(token="t0ken")
     cp, driver = web.world.cp(), web.world.driver()
     sid = web.world.charge(cp, driver)
-    assert web.post("/api/drivers/D1/cancel").status == 401
-    answer = web.post("/api/drivers/D1/cancel", headers=bearer("t0ken"))
+    assert web.post("/api/v1/drivers/D1/cancel").status == 401
+    answer = web.post("/api/v1/drivers/D1/cancel", headers=bearer("t0ken"))
     assert answer.status == 200 and answer.json()["session_id"] == sid
     [ticket] = driver.take(m.Ticket)
     assert (ticket.session_id, ticket.reason) == (sid, "cancelled by the driver")
-    again = web.post("/api/drivers/D1/cancel", headers=bearer("t0ken"))
+    again = web.post("/api/v1/drivers/D1/cancel", headers=bearer("t0ken"))
     assert again.status == 409 and again.json() == {"error": "driver D1 has no charge in progress"}
 
 
@@ -604,7 +605,7 @@ def test_the_drivers_route_lists_the_accounts_without_verifiers():
 
     web = Web()
     web.world.store.sign_up_driver("D1", verifier_of("x"))
-    body = web.get("/api/drivers").json()
+    body = web.get("/api/v1/drivers").json()
     assert body["driver_auth"] == "optional"
     [d] = body["drivers"]
     assert (d["driver_id"], d["status"], d["connected"], d["session_id"]) == ("D1", "registered", False, None)

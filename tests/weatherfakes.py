@@ -72,7 +72,7 @@ class FakeCentral:
         return defer.succeed(value)
 
     def locations(self) -> defer.Deferred:
-        return self._answer("GET", "/api/cps", sorted(set(self.cps_locations)))
+        return self._answer("GET", "/api/v1/cps", sorted(set(self.cps_locations)))
 
     def raise_alert(self, alert) -> defer.Deferred:
         return self._answer("POST", alert, {"ok": True})
@@ -98,7 +98,7 @@ class FakeCentral:
 class FakeCentralServer:
     """
     A fake of Central's HTTP API on 127.0.0.1 (a thread of the test
-    process): C{GET /api/cps} answers C{locations}; POST/DELETE
+    process): C{GET /api/v1/cps} answers C{locations}; POST/DELETE
     C{/api/v1/weather/alerts} and PUT C{/api/v1/weather/health} are recorded
     in C{requests} as dicts (method, path, the decoded location, auth, body);
     with C{token} set, a call without that bearer token gets 401.
@@ -133,7 +133,7 @@ class FakeCentralServer:
                     record["location"] = unquote(self.path.rsplit("/", 1)[1])
                 with fake.lock:
                     fake.requests.append(record)
-                if self.command == "GET" and self.path == "/api/cps":
+                if self.command == "GET" and self.path == "/api/v1/cps":
                     return self._answer(200, {"cps": [{"id": f"CP{i}", "location": loc}
                                                       for i, loc in enumerate(fake.locations)]})
                 if fake.token is not None and auth != f"Bearer {fake.token}":

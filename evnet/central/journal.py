@@ -22,6 +22,9 @@ class Journal:
         self.now = wall_clock
         self.observers: list[Callable[[dict], None]] = []
         self.recent_messages: list[dict] = []
+        # Told when a store call fails (what was being done, why) and when an event row is written.
+        self.on_db_error: Callable[[str, str], None] = lambda doing, why: None
+        self.on_db_ok: Callable[[Any], Any] = lambda result: result
 
     def notify(self, event: dict) -> None:
         """Tell every observer; one that fails is logged and the others still hear."""
@@ -37,9 +40,11 @@ class Journal:
         entry = {"at": self.now(), "kind": kind, "subject": subject, "text": text}
         self.recent_messages.append(entry)
         del self.recent_messages[:-RECENT_MESSAGES]
-        self.store.add_event(kind, subject, text).addErrback(self.db_error, "recording an event")
+        self.store.add_event(kind, subject, text).addCallbacks(self.on_db_ok, self.db_error,
+                                                               errbackArgs=("recording an event",))
         self.notify({"type": "message", **entry})
 
     def db_error(self, failure: Failure, doing: str) -> None:
         """An errback for store calls: the database failed while C{doing}."""
         self.log.error("database error while {doing}: {why}", doing=doing, why=failure.getErrorMessage())
+        self.on_db_error(doing, failure.getErrorMessage())

@@ -128,6 +128,12 @@ class CentralBus(service.Service):
     def startService(self) -> None:
         super().startService()
         self.central.observers.append(self.changed)
+        self.bus.add_status_observer(self._bus_status)
+
+    def _bus_status(self, up: bool, reason: str) -> None:
+        """Kafka unreachable, or back: the alert of that name (docs/panel.md)."""
+        if self.running:
+            self.central.alerts.kafka(up, reason, self.bus.bootstrap)
 
     def stopService(self) -> None:
         super().stopService()

@@ -121,6 +121,9 @@ class ChargingPoint:
     # The key a rotation replaced: still good for Kafka records until old_key_until (Central's clock).
     old_key: Optional[CpKey] = None
     old_key_until: float = 0.0
+    # The last fault reported (an AVR's reason) and when (wall clock), until the CP recovers.
+    fault: Optional[str] = None
+    fault_at: Optional[float] = None
 
     @property
     def state(self) -> CpState:
@@ -144,6 +147,7 @@ class ChargingPoint:
             "stopped": self.machine.stopped,
             "engine_ok": self.machine.engine_ok,
             "weather_alert": self.machine.weather_alert,
+            "available": self.available,
             "driver_id": s.driver_id if s else None,
             "session_id": s.id if s else None,
             "kw": s.kw if s else None,

@@ -40,6 +40,7 @@ from evnet.protocols.vocabulary import (
     WHAT_TICKET,
     valid_id,
 )
+from evnet.central.alerts import AlertBoard
 from evnet.central.audittrail import AuditTrail
 from evnet.central.charges import Charges
 from evnet.central.journal import Journal
@@ -112,6 +113,8 @@ class Central:
         self.trust = Trust(self, **trust)  # logins, keys, refusals (the CP links and records go through it)
         self.weather = WeatherDesk(self, weather_stale)  # EV_W's alerts and health
         self.drivers = DriverTrust(self, driver_auth)  # drivers' logins and keys (their links and records go through it)
+        self.alerts = AlertBoard(self)  # alerts from every part (docs/panel.md)
+        self.journal.on_db_error, self.journal.on_db_ok = self.alerts.database_failed, self.alerts.database_ok
 
     # -- wiring and lifecycle (called by the service) -------------------------
 
@@ -360,6 +363,7 @@ class Central:
         if not cp.machine.engine_ok and cp.state in (CpState.AVERIADO, CpState.PARADO):
             return  # already known
         self.journal.message("fault", cp.id, f"CP {cp.id} AVERIADO: {reason}", level="warn")
+        cp.fault, cp.fault_at = reason, self.now()
         if cp.session is not None:
             session = cp.session
             self.charges.notify_driver(session, m.Notice(cp.id, f"fault at CP {cp.id}: {reason}; your charge ends now"))
@@ -369,6 +373,7 @@ class Central:
     def cp_recovered(self, cp: ChargingPoint) -> None:
         if cp.machine.engine_ok:
             return
+        cp.fault = cp.fault_at = None
         self._fire(cp, CpInput.RECOVER)
         self.journal.message("recover", cp.id, f"CP {cp.id} recovered: {cp.state.value}")
 

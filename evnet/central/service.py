@@ -52,7 +52,7 @@ class CentralService(service.MultiService):
         self._liveness.clock = central.clock
         self._flusher = task.LoopingCall(central.charges.flush)
         self._flusher.clock = central.clock
-        self._sweeper = task.LoopingCall(central.trust.sweep)  # refusal summaries, old login failures
+        self._sweeper = task.LoopingCall(self._sweep)  # refusal summaries, old login failures, the database probe
         self._sweeper.clock = central.clock
         self._weather = task.LoopingCall(central.weather.check)  # EV_W's health, the stale rule
         self._weather.clock = central.clock
@@ -83,6 +83,10 @@ class CentralService(service.MultiService):
                 d.errback(outcome)
             else:
                 d.callback(outcome)
+
+    def _sweep(self) -> None:
+        self.central.trust.sweep()
+        self.central.alerts.probe()
 
     # -- start -------------------------------------------------------------
 

@@ -21,90 +21,9 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from evnet.central import audittrail
+from evnet.central import audittrail, panelqueries
+from evnet.central.schema import _INDEXES, _TABLES, SCHEMA_VERSION, SESSION_COLUMNS, WEATHER_COLUMNS  # noqa: F401
 from evnet.registry import schema as registry_schema
-
-SCHEMA_VERSION = 1
-
-# Column types are written once and mapped per dialect below.
-_TABLES = [
-    """CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS cps (
-        id VARCHAR(64) NOT NULL PRIMARY KEY,
-        location VARCHAR(255) NOT NULL,
-        price DOUBLE NOT NULL,
-        state VARCHAR(16) NOT NULL,
-        stopped INTEGER NOT NULL DEFAULT 0,
-        registered_at DOUBLE NOT NULL,
-        last_seen DOUBLE
-    )""",
-    """CREATE TABLE IF NOT EXISTS drivers (
-        id VARCHAR(64) NOT NULL PRIMARY KEY,
-        first_seen DOUBLE NOT NULL,
-        last_seen DOUBLE NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS sessions (
-        id VARCHAR(64) NOT NULL PRIMARY KEY,
-        cp_id VARCHAR(64) NOT NULL,
-        driver_id VARCHAR(64) NOT NULL,
-        origin VARCHAR(16) NOT NULL,
-        price DOUBLE NOT NULL,
-        target_kwh DOUBLE NOT NULL DEFAULT 0,
-        started_at DOUBLE NOT NULL,
-        ended_at DOUBLE,
-        kwh DOUBLE NOT NULL DEFAULT 0,
-        euros DOUBLE NOT NULL DEFAULT 0,
-        seconds INTEGER NOT NULL DEFAULT 0,
-        last_seq INTEGER NOT NULL DEFAULT 0,
-        status VARCHAR(16) NOT NULL,
-        end_reason VARCHAR(255),
-        ticket_delivered_at DOUBLE
-    )""",
-    """CREATE TABLE IF NOT EXISTS events (
-        id {autoincrement},
-        at DOUBLE NOT NULL,
-        kind VARCHAR(32) NOT NULL,
-        subject VARCHAR(64) NOT NULL,
-        detail VARCHAR(1024) NOT NULL
-    )""",
-    # EV_W's alerts by CP location (docs/weather.md), compared exactly as EV_W and the cps table do.
-    """CREATE TABLE IF NOT EXISTS weather_alerts (
-        location VARCHAR(255) {binary} NOT NULL PRIMARY KEY,
-        city VARCHAR(80) NOT NULL,
-        temperature DOUBLE NOT NULL,
-        observed_at DOUBLE NOT NULL,
-        raised_at DOUBLE NOT NULL,
-        updated_at DOUBLE NOT NULL
-    )""",
-    # The audit trail (docs/audit.md; evnet/central/audit.py): append-only, one hash chain per writer.
-    """CREATE TABLE IF NOT EXISTS audit (
-        id {autoincrement},
-        chain VARCHAR(16) NOT NULL,
-        seq BIGINT NOT NULL,
-        at VARCHAR(32) NOT NULL,
-        actor_kind VARCHAR(16) NOT NULL,
-        actor_id VARCHAR(64) NOT NULL,
-        address VARCHAR(64) NOT NULL,
-        port INTEGER,
-        action VARCHAR(32) NOT NULL,
-        outcome VARCHAR(16) NOT NULL,
-        detail TEXT NOT NULL,
-        prev CHAR(64) NOT NULL,
-        hash CHAR(64) NOT NULL
-    )""",
-]
-WEATHER_COLUMNS = "location, city, temperature, observed_at, raised_at, updated_at"
-_INDEXES = [
-    ("sessions_status", "CREATE INDEX sessions_status ON sessions (status)"),
-    ("sessions_driver", "CREATE INDEX sessions_driver ON sessions (driver_id)"),
-    ("audit_chain_seq", "CREATE UNIQUE INDEX audit_chain_seq ON audit (chain, seq)"),
-    ("audit_at", "CREATE INDEX audit_at ON audit (at)"),
-]
-
-SESSION_COLUMNS = (
-    "id, cp_id, driver_id, origin, price, target_kwh, started_at, ended_at, kwh, euros, "
-    "seconds, last_seq, status, end_reason, ticket_delivered_at"
-)
 
 
 class StoreError(Exception):
@@ -478,6 +397,18 @@ class Store:
             "AND origin = 'driver' AND ticket_delivered_at IS NULL ORDER BY ended_at",
             driver_id,
         )
+
+    def sessions_page(self, filters: dict, limit: int, before: Optional[tuple] = None) -> defer.Deferred:
+        """A page of stored sessions, newest first (L{panelqueries.sessions_page_txn})."""
+        return self.run(panelqueries.sessions_page_txn, self.mysql, dict(filters), limit, before)
+
+    def drivers_page(self, limit: int, before: Optional[tuple] = None) -> defer.Deferred:
+        """A page of the drivers' accounts, newest first (L{panelqueries.drivers_page_txn})."""
+        return self.run(panelqueries.drivers_page_txn, self.mysql, limit, before)
+
+    def closed_since(self, since: float, exclude: list[str]) -> defer.Deferred:
+        """The kWh, € and count of the charges closed since C{since}, but C{exclude} (L{panelqueries})."""
+        return self.run(panelqueries.closed_since_txn, self.mysql, since, list(exclude))
 
     def recent_sessions(self, limit: int = 50) -> defer.Deferred:
         return self._query(

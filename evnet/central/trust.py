@@ -244,6 +244,7 @@ class Trust:
         self.refusals.record(KIND_AUTH_REFUSED, cp_id, f"login of CP {shown(cp_id)} from {s.link.peer_name} "
                              f"refused: {why}{said}", (s.address, like),
                              Note("cp", cp_id, s.link.peer_name, ACTION_LOGIN, REFUSED, {"reason": why, "told": told}))
+        self.central.alerts.cp_login_failed(shown(cp_id), f"from {s.link.peer_name}: {why}")
 
     def _auth(self, s: LinkSession, msg: m.Auth, reply: IChannel) -> None:
         cp_id = msg.cp_id

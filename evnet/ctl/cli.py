@@ -246,7 +246,7 @@ def _add_cps(subparsers) -> None:
 
 
 def _run_cps(api: CentralApi, args: argparse.Namespace) -> int:
-    cps = api.call("GET", "/api/cps")["cps"]
+    cps = api.call("GET", "/api/v1/cps")["cps"]
     if args.json:
         _print_json(cps)
     elif not cps:
@@ -268,7 +268,7 @@ def _add_command(subparsers, name: str, text: str) -> None:
 
 def _run_command(api: CentralApi, args: argparse.Namespace) -> int:
     which = "" if args.cp == "all" else "/" + urllib.parse.quote(args.cp, safe="")
-    answer = api.call("POST", f"/api/cps{which}/{args.verb}")
+    answer = api.call("POST", f"/api/v1/cps{which}/{args.verb}")
     if args.json:
         _print_json(answer)
     elif "results" in answer:
@@ -286,11 +286,18 @@ def _add_sessions(subparsers) -> None:
                               description="Charges in progress, then the most recent charges and their tickets.")
     _api_options(p)
     p.add_argument("--limit", type=int, default=20, help="how many recent charges (default %(default)s)")
+    for name, metavar, text in (
+            ("cp", "CP", "only this CP's charges"), ("driver", "DRIVER", "only this driver's charges"),
+            ("since", "TIME", "charges started at or after TIME (Unix seconds or YYYY-MM-DDTHH:MM:SSZ, UTC)"),
+            ("until", "TIME", "charges started before TIME"), ("before", "NEXT", "the page after the one that said NEXT")):
+        p.add_argument(f"--{name}", metavar=metavar, help=text)
     p.set_defaults(run_plain=_run_sessions)
 
 
 def _run_sessions(api: CentralApi, args: argparse.Namespace) -> int:
-    answer = api.call("GET", f"/api/sessions?limit={args.limit}")
+    query = {"limit": args.limit, **{name: getattr(args, name) for name in ("cp", "driver", "since", "until", "before")
+                                     if getattr(args, name) is not None}}
+    answer = api.call("GET", f"/api/v1/sessions?{urllib.parse.urlencode(query)}")
     if args.json:
         _print_json(answer)
         return 0
@@ -303,6 +310,8 @@ def _run_sessions(api: CentralApi, args: argparse.Namespace) -> int:
     for s in closed:
         print(f"  {s['id']}  driver {s['driver_id']} at {s['cp_id']} {_when(s['started_at'])}: {s['kwh']:.3f} kWh, "
               f"{s['euros']:.2f} €, {s['seconds']} s ({s['end_reason'] or '-'})")
+    if answer.get("next"):
+        print(f"More: evctl sessions --before {answer['next']}")
     return 0
 
 
@@ -355,8 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     from evnet.ctl.monitor import add_monitor  # evctl monitor … (imports this module)
     from evnet.ctl.registry import add_registry  # evctl registry … (imports this module)
 
+    from evnet.ctl.network import add_network  # evctl summary | alerts (imports this module)
+
     add_registry(subparsers)
     add_keys(subparsers)
+    add_network(subparsers)
     from evnet.ctl.weather import add_weather  # evctl weather … (imports this module)
 
     add_weather(subparsers)

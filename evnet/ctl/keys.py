@@ -1,6 +1,6 @@
 """
 ``evctl keys revoke CP``: revoke a charging point's session key through
-Central's API (``POST /api/cps/{id}/revoke``, a write call), with the same
+Central's API (``POST /api/v1/cps/{id}/revoke``, a write call), with the same
 options as ``evctl stop`` (``--http``, ``--token-file``, ``--json``,
 ``--timeout``).  Central deletes the key at once, tells the CP's Monitor
 (REVOKED), closes its link and ends its charge with a ticket; the CP is out
@@ -31,7 +31,7 @@ def add_keys(subparsers) -> None:
 
 
 def _run_revoke(api: CentralApi, args: argparse.Namespace) -> int:
-    answer = api.call("POST", f"/api/cps/{urllib.parse.quote(args.cp, safe='')}/revoke")
+    answer = api.call("POST", f"/api/v1/cps/{urllib.parse.quote(args.cp, safe='')}/revoke")
     if args.json:
         _print_json(answer)
     else:

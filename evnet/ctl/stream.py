@@ -1,5 +1,5 @@
 """
-Central's event stream (``GET /api/stream``) read with twisted.web's Agent,
+Central's event stream (``GET /api/v1/stream``) read with twisted.web's Agent,
 for ``evctl panel``.
 
 - L{EventStream}: one connection.  The response body streams into it (it is
@@ -101,7 +101,7 @@ def _ended_cleanly(reason: Failure) -> bool:
 
 class EventStream(Protocol):
     """
-    One ``GET URL/api/stream``: C{on_event(event, data)} for each event,
+    One ``GET URL/api/v1/stream``: C{on_event(event, data)} for each event,
     until the stream ends.  L{done} fires with None when Central ends the
     stream or L{stop} is called, or fails with a L{StreamFailed}.
 
@@ -128,7 +128,7 @@ class EventStream(Protocol):
         self.state = "requesting"
         self._timer = self.clock.callLater(self.idle_timeout, self._close, Unreachable("timed out"))
         self._request = defer.maybeDeferred(
-            self.agent.request, b"GET", (self.url.rstrip("/") + "/api/stream").encode("utf-8"),
+            self.agent.request, b"GET", (self.url.rstrip("/") + "/api/v1/stream").encode("utf-8"),
             Headers({b"Accept": [b"text/event-stream"]}),
         )
         self._request.addCallbacks(self._response, self._not_connected)

@@ -60,7 +60,7 @@ from evnet.protocols import messages as m
 from evnet.protocols import security
 from evnet.protocols.link import FramedLink, LinkError, LinkFactory, LinkHandler
 from evnet.protocols.machine import Machine
-from evnet.protocols.vocabulary import TOPIC_CP_EVENTS
+from evnet.protocols.vocabulary import AVR_ENGINE_LINK_LOST, AVR_ENGINE_SILENT, AVR_NO_ENGINE_LINK, TOPIC_CP_EVENTS
 from evnet.registry.credentials import Credentials, CredentialsError
 
 STATUS_SECONDS = 1.0
@@ -438,7 +438,7 @@ class MonitorService(service.MultiService):
             return
         why = reason.getErrorMessage()
         self._down("engine", f"the link was lost ({why})")
-        self._judge(HealthInput.FAILED, f"lost the link to the Engine ({why})")
+        self._judge(HealthInput.FAILED, f"{AVR_ENGINE_LINK_LOST} ({why})")
 
     def _from_engine(self, link: FramedLink, msg: m.Message) -> None:
         if isinstance(msg, m.HckResp):
@@ -455,7 +455,7 @@ class MonitorService(service.MultiService):
     def check_health(self) -> None:
         """Every health period: send HCK, unless one is still unanswered."""
         if self.engine is None:
-            self._judge(HealthInput.FAILED, f"no link to the Engine at {self.engine_name}")
+            self._judge(HealthInput.FAILED, f"{AVR_NO_ENGINE_LINK} at {self.engine_name}")
             return
         if self._hck_timer is not None:
             return
@@ -464,7 +464,7 @@ class MonitorService(service.MultiService):
 
     def _hck_timed_out(self) -> None:
         self._hck_timer = None
-        self._judge(HealthInput.FAILED, f"the Engine did not answer a health check within {self.health_timeout:g} s")
+        self._judge(HealthInput.FAILED, f"{AVR_ENGINE_SILENT} a health check within {self.health_timeout:g} s")
 
     def _judge(self, event: HealthInput, reason: str = "") -> None:
         """A move of the Engine's health (L{HEALTH}); entering KO sends AVR, leaving it RCV."""

@@ -102,6 +102,18 @@ REASON_WEATHER = "weather alert"  # EV_W reported frost at the CP's location: it
 REASON_NOT_PLUGGED = "not plugged in"  # authorized, but no vehicle plugged in within Central's --plug-timeout
 REASON_CANCELLED = "cancelled by the driver"  # CANCEL from the driver (or the operator for it)
 
+# How an AVR's reason begins when the Monitor lost its Engine (rather than the Engine answering KO):
+# Central shows such a CP as an "engine-lost" alert (docs/panel.md).
+AVR_ENGINE_LINK_LOST = "lost the link to the Engine"
+AVR_NO_ENGINE_LINK = "no link to the Engine"
+AVR_ENGINE_SILENT = "the Engine did not answer"
+AVR_ENGINE_LOST = (AVR_ENGINE_LINK_LOST, AVR_NO_ENGINE_LINK, AVR_ENGINE_SILENT)
+
+
+def engine_lost(reason: str) -> bool:
+    """Whether an AVR's C{reason} says that the Monitor lost its Engine."""
+    return reason.startswith(AVR_ENGINE_LOST)
+
 # -- ids and prices ----------------------------------------------------------
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")

@@ -21,6 +21,7 @@ from typing import Any
 
 STATUS_REGISTERED = "registered"
 STATUS_DEREGISTERED = "deregistered"
+DRIVER_COLUMNS = "driver_id, status, created_at, updated_at"  # a driver account's public fields (never the verifier)
 
 STATEMENTS: list[str] = [
     """CREATE TABLE IF NOT EXISTS registrations (

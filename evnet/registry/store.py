@@ -25,13 +25,12 @@ from twisted.internet import defer
 from evnet.central import audit, audittrail
 from evnet.central.store import Store
 from evnet.registry import schema
-from evnet.registry.schema import STATUS_DEREGISTERED, STATUS_REGISTERED
+from evnet.registry.schema import DRIVER_COLUMNS, STATUS_DEREGISTERED, STATUS_REGISTERED
 
 EVENT_CHANGE = "registry"
 EVENT_REFUSED = "registry-refused"
 
 PUBLIC_COLUMNS = "cp_id, location, price, status, registered_at, updated_at"
-DRIVER_COLUMNS = "driver_id, status, created_at, updated_at"
 
 
 def when(seconds: float) -> str:

@@ -1,6 +1,6 @@
 """
 EV_W's client of Central's HTTP API (``docs/weather.md``, "The contract with
-Central"): the CP locations (``GET /api/cps``), the alerts (``POST`` and
+Central"): the CP locations (``GET /api/v1/cps``), the alerts (``POST`` and
 ``DELETE /api/v1/weather/alerts``) and the heartbeat (``PUT
 /api/v1/weather/health``), each with EV_W's token as ``Authorization:
 Bearer``.  Every failure is a L{CentralError} whose text is one line.
@@ -98,11 +98,11 @@ class CentralClient:
         def read(answer: Any) -> list[str]:
             cps = answer.get("cps") if isinstance(answer, dict) else None
             if not isinstance(cps, list):
-                raise CentralError(f"{self.name} answered GET /api/cps without a list of CPs")
+                raise CentralError(f"{self.name} answered GET /api/v1/cps without a list of CPs")
             found = {cp.get("location") for cp in cps if isinstance(cp, dict)}
             return sorted(loc for loc in found if isinstance(loc, str) and loc.strip())
 
-        return self.call("GET", "/api/cps").addCallback(read)
+        return self.call("GET", "/api/v1/cps").addCallback(read)
 
     def raise_alert(self, alert: Alert) -> defer.Deferred:
         """Raise (or refresh) the frost alert for C{alert.location}."""

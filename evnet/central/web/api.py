@@ -19,72 +19,34 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
-from typing import Any, Callable, NamedTuple, Optional
-from urllib.parse import unquote, urlsplit
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from evnet.central import audit, audittrail
+from evnet.central import audit
 from evnet.central.weather import BadBody, parse_alert, parse_health
-from evnet.central.web.openapi import OPENAPI
+from evnet.central.web.reads import Reads
+from evnet.central.web.routes import ROUTES, Redirect, Route, find
 from evnet.central.web.sse import EventHub
 from evnet.httpapi import ApiError, is_loopback, json_bytes
-from evnet.central.web.views import (DEFAULT_LIMIT, MAX_LIMIT, all_cps, event_row, ongoing_sessions,
-                                     peer, session_row)
+from evnet.central.web.views import all_cps, peer
+
+__all__ = ["ROUTES", "Api", "Route"]
 
 
-class Route(NamedTuple):
-    method: str
-    template: str  # e.g. "/api/cps/{id}/stop", as in the OpenAPI document
-    handler: str  # the name of an L{Api} method
-    write: bool = False  # needs the admin token (or loopback)
-    weather: bool = False  # needs EV_W's token
-    private: bool = False  # a read that needs what a write needs (the admin token, or loopback)
-
-    @property
-    def guarded(self) -> bool:
-        return self.write or self.private
-
-    @property
-    def regex(self) -> re.Pattern:
-        return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.template)) + r"\Z")
-
-
-ROUTES: list[Route] = [
-    Route("GET", "/api/cps", "list_cps"),
-    Route("GET", "/api/cps/{id}", "get_cp"),
-    Route("POST", "/api/cps/stop", "stop_all", write=True),
-    Route("POST", "/api/cps/resume", "resume_all", write=True),
-    Route("POST", "/api/cps/{id}/stop", "stop_cp", write=True),
-    Route("POST", "/api/cps/{id}/resume", "resume_cp", write=True),
-    Route("POST", "/api/cps/{id}/revoke", "revoke_cp", write=True),
-    Route("GET", "/api/drivers", "list_drivers"),
-    Route("POST", "/api/drivers/{id}/cancel", "cancel_charge", write=True),
-    Route("GET", "/api/sessions", "sessions"),
-    Route("GET", "/api/events", "events"),
-    Route("GET", "/api/stream", "stream"),
-    Route("GET", "/api/openapi.json", "openapi"),
-    Route("GET", "/api/v1/weather", "weather"),
-    Route("POST", "/api/v1/weather/alerts", "weather_raise", weather=True),
-    Route("DELETE", "/api/v1/weather/alerts/{location}", "weather_clear", weather=True),
-    Route("PUT", "/api/v1/weather/health", "weather_health", weather=True),
-    Route("GET", "/api/v1/audit", "audit_trail", private=True),
-]
 MAX_BODY = 16 * 1024  # bytes of a JSON body EV_W may send
 KIND_WEATHER_REFUSED = "weather-refused"  # the journal's kind of a refused weather call
-AUDIT_FILTERS = ("actor", "action", "outcome", "address", "since", "until", "chain", "before")
 
 # Audit actions of the operator's commands (docs/audit.md).
 OPERATOR_ACTIONS = {"stop_cp": "cp.stop", "resume_cp": "cp.resume", "revoke_cp": "key.revoke",
                     "stop_all": "cps.stop-all", "resume_all": "cps.resume-all"}
-_COMPILED = [(route, route.regex) for route in ROUTES]
 
 
-class Api(resource.Resource):
-    """Everything under C{/api}: routed by L{ROUTES}, answered in JSON."""
+class Api(Reads, resource.Resource):
+    """Everything under C{/api}: routed by L{ROUTES} (the reads in L{Reads}), answered in JSON."""
 
     isLeaf = True
     log = Logger()
@@ -105,7 +67,8 @@ class Api(resource.Resource):
     def render(self, request: server.Request):
         route = None
         try:
-            route, params = self._route(request)
+            route, params = find(request.method.decode("ascii", "replace"),
+                                 request.path.decode("utf-8", "replace"), request.uri.decode("utf-8", "replace"))
             if route.guarded:
                 try:
                     self.authorize(request)
@@ -115,6 +78,9 @@ class Api(resource.Resource):
             if route.weather:
                 self.authorize_weather(request)
             result = getattr(self, route.handler)(request, **params)
+        except Redirect as moved:
+            request.setHeader(b"location", moved.location.encode("utf-8"))
+            return self._json(request, {"moved_to": moved.location}, 308)
         except ApiError as e:
             if route is not None and route.weather:
                 self._weather_refused(request, e)
@@ -143,25 +109,6 @@ class Api(resource.Resource):
                 request.finish()
 
         result.addCallbacks(lambda value: self._json(request, value), failed).addCallback(send)
-
-    def _route(self, request: server.Request) -> tuple[Route, dict]:
-        path = request.path.decode("utf-8", "replace")
-        if len(path) > 1:
-            path = path.rstrip("/")
-        method = request.method.decode("ascii", "replace")
-        allowed = []
-        matching = [(route, match) for route, regex in _COMPILED if (match := regex.match(path)) is not None]
-        if any(route.template == path for route, _ in matching):
-            # A literal path (/api/cps/stop) is that resource only, not also /api/cps/{id}.
-            matching = [(route, match) for route, match in matching if route.template == path]
-        for route, match in matching:
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, {k: unquote(v) for k, v in match.groupdict().items()}
-            allowed.append(route.method)
-        if allowed:
-            raise ApiError(405, f"{method} is not allowed on {path} (allowed: {', '.join(sorted(set(allowed)))})",
-                           {"Allow": ", ".join(sorted(set(allowed)))})
-        raise ApiError(404, f"no such API path: {path} (see /api/openapi.json)")
 
     @staticmethod
     def _bearer(request: server.Request) -> Optional[bytes]:
@@ -256,17 +203,6 @@ class Api(resource.Resource):
             raise ApiError(404, f"unknown CP {cp_id}")
         return cp
 
-    @staticmethod
-    def _limit(request: server.Request, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
-        raw = request.args.get(b"limit", [str(default).encode()])[0]
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise ApiError(400, f"limit must be a whole number, not {raw.decode('utf-8', 'replace')!r}") from None
-        if not 1 <= limit <= maximum:
-            raise ApiError(400, f"limit must be between 1 and {maximum}")
-        return limit
-
     # -- handlers (one per route) ------------------------------------------------
 
     def list_cps(self, request):
@@ -309,20 +245,6 @@ class Api(resource.Resource):
     def resume_all(self, request):
         return self._all(request, self.central.resume_all, "resume")
 
-    def list_drivers(self, request):
-        """The drivers' accounts at EV_Registry (never a verifier), with whether each is connected and charging."""
-        central = self.central
-
-        def shown(rows):
-            drivers = []
-            for row in rows:
-                session = central.driver_sessions.get(row["driver_id"])
-                drivers.append({**row, "connected": row["driver_id"] in central.driver_links,
-                                "session_id": session.id if session else None})
-            return {"drivers": drivers, "driver_auth": central.drivers.mode}
-
-        return central.store.driver_accounts().addCallback(shown)
-
     def cancel_charge(self, request, id):
         ok, said = self.central.cancel(id, f"through the API from {peer(request)}")
         if not ok:
@@ -330,22 +252,8 @@ class Api(resource.Resource):
         self.log.info("panel: driver {driver}'s charge {sid} cancelled (from {peer})", driver=id, sid=said, peer=peer(request))
         return {"ok": True, "message": f"session {said} of driver {id} cancelled: its ticket follows", "session_id": said}
 
-    def sessions(self, request):
-        limit = self._limit(request)
-        ongoing = ongoing_sessions(self.central)
-        d = self.central.store.recent_sessions(limit)
-        return d.addCallback(lambda rows: {"ongoing": ongoing, "recent": [session_row(r) for r in rows]})
-
-    def events(self, request):
-        limit = self._limit(request)
-        d = self.central.store.recent_events(limit)
-        return d.addCallback(lambda rows: {"events": [event_row(r) for r in rows]})
-
     def stream(self, request):
         return self.hub.subscribe(request)
-
-    def openapi(self, request):
-        return OPENAPI
 
     # -- EV_W's calls (docs/weather.md, "The contract with Central") ---------------
 
@@ -358,9 +266,6 @@ class Api(resource.Resource):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise ApiError(400, "the body must be JSON") from None
-
-    def weather(self, request):
-        return self.central.weather.view()
 
     def weather_raise(self, request):
         try:
@@ -380,33 +285,3 @@ class Api(resource.Resource):
             raise ApiError(400, str(e)) from None
         self.central.weather.took_heartbeat(heartbeat)
         return {"ok": True}
-
-    def audit_trail(self, request):
-        """The audit trail, newest first, filtered and paged (C{before}: the C{next} of the page before)."""
-        filters = {}
-        for name in AUDIT_FILTERS:
-            raw = request.args.get(name.encode("ascii"))
-            if raw:
-                filters[name] = raw[0].decode("utf-8", "replace")
-                if not filters[name]:
-                    raise ApiError(400, f"{name} is empty: leave it out to not filter by it")
-        if filters.get("actor", "").endswith("\n"):  # as a pattern's $ allows: one final newline
-            filters["actor"] = filters["actor"][:-1]
-        for name, allowed in (("outcome", audit.OUTCOMES), ("chain", (audit.CHAIN_CENTRAL, audit.CHAIN_REGISTRY))):
-            if name in filters and filters[name] not in allowed:
-                raise ApiError(400, f"{name} must be one of {', '.join(allowed)}, not {filters[name]!r}")
-        if "before" in filters and not (re.fullmatch("[0-9]{1,19}", filters["before"])
-                                        and int(filters["before"]) <= 2**63 - 1):
-            raise ApiError(400, f"before must be a row id (the 'next' of a page), not {filters['before']!r}")
-        limit = self._limit(request, audittrail.DEFAULT_PAGE, audittrail.MAX_PAGE)
-        try:
-            audittrail.where(filters)
-        except audit.AuditError as e:
-            raise ApiError(400, str(e)) from None
-        d = self.central.store.audit_rows(filters, limit)
-
-        def page(rows):
-            shown = [audittrail.shown(r) for r in rows]
-            return {"rows": shown, "next": shown[-1]["id"] if len(shown) == limit else None}
-
-        return d.addCallback(page)

@@ -1,15 +1,23 @@
 """
-The OpenAPI 3 document served at C{/api/openapi.json}.  Hand-written, so
-that it says what a reader needs; tests/test_web.py keeps it true to the
-route table (L{evnet.central.web.api.ROUTES}): the same paths and methods,
-each answered with a documented status.
+The OpenAPI 3 document of API_Central v1, served at
+C{/api/v1/openapi.json}.  Hand-written, so that it says what a reader
+needs; tests/test_web.py keeps it true to the route table
+(L{evnet.central.web.routes.ROUTES}): the same paths and methods, each
+answered with a documented status.  The old C{/api/...} paths (308
+redirects to their v1 path) are not in it.
 """
 
 from __future__ import annotations
 
+import re
+
+from evnet.central.alerts import CP_AUTH_WINDOW, KINDS as ALERT_KINDS, SEVERITIES
 from evnet.central.audit import ACTOR_KINDS, CHAIN_CENTRAL, CHAIN_REGISTRY, OUTCOMES
 from evnet.central.audittrail import DEFAULT_PAGE, MAX_PAGE
-from evnet.central.web.sse import KEEPALIVE_SECONDS
+from evnet.central.web.filters import CURSOR_PATTERN, ID_PATTERN
+from evnet.central.web.routes import PREFIX
+from evnet.central.web.sse import KEEPALIVE_SECONDS, TICK_SECONDS
+from evnet.central.web.summary import STATES
 from evnet.central.web.views import DEFAULT_LIMIT, MAX_LIMIT
 
 _ERR = {"$ref": "#/components/responses/Error"}
@@ -65,7 +73,11 @@ def _write(summary: str, ok: dict, *errors: str, parameters: list | None = None)
 _CP = _object(
     id=_STRING, location=_STRING, price=_NUMBER,
     state={"type": "string", "enum": ["ACTIVADO", "PARADO", "SUMINISTRANDO", "AVERIADO", "DESCONECTADO"]},
-    stopped=_BOOLEAN, engine_ok=_BOOLEAN,
+    stopped={"type": "boolean", "description": "the operator's activation: true from a stop (PARAR) to its resume "
+             "(REANUDAR), across disconnections and restarts"},
+    engine_ok=_BOOLEAN,
+    available={"type": "boolean", "description": "a driver may charge here now: connected, ACTIVADO (in service, "
+               "idle, its Engine healthy)"},
     weather_alert={"type": "boolean", "description": "a weather alert holds the CP's location: out of service "
                    "(PARADO) until it clears, whatever the operator's stop/resume"}, driver_id=_nullable(_STRING), session_id=_nullable(_STRING),
     kw=_nullable(_NUMBER), kwh=_nullable(_NUMBER), euros=_nullable(_NUMBER), seconds=_nullable(_INTEGER),
@@ -76,17 +88,31 @@ _CP = _object(
     key_revoked_by=_nullable({"type": "string", "description": "who revoked the key, while it is revoked"}),
 )
 _RESULT = {"ok": _BOOLEAN, "message": _STRING}
-# One Server-Sent Event of /api/stream (OpenAPI 3.0 has no itemSchema: the schema is an event's):
-# its name, its id and its data, one line of JSON.
-_SSE_EVENT = {
-    "type": "object", "required": ["event", "data"],
-    "properties": {
-        "event": {"type": "string", "enum": ["snapshot", "cp", "telemetry", "session", "message"]},
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "retry": _INTEGER,
-        "data": {"type": "string", "description": "a JSON object: see the summary for each event's fields"},
-    },
+# The events of /api/v1/stream, each with its data's schema and how its JSON begins.
+_SSE_DATA = {
+    "snapshot": ("Snapshot", '{"type":"snapshot"'), "cp": ("CpEvent", '{"type":"cp"'),
+    "telemetry": ("CpEvent", '{"type":"telemetry"'), "session": ("SessionEvent", '{"type":"session"'),
+    "message": ("MessageEvent", '{"type":"message"'), "weather": ("WeatherEvent", '{"type":"weather"'),
+    "alerts": ("Alerts", '{"alerts":'), "summary": ("Summary", '{"cps":'),
 }
+
+
+def _sse_event(name: str, schema: str, begins: str) -> dict:
+    """One Server-Sent Event (OpenAPI 3.0 has no itemSchema: the schema is an event's): name, id, data."""
+    return {
+        "type": "object", "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [name]},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": _INTEGER,
+            "data": {"type": "string", "pattern": "^" + re.escape(begins),
+                     "description": f"one line of JSON: a {schema} (#/components/schemas/{schema})"},
+        },
+        "x-data-schema": _ref(schema),
+    }
+
+
+_SSE_EVENT = {"oneOf": [_sse_event(name, schema, begins) for name, (schema, begins) in _SSE_DATA.items()]}
 
 
 def _weather(method: str, summary: str, ok: dict, body: str | None = None, parameters: list | None = None) -> dict:
@@ -129,6 +155,39 @@ _AUDIT_PARAMETERS = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
 ]
+_BEFORE = _query("before", "the 'next' of the page before (TIME:ID): the rows before it",
+                 {"type": "string", "pattern": CURSOR_PATTERN})
+_SESSION_FILTERS = [
+    _query("cp", "only this CP's charges", {"type": "string", "pattern": ID_PATTERN}),
+    _query("driver", "only this driver's charges", {"type": "string", "pattern": ID_PATTERN}),
+    _query("since", "charges started at or after this time: seconds since the epoch or "
+           "YYYY-MM-DDTHH:MM:SS[.ffffff]Z (UTC)", _TIME),
+    _query("until", "charges started before this time (same forms)", _TIME),
+]
+_ALERT = {**_object(
+    id={"type": "string", "description": "KIND:SUBJECT, stable while the alert holds"},
+    kind={"type": "string", "enum": list(ALERT_KINDS), "description": (
+        "weather: an EV_W alert on a location; weather-stale: EV_W's heartbeats stopped; engine-lost: a CP "
+        "AVERIADO because its Monitor lost its Engine; kafka: Kafka unreachable (Central runs --kafka); "
+        f"database: the store failing; cp-auth: a CP whose login failed within the last {CP_AUTH_WINDOW:g} s")},
+    subject={"type": "string", "description": "the location, CP id, 'EV_W', 'database' or the Kafka servers"},
+    since={"type": "string", "description": "when it began, UTC: 2025-03-01T10:20:30.123456Z"},
+    message=_STRING, severity={"type": "string", "enum": list(SEVERITIES)}),
+    "required": ["id", "kind", "subject", "since", "message", "severity"]}
+_SUMMARY = {**_object(
+    cps={"type": "integer", "minimum": 0},
+    states={**_object(**{state: {"type": "integer", "minimum": 0} for state in STATES}), "required": STATES},
+    power_kw={"type": "number", "description": "the power of the charges in progress now"},
+    today={**_object(energy_kwh=_NUMBER, revenue_eur=_NUMBER, sessions={"type": "integer", "minimum": 0}),
+           "description": "since UTC midnight: the charges closed today plus those in progress",
+           "required": ["energy_kwh", "revenue_eur", "sessions"]},
+    alerts={"type": "integer", "minimum": 0, "description": "how many alerts hold (GET /api/v1/alerts)"},
+    at={"type": "string", "description": "when it was computed, UTC: 2025-03-01T10:20:30.123456Z"}),
+    "required": ["cps", "states", "power_kw", "today", "alerts", "at"]}
+_SESSION = dict(id=_STRING, cp_id=_STRING, driver_id=_STRING, origin=_STRING, state=_STRING, started_at=_NUMBER,
+                kwh=_NUMBER, kw=_NUMBER, euros=_NUMBER, seconds=_INTEGER)
+_NEXT = _nullable({"type": "string", "description": "the 'before' of the next page; null on the last page"})
+
 _AUDIT_ROW = _object(
     id=_INTEGER, chain=_STRING, seq=_INTEGER,
     at={"type": "string", "description": "UTC with microseconds: 2025-03-01T10:20:30.123456Z"},
@@ -143,64 +202,75 @@ _AUDIT_ROW = _object(
 OPENAPI: dict = {
     "openapi": "3.0.3",
     "info": {
-        "title": "EV_Central panel API",
+        "title": "API_Central v1: EV_Central's panel API",
         "version": "1",
         "description": (
-            "Charging points, charges and application messages of EV_Central, and the operator's "
-            "stop/resume/revoke commands, and the audit trail. Write calls (POST) and the audit trail need 'Authorization: Bearer TOKEN' when Central "
+            "Charging points, drivers, charges, application messages, alerts and the network's totals of EV_Central, "
+            "the operator's stop/resume/revoke commands, and the audit trail, all under /api/v1. The paths before v1 "
+            "(/api/cps, /api/stream, ...) answer 308 Permanent Redirect to their /api/v1 path (the query kept). Write calls (POST) and the audit trail need 'Authorization: Bearer TOKEN' when Central "
             "runs with --admin-token-file; otherwise they are accepted only from loopback. "
             "EV_W's calls under /api/v1/weather (docs/weather.md) need EV_W's own token "
             "(--weather-token-file); the admin token is refused there (403) and EV_W's token opens nothing else. "
             "Errors are {\"error\": \"...\"}."
         ),
     },
-    "paths": {
-        "/api/cps": _get("Every charging point", _ok("CpList", "the CPs, by id")),
-        "/api/cps/{id}": _get("One charging point", {**_ok("Cp", "the CP"), **_errors("404")}, _ID),
-        "/api/cps/{id}/stop": _write("Stop a CP (PARAR): ends its charge, leaves it PARADO (Out of Order)",
+    "paths": {PREFIX + path: operations for path, operations in {
+        "/cps": _get("Every charging point", _ok("CpList", "the CPs, by id")),
+        "/cps/{id}": _get("One charging point", {**_ok("Cp", "the CP"), **_errors("404")}, _ID),
+        "/cps/{id}/stop": _write("Stop a CP (PARAR): ends its charge, leaves it PARADO (Out of Order)",
                                      _ok("CommandResult", "stopped (or already stopped)"), "404", parameters=_ID),
-        "/api/cps/{id}/resume": _write("Resume a stopped CP (REANUDAR)", _ok("CommandResult", "resumed"),
+        "/cps/{id}/resume": _write("Resume a stopped CP (REANUDAR)", _ok("CommandResult", "resumed"),
                                        "404", "409", parameters=_ID),
-        "/api/cps/{id}/revoke": _write(
+        "/cps/{id}/revoke": _write(
             "Revoke a CP's key: REVOKED to its Monitor, its link closed, its charge ended with a ticket; it is out of "
             "service (DESCONECTADO, key revoked) until its Monitor logs in again",
             _ok("CommandResult", "revoked (or already revoked)"), "404", "409", parameters=_ID),
-        "/api/cps/stop": _write("Stop every CP", _ok("AllResult", "one result per CP")),
-        "/api/cps/resume": _write("Resume every stopped CP", _ok("AllResult", "one result per stopped CP")),
-        "/api/drivers": _get("The drivers' accounts at EV_Registry (signed up or removed), each with whether it is "
-                             "connected now and its charge in progress", _ok("Drivers", "the accounts, by id")),
-        "/api/drivers/{id}/cancel": _write(
+        "/cps/stop": _write("Stop every CP", _ok("AllResult", "one result per CP")),
+        "/cps/resume": _write("Resume every stopped CP", _ok("AllResult", "one result per stopped CP")),
+        "/drivers": _get("The drivers' accounts at EV_Registry (signed up or removed), newest first and paged, each "
+                         "with whether it is connected now and its charge in progress",
+                         {**_ok("Drivers", "a page of accounts; 'next' is the 'before' of the next page, or null"),
+                          **_errors("400")}, _LIMIT + [_BEFORE]),
+        "/drivers/{id}/cancel": _write(
             "Cancel a driver's charge in progress: it ends now with a ticket (reason 'cancelled by the driver')",
             _ok("CancelResult", "cancelled"), "409",
             parameters=[{**_ID[0], "description": "driver id"}]),
-        "/api/sessions": _get("Charges in progress and recent charges with their tickets",
-                              {**_ok("Sessions", "ongoing and recent"), **_errors("400")}, _LIMIT),
-        "/api/events": _get("Recent application messages, newest first",
+        "/sessions": _get("Charges in progress and a page of the stored charges with their tickets, newest first, "
+                          "filtered by CP, driver and start time",
+                          {**_ok("Sessions", "ongoing, and a page of recent; 'next' is the 'before' of the next page, "
+                                 "or null"), **_errors("400")}, _SESSION_FILTERS + _LIMIT + [_BEFORE]),
+        "/alerts": _get("The alerts from every part of the network now, the critical ones first",
+                        _ok("Alerts", "every alert that holds")),
+        "/summary": _get("The network's totals: CPs per state, power now, today's energy, revenue and charges "
+                         "(since UTC midnight), alerts", _ok("Summary", "the totals now")),
+        "/events": _get("Recent application messages, newest first",
                             {**_ok("Events", "the messages"), **_errors("400")}, _LIMIT),
-        "/api/stream": _get(
-            "Server-Sent Events: 'snapshot' first (cps, sessions, messages), then one event per "
-            "change: 'cp', 'telemetry' (data.cp), 'session' (data.session), 'message' (at, kind, "
-            f"subject, text); a ': keep-alive' comment every {KEEPALIVE_SECONDS:g} s",
+        "/stream": _get(
+            "Server-Sent Events: 'snapshot' first (cps, sessions, messages, weather), then the last 'alerts' and "
+            "'summary', then one event per change: 'cp', 'telemetry' (data.cp), 'session' (data.session), "
+            "'message' (at, kind, subject, text), 'weather'; 'alerts' when the alert list changes and 'summary' "
+            f"(at most every {TICK_SECONDS:g} s) when anything changed; a ': keep-alive' comment every "
+            f"{KEEPALIVE_SECONDS:g} s. Each event's data is one line of JSON: its schema is the event's x-data-schema",
             {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": _SSE_EVENT}}}}),
-        "/api/v1/audit": {"get": {
+        "/audit": {"get": {
             "summary": "The audit trail, newest first, filtered and paged (admin token, or loopback without one)",
             "parameters": _AUDIT_PARAMETERS, "security": [{"bearer": []}, {}],
             "responses": {**_ok("AuditPage", "a page of rows; 'next' is the 'before' of the next page, or null"),
                           **_errors("400", "401", "403")}}},
-        "/api/openapi.json": _get("This document",
+        "/openapi.json": _get("This document",
                                   {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}),
-        "/api/v1/weather": _get("The weather alerts Central holds and EV_W's health",
+        "/weather": _get("The weather alerts Central holds and EV_W's health",
                                 _ok("Weather", "alerts by location, EV_W's health")),
-        "/api/v1/weather/alerts": _weather(
+        "/weather/alerts": _weather(
             "post", "Raise (or refresh) a weather alert: every CP of that location goes out of service "
             "(reason 'weather alert') until it is cleared; a second call updates the temperature and time",
             _ok("WeatherRaised", "the alert is held; the CPs of its location"), "WeatherAlertBody"),
-        "/api/v1/weather/alerts/{location}": _weather(
+        "/weather/alerts/{location}": _weather(
             "delete", "Clear a weather alert: its CPs return to service unless the operator stopped them",
             _ok("WeatherCleared", "cleared: false when there was none"), parameters=_LOCATION),
-        "/api/v1/weather/health": _weather(
+        "/weather/health": _weather(
             "put", "EV_W's heartbeat, every poll", _ok("Ok", "taken"), "Heartbeat"),
-    },
+    }.items()},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                             "weather": {"type": "http", "scheme": "bearer",
@@ -213,18 +283,30 @@ OPENAPI: dict = {
             "CommandResult": _object(**_RESULT, cp=_ref("Cp")),
             "Drivers": _object(driver_auth={"type": "string", "enum": ["required", "optional"]}, drivers=_array(_object(
                 driver_id=_STRING, status={"type": "string", "enum": ["registered", "deregistered"]},
-                created_at=_NUMBER, updated_at=_NUMBER, connected=_BOOLEAN, session_id=_nullable(_STRING)))),
+                created_at=_NUMBER, updated_at=_NUMBER, connected=_BOOLEAN, session_id=_nullable(_STRING))),
+                next=_NEXT),
             "CancelResult": _object(**_RESULT, session_id=_STRING),
             "AllResult": _object(results=_array(_object(**_RESULT)), cps=_array(_ref("Cp"))),
-            "Session": _object(
-                id=_STRING, cp_id=_STRING, driver_id=_STRING, origin=_STRING, state=_STRING, started_at=_NUMBER,
-                kwh=_NUMBER, kw=_NUMBER, euros=_NUMBER, seconds=_INTEGER),
+            "Session": _object(**_SESSION),
             "StoredSession": _object(
                 id=_STRING, cp_id=_STRING, driver_id=_STRING, origin=_STRING,
                 status={"type": "string", "enum": ["open", "closed"]}, price=_NUMBER, target_kwh=_NUMBER,
                 started_at=_NUMBER, ended_at=_nullable(_NUMBER), kwh=_NUMBER, euros=_NUMBER, seconds=_INTEGER,
                 end_reason=_nullable(_STRING), ticket_delivered=_BOOLEAN),
-            "Sessions": _object(ongoing=_array(_ref("Session")), recent=_array(_ref("StoredSession"))),
+            "Sessions": _object(ongoing=_array(_ref("Session")), recent=_array(_ref("StoredSession")), next=_NEXT),
+            "Alert": _ALERT,
+            "Alerts": {**_object(alerts=_array(_ref("Alert"))), "required": ["alerts"]},
+            "Summary": _SUMMARY,
+            "Message": _object(at=_NUMBER, kind=_STRING, subject=_STRING, text=_STRING),
+            "Snapshot": _object(type={"type": "string", "enum": ["snapshot"]}, cps=_array(_ref("Cp")),
+                                sessions=_array(_ref("Session")), messages=_array(_ref("Message")),
+                                weather=_ref("Weather")),
+            "CpEvent": _object(type={"type": "string", "enum": ["cp", "telemetry"]}, cp=_ref("Cp")),
+            "SessionEvent": _object(type={"type": "string", "enum": ["session"]}, session=_object(
+                **{**_SESSION, "reason": {"type": "string", "description": "why it ended (state closed)"}})),
+            "MessageEvent": _object(type={"type": "string", "enum": ["message"]}, at=_NUMBER, kind=_STRING,
+                                    subject=_STRING, text=_STRING),
+            "WeatherEvent": _object(type={"type": "string", "enum": ["weather"]}, weather=_ref("Weather")),
             "AuditRow": _AUDIT_ROW,
             "AuditPage": _object(rows=_array(_ref("AuditRow")), next=_nullable(_INTEGER)),
             "Events": _object(events=_array(_object(

@@ -1,28 +1,33 @@
 """
-The Server-Sent Events of C{/api/stream}: L{EventHub} follows Central's
+The Server-Sent Events of C{/api/v1/stream}: L{EventHub} follows Central's
 observers and fans every change out to its L{SseClient}s, in order, with a
 keep-alive comment while idle; a client that reads too slowly waits in its
-own queue, up to a bound beyond which it is dropped.
+own queue, up to a bound beyond which it is dropped.  Once a second, while
+clients follow, it also sends the network's totals (C{summary}) if anything
+changed, and the alerts (C{alerts}) if their list changed.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Optional
 
 from twisted.application import service
 from twisted.internet import task
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
 from evnet.httpapi import json_bytes
+from evnet.central.web.summary import network_summary
 from evnet.central.web.views import DEFAULT_LIMIT, all_cps, ongoing_sessions, peer
 
 KEEPALIVE_SECONDS = 15.0
 MAX_PENDING_BYTES = 256 * 1024  # what a paused SSE client may fall behind before it is dropped
 RETRY_MS = 2000  # the EventSource reconnection delay we ask for
+TICK_SECONDS = 1.0  # at most one summary event (and one alerts check) a second
 
 
 def sse_frame(event_id: int, event: str, data: Any) -> bytes:
@@ -33,7 +38,7 @@ def sse_frame(event_id: int, event: str, data: Any) -> bytes:
 @implementer(IPushProducer)
 class SseClient:
     """
-    One C{/api/stream} request.  Writes go straight to the connection while
+    One C{/api/v1/stream} request.  Writes go straight to the connection while
     it can take them; while the connection is paused (the client reads
     slowly) they wait here, up to C{max_pending} bytes, beyond which the
     client is dropped so it cannot hold memory or slow the others.
@@ -110,17 +115,26 @@ class EventHub(service.Service):
         self.last_id = 0
         self._ping = task.LoopingCall(self.ping)
         self._ping.clock = clock
+        self._tick = task.LoopingCall(self.tick)
+        self._tick.clock = clock
+        self.changed = True  # an event since the last summary
+        self.summary: Optional[dict] = None  # the last one sent (what a new client gets first)
+        self.alerts: Optional[dict] = None  # the same
+        self._summing = False
+        self._failing = False  # the last summary's query failed (logged once)
 
     def startService(self) -> None:
         super().startService()
         self.central.observers.append(self.publish)
         self._ping.start(self.keepalive, now=False)
+        self._tick.start(TICK_SECONDS, now=False)
 
     def stopService(self):
         if self.publish in self.central.observers:
             self.central.observers.remove(self.publish)
-        if self._ping.running:
-            self._ping.stop()
+        for loop in (self._ping, self._tick):
+            if loop.running:
+                loop.stop()
         for client in list(self.clients):
             self.remove(client)
             client.close()
@@ -144,13 +158,52 @@ class EventHub(service.Service):
         self.clients.append(client)
         self.last_id += 1
         client.send(b"retry: %d\n\n" % RETRY_MS + sse_frame(self.last_id, "snapshot", self.snapshot()))
+        for name, body in (("alerts", self.alerts), ("summary", self.summary)):
+            if body is not None:
+                self.last_id += 1
+                client.send(sse_frame(self.last_id, name, body))
         request.notifyFinish().addBoth(lambda _: self.remove(client))
         self.log.info("panel client {peer} follows the stream ({n} now)", peer=client.peer, n=len(self.clients))
         return server.NOT_DONE_YET
 
     def publish(self, event: dict) -> None:
+        self.changed = True
+        self._send(str(event.get("type", "message")), event)
+
+    def _send(self, name: str, data: dict) -> None:
         self.last_id += 1
-        self._broadcast(sse_frame(self.last_id, str(event.get("type", "message")), event))
+        self._broadcast(sse_frame(self.last_id, name, data))
+
+    def tick(self) -> None:
+        """Every second: the alerts if their list changed; the summary if anything changed (one store query)."""
+        if not self.clients:
+            self.changed = True  # a client that comes gets fresh figures
+            return
+        alerts = {"alerts": self.central.alerts.view()}
+        if alerts != self.alerts:
+            self.alerts, self.changed = alerts, True
+            self._send("alerts", alerts)
+        if not self.changed or self._summing:
+            return
+        self.changed, self._summing = False, True
+
+        def sent(summary: dict) -> None:
+            self._failing = False
+            unchanged = self.summary is not None and {**summary, "at": None} == {**self.summary, "at": None}
+            if not unchanged and self.running:
+                self.summary = summary
+                self._send("summary", summary)
+
+        def failed(failure: Failure) -> None:
+            self.changed = True  # tried again next second; said once until one goes through
+            if not self._failing:
+                self.log.warn("the stream's summary cannot be computed: {why}", why=failure.getErrorMessage())
+            self._failing = True
+
+        def done(_: Any) -> None:
+            self._summing = False
+
+        network_summary(self.central).addCallbacks(sent, failed).addBoth(done)
 
     def ping(self) -> None:
         self._broadcast(b": keep-alive\n\n")
