@@ -231,6 +231,70 @@ def test_panel_state_follows_the_events_and_renders_every_state():
     assert "retrying" in text_of(state) and not state.live
 
 
+def network_state():
+    state = panel.PanelState()
+    state.apply("snapshot", json.dumps({"cps": [
+        cp("CP1", "SUMINISTRANDO", location="Alicante Centro", driver_id="D1", kw=11.0, kwh=0.5, euros=0.15),
+        cp("CP2", "SUMINISTRANDO", location="Valencia Puerto", driver_id="D2", kw=7.4, kwh=1.0, euros=0.3),
+        cp("CP3", "AVERIADO", location="Valencia Norte"), cp("CP4", "PARADO", location="Elche"),
+        cp("CP5", "DESCONECTADO", location="Murcia")], "sessions": [], "messages": []}))
+    return state
+
+
+def test_the_panel_summary_counts_every_state_the_power_and_the_charges():
+    state = network_state()
+    assert panel.summary(state.cps.values()) == {
+        "cps": 5, "states": {"ACTIVADO": 0, "SUMINISTRANDO": 2, "PARADO": 1, "AVERIADO": 1, "DESCONECTADO": 1},
+        "power_kw": 18.4, "charging": 2}
+    assert panel.summary_line(state.cps.values()).plain == (
+        "5 CPs  ACTIVADO 0   SUMINISTRANDO 2   PARADO 1   AVERIADO 1   DESCONECTADO 1   18.4 kW now · 2 charging")
+    state.apply("cp", json.dumps({"type": "cp", "cp": cp("CP2", "ACTIVADO", location="Valencia Puerto")}))
+    out = text_of(state)
+    assert "ACTIVADO 1" in out and "SUMINISTRANDO 1" in out and "11.0 kW now · 1 charging" in out
+    assert "showing" not in out
+    assert panel.summary([]) == {"cps": 0, "states": dict.fromkeys(panel.STATES, 0), "power_kw": 0.0, "charging": 0}
+
+
+def shown_tiles(state, cp_filter):
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(panel.render(state, "http://x", cp_filter))
+    out = console.file.getvalue()
+    return [cp_id for cp_id in state.cps if f" {cp_id} " in out], out
+
+
+@pytest.mark.parametrize("states, search, shown", [
+    ([], "", ["CP1", "CP2", "CP3", "CP4", "CP5"]),
+    (["averiado"], "", ["CP3"]),
+    (["SUMINISTRANDO,parado"], "", ["CP1", "CP2", "CP4"]),
+    (["AVERIADO", "DESCONECTADO"], "", ["CP3", "CP5"]),
+    ([], " VALENCIA ", ["CP2", "CP3"]),
+    ([], "cp4", ["CP4"]),
+    (["SUMINISTRANDO"], "valencia", ["CP2"]),
+    (["ACTIVADO"], "", []),
+])
+def test_the_panel_filter_by_state_and_search_chooses_the_tiles_and_the_summary_counts_them_all(states, search, shown):
+    cp_filter = panel.CpFilter.parse(states, search)
+    tiles, out = shown_tiles(network_state(), cp_filter)
+    assert tiles == shown
+    assert "5 CPs  ACTIVADO 0   SUMINISTRANDO 2" in out  # every CP, whatever is shown
+    if cp_filter.active:
+        assert f"showing {len(shown)} of 5: " in out
+    if not shown:
+        assert "No charging point matches the filter." in out
+
+
+def test_the_panel_filter_refuses_an_unknown_state_in_one_line(capsys):
+    with pytest.raises(ValueError, match="^--state must be one of ACTIVADO, SUMINISTRANDO, PARADO, AVERIADO, "
+                                         "DESCONECTADO, not 'CHARGING'$"):
+        panel.CpFilter.parse(["ACTIVADO,charging"])
+    assert panel.CpFilter.parse(["parado"], "x").describe() == "PARADO, matching 'x'"
+    reactor = MemoryReactorClock()
+    assert on_reactor(reactor, "panel", "--http", "http://c:1", "--state", "bogus") == [2]
+    assert capsys.readouterr().err.splitlines() == [
+        "evctl: --state must be one of ACTIVADO, SUMINISTRANDO, PARADO, AVERIADO, DESCONECTADO, not 'BOGUS'"]
+    assert reactor.tcpClients == []
+
+
 # -- the panel's stream on twisted.web's Agent (fakes: an Agent, StringTransport, task.Clock) ---------
 
 SNAPSHOT = json.dumps({"cps": [cp("CP1", "ACTIVADO")], "sessions": [], "messages": []})

@@ -513,10 +513,13 @@ def test_the_dashboard_is_served_at_the_root():
     html = page.body.decode("utf-8")
     assert "<title>EV CHARGING — MONITORING PANEL</title>" in html
     assert "ON-GOING DRIVERS REQUESTS" in html and "APPLICATION MESSAGES" in html
-    script = web.get("/app.js")
-    assert script.status == 200 and "javascript" in script.headers["content-type"]
-    assert b"EventSource" in script.body
-    assert b'actionButton(cp.id, "revoke", "Revoke key")' in script.body and b"cp.key_revoked_by" in script.body
+    scripts = {}
+    for name in re.findall(r'<script src="([^"]+)"></script>', html):
+        scripts[name] = web.get(f"/{name}")
+        assert scripts[name].status == 200 and "javascript" in scripts[name].headers["content-type"], name
+    assert list(scripts) == ["util.js", "chart.js", "cpviews.js", "sections.js", "app.js"]
+    assert b"EventSource" in scripts["app.js"].body
+    assert b'["revoke", "Revoke key"]' in scripts["cpviews.js"].body and b"cp.key_revoked_by" in scripts["cpviews.js"].body
     assert "css" in web.get("/style.css").headers["content-type"]
     assert web.get("/nothing-here").status == 404
 

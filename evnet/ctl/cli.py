@@ -321,6 +321,10 @@ def _add_panel(subparsers) -> None:
                               "Reconnects by itself when Central restarts.")
     _api_options(p, json_option=False)
     p.add_argument("--once", action="store_true", help="draw the current panel once and exit")
+    p.add_argument("--state", action="append", default=[], metavar="STATE",
+                   help="show only the CPs in this state (ACTIVADO, SUMINISTRANDO, PARADO, AVERIADO, DESCONECTADO; "
+                        "repeat it or separate with commas); the summary line still counts every CP")
+    p.add_argument("--search", default="", metavar="TEXT", help="show only the CPs whose id or location contains TEXT")
     p.set_defaults(run=_run_panel)
 
 
@@ -328,14 +332,18 @@ async def _run_panel(reactor, args: argparse.Namespace) -> int:
     from rich.console import Console
     from twisted.web.client import Agent
 
-    from evnet.ctl import stream, terminal
+    from evnet.ctl import panel, stream, terminal
 
     url = base_url(args.http)
+    try:
+        cp_filter = panel.CpFilter.parse(args.state, args.search)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     agent, console = Agent(reactor), Console()
     if args.once:
-        return await terminal.panel_once(agent, reactor, url, console, args.timeout)
+        return await terminal.panel_once(agent, reactor, url, console, args.timeout, cp_filter)
     return await terminal.panel_live(agent, reactor, url, console, until=_before_shutdown(reactor),
-                                     idle_timeout=max(args.timeout, stream.IDLE_TIMEOUT))
+                                     idle_timeout=max(args.timeout, stream.IDLE_TIMEOUT), cp_filter=cp_filter)
 
 
 def _before_shutdown(reactor) -> defer.Deferred:

@@ -4,7 +4,8 @@ Central's Server-Sent Events, drawn with rich.
 
 Everything here is pure (no I/O, no Twisted): L{SseParser} turns the
 stream's bytes into events, L{PanelState} applies them, L{render} and
-L{tile} draw the state.  Reading the stream (twisted.web's Agent,
+L{tile} draw the state; L{summary} counts it (the web page's summary bar)
+and a L{CpFilter} (``--state``, ``--search``) chooses the tiles shown.  Reading the stream (twisted.web's Agent,
 reconnecting) is L{evnet.ctl.stream}; the command is L{evnet.ctl.cli}.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import Iterable, Optional
 
 from rich.columns import Columns
 from rich.console import Group, RenderableType
@@ -26,6 +27,7 @@ MAX_MESSAGES = 200
 SHOWN_MESSAGES = 12
 MAX_LINE = 8 * 1024 * 1024  # bytes of one line not ended yet (a snapshot's data is one line)
 
+STATES = ("ACTIVADO", "SUMINISTRANDO", "PARADO", "AVERIADO", "DESCONECTADO")
 STATE_STYLE = {
     "ACTIVADO": "bold white on green4",
     "SUMINISTRANDO": "bold white on green4",
@@ -125,6 +127,63 @@ class PanelState:
         self.live, self.status = False, why
 
 
+@dataclass(frozen=True)
+class CpFilter:
+    """The CPs shown: in one of C{states} (all when empty), with C{search} in the id or the location."""
+
+    states: frozenset = frozenset()
+    search: str = ""
+
+    @classmethod
+    def parse(cls, states: Iterable[str] = (), search: str = "") -> "CpFilter":
+        """From ``--state`` values (repeated or comma-separated, any case) and ``--search``; ValueError if a state is unknown."""
+        chosen = set()
+        for value in states:
+            for name in filter(None, (part.strip().upper() for part in value.split(","))):
+                if name not in STATES:
+                    raise ValueError(f"--state must be one of {', '.join(STATES)}, not {name!r}")
+                chosen.add(name)
+        return cls(frozenset(chosen), search.strip().lower())
+
+    @property
+    def active(self) -> bool:
+        return bool(self.states or self.search)
+
+    def matches(self, cp: dict) -> bool:
+        if self.states and cp["state"] not in self.states:
+            return False
+        return not self.search or self.search in cp["id"].lower() or self.search in str(cp.get("location", "")).lower()
+
+    def describe(self) -> str:
+        parts = [" or ".join(s for s in STATES if s in self.states)] if self.states else []
+        if self.search:
+            parts.append(f"matching {self.search!r}")
+        return ", ".join(parts)
+
+
+def summary(cps: Iterable[dict]) -> dict:
+    """The network at a glance: CPs, the count per state, the power delivered now (kW), the charges."""
+    counts = dict.fromkeys(STATES, 0)
+    power, n = 0.0, 0
+    for cp in cps:
+        n += 1
+        counts[cp["state"]] = counts.get(cp["state"], 0) + 1
+        if cp["state"] == "SUMINISTRANDO":
+            power += cp.get("kw") or 0.0
+    return {"cps": n, "states": counts, "power_kw": power, "charging": counts["SUMINISTRANDO"]}
+
+
+def summary_line(cps: Iterable[dict]) -> Text:
+    """One line: the counts per state in their colours, the power now, the charges."""
+    s = summary(cps)
+    line = Text(f"{s['cps']} CPs ", style="bold")
+    for name in STATES:
+        line.append(f" {name} {s['states'][name]} ", style=STATE_STYLE[name])
+        line.append(" ")
+    line.append(f" {s['power_kw']:.1f} kW now · {s['charging']} charging", style="bold")
+    return line
+
+
 def _when(seconds: float, fmt: str) -> str:
     return datetime.fromtimestamp(seconds).strftime(fmt)
 
@@ -143,15 +202,20 @@ def tile(cp: dict) -> Panel:
     return Panel(body, title=Text(cp["id"], style="bold"), border_style=BORDER_STYLE.get(state, "white"), width=26)
 
 
-def render(state: PanelState, source: str = "") -> RenderableType:
+def render(state: PanelState, source: str = "", cp_filter: CpFilter = CpFilter()) -> RenderableType:
     header = Text(TITLE, style="bold white on dark_blue", justify="center")
     status = Text(f"{source}  " if source else "", style="dim")
     status.append(state.status, style="green" if state.live else "yellow")
+    shown = [state.cps[k] for k in sorted(state.cps) if cp_filter.matches(state.cps[k])]
     tiles: RenderableType
-    if state.cps:
-        tiles = Columns([tile(state.cps[k]) for k in sorted(state.cps)])
+    if shown:
+        tiles = Columns([tile(cp) for cp in shown])
+    elif state.cps:
+        tiles = Text("No charging point matches the filter.", style="dim")
     else:
         tiles = Text("No charging point has registered yet.", style="dim")
+    shown_line = Text(f"showing {len(shown)} of {len(state.cps)}: {cp_filter.describe()}" if cp_filter.active else "",
+                      style="dim")
     requests = Table(title="ON-GOING DRIVERS REQUESTS", title_style="bold", expand=True)
     for column in ("DATE", "START TIME", "User ID", "CP"):
         requests.add_column(column)
@@ -165,4 +229,4 @@ def render(state: PanelState, source: str = "") -> RenderableType:
     for msg in reversed(state.messages[-SHOWN_MESSAGES:]):
         style = "red" if msg.get("kind") in ("fault", "disconnect", "refused") else None
         messages.add_row(_when(msg["at"], "%d/%m %H:%M:%S"), Text(msg["text"], style=style or ""))
-    return Group(header, status, tiles, requests, messages)
+    return Group(header, status, summary_line(state.cps.values()), shown_line, tiles, requests, messages)

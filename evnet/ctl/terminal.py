@@ -11,11 +11,12 @@ from typing import Any
 from twisted.internet import defer
 
 from evnet.ctl.errors import CentralRefused, UserError
-from evnet.ctl.panel import PanelState, render
+from evnet.ctl.panel import CpFilter, PanelState, render
 from evnet.ctl.stream import EventStream, Follower, Refused, Unreachable, Unreadable
 
 
-async def panel_once(agent: Any, clock: Any, url: str, console: Any, timeout: float) -> int:
+async def panel_once(agent: Any, clock: Any, url: str, console: Any, timeout: float,
+                     cp_filter: CpFilter = CpFilter()) -> int:
     """Print the panel of the stream's first snapshot; exit code 0, or an EvctlError."""
     state = PanelState()
 
@@ -35,11 +36,12 @@ async def panel_once(agent: Any, clock: Any, url: str, console: Any, timeout: fl
         raise UserError(f"{url} did not send Central's event stream ({e.reason}): is it Central's --http endpoint?") from None
     if not state.live:
         raise UserError(f"{url} closed the stream before its snapshot")
-    console.print(render(state, url))
+    console.print(render(state, url, cp_filter))
     return 0
 
 
-async def panel_live(agent: Any, clock: Any, url: str, console: Any, until: defer.Deferred, idle_timeout: float) -> int:
+async def panel_live(agent: Any, clock: Any, url: str, console: Any, until: defer.Deferred, idle_timeout: float,
+                     cp_filter: CpFilter = CpFilter()) -> int:
     """
     Follow the stream and redraw the panel on every event and every lost
     connection, until C{until} fires (Ctrl+C); exit code 0.  Drawn on the
@@ -49,10 +51,10 @@ async def panel_live(agent: Any, clock: Any, url: str, console: Any, until: defe
     from rich.live import Live
 
     state = PanelState()
-    with Live(render(state, url), console=console, auto_refresh=False, screen=console.is_terminal) as live:
+    with Live(render(state, url, cp_filter), console=console, auto_refresh=False, screen=console.is_terminal) as live:
 
         def redraw() -> None:
-            live.update(render(state, url), refresh=True)
+            live.update(render(state, url, cp_filter), refresh=True)
 
         def apply(event: str, data: str) -> None:
             state.apply(event, data)
