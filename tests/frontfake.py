@@ -83,9 +83,9 @@ class FakeCentral:
 
     def serve(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
-        if path == "/api/stream":
+        if path == "/api/v1/stream":
             return self._stream(h)
-        answers = {"/api/drivers": {"drivers": []}, "/api/sessions": {"ongoing": [], "recent": []},
+        answers = {"/api/v1/drivers": {"drivers": []}, "/api/v1/sessions": {"ongoing": [], "recent": []},
                    "/api/v1/audit": {"rows": [], "next": None}, "/api/v1/summary": self.summary,
                    "/api/v1/alerts": self.alerts}
         if path in answers:

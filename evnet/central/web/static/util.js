@@ -13,15 +13,15 @@ window.EVNET = window.EVNET || {};
   const TOKEN_KEY = "evnet.adminToken";
 
   E.API = {
-    stream: "api/stream",
-    cps: "api/cps",
-    drivers: "api/drivers",
-    sessions: "api/sessions",
+    stream: "api/v1/stream",
+    cps: "api/v1/cps",
+    drivers: "api/v1/drivers",
+    sessions: "api/v1/sessions",
     audit: "api/v1/audit",
     summary: "api/v1/summary", // optional: a 404 means "not available here"
     alerts: "api/v1/alerts", // optional, likewise
-    cp: (id, action) => `api/cps/${encodeURIComponent(id)}/${action}`,
-    all: (action) => `api/cps/${action}`,
+    cp: (id, action) => `api/v1/cps/${encodeURIComponent(id)}/${action}`,
+    all: (action) => `api/v1/cps/${action}`,
   };
 
   E.STATES = ["ACTIVADO", "SUMINISTRANDO", "PARADO", "AVERIADO", "DESCONECTADO"];
