@@ -395,3 +395,19 @@ def test_a_failing_store_delays_the_streams_summary_and_says_so_once():
     web.world.store.closed_since = real
     web.clock.advance(1)
     assert [name for name, _ in stream.named()].count("summary") == 1
+
+
+def test_the_audit_trail_failing_to_write_is_a_database_alert_too():
+    web = Web()
+    store = web.world.store
+    real = store.append_audit
+    store.append_audit = lambda *a: defer.fail(RuntimeError("table locked"))
+    web.world.cp()  # a login: audit rows
+    web.central.audit.flush()
+    [alert] = alerts(web)
+    assert alert["kind"] == "database" and alert["message"] == (
+        "the database failed while writing the audit trail: table locked")
+    store.append_audit = real
+    web.world.cp("CP2")
+    web.central.audit.flush()
+    assert alerts(web) == []

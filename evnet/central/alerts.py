@@ -6,8 +6,8 @@ Two sources, one list:
 
 - **held** signals, raised by the part of Central that learns them and
   cleared when it learns they are over: the database failing (the
-  journal's store errors; cleared by the next write that succeeds, or by
-  L{AlertBoard.probe}), Kafka unreachable (the bus's status observer), a
+  journal's store errors, cleared by its next write that succeeds or by
+  L{AlertBoard.probe}; the audit trail's, cleared by its next batch written), Kafka unreachable (the bus's status observer), a
   CP that failed to log in (the trust's refusals; each expires
   C{CP_AUTH_WINDOW} seconds after its last failure);
 - **read** from Central's state whenever the list is asked for: each
@@ -68,6 +68,7 @@ class AlertBoard:
         self._expires: dict[tuple[str, str], float] = {}  # Central's clock
         self._failures: dict[str, int] = {}  # CP id -> failed logins while its alert holds
         self._probing = False
+        self._db_failing: set[str] = set()  # whose store calls fail now: "journal", "audit"
 
     # -- held signals -----------------------------------------------------------
 
@@ -89,18 +90,21 @@ class AlertBoard:
             del self.held[key]
             self._expires.pop(key, None)
 
-    def database_failed(self, doing: str, why: str) -> None:
+    def database_failed(self, doing: str, why: str, source: str = "journal") -> None:
+        """A store call of C{source} (the journal's writes and reads, or the audit trail's) failed."""
+        self._db_failing.add(source)
         self.raise_alert(KIND_DATABASE, SUBJECT_DATABASE, f"the database failed while {doing}: {why}", CRITICAL)
 
-    def database_ok(self, _: Any = None) -> Any:
-        """A write went through (a callback: passes its result on)."""
-        if (KIND_DATABASE, SUBJECT_DATABASE) in self.held:
+    def database_ok(self, result: Any = None, source: str = "journal") -> Any:
+        """A call of C{source} went through (a callback: passes its result on); the alert holds while another fails."""
+        self._db_failing.discard(source)
+        if not self._db_failing:
             self.clear(KIND_DATABASE)
-        return _
+        return result
 
     def probe(self) -> None:
-        """While the database alert holds, one read through the store: it clears the alert if it answers."""
-        if (KIND_DATABASE, SUBJECT_DATABASE) not in self.held or self._probing:
+        """While the journal's store calls fail, one read through the store: it clears them if it answers."""
+        if "journal" not in self._db_failing or self._probing:
             return
         self._probing = True
 

@@ -230,6 +230,9 @@ class AuditTrail:
         self.max_per_minute = max_per_minute
         self._pending: list[Entry] = []
         self._writing: Optional[defer.Deferred] = None
+        # Told when a batch of rows cannot be written (what, why) and when one is (Central's alerts).
+        self.on_db_error: Callable[[str, str], None] = lambda doing, why: None
+        self.on_db_ok: Callable[[Any], Any] = lambda result: result
         self._minute_started = clock.seconds()
         self._this_minute = 0
         self._suppressed: dict[str, int] = {}
@@ -296,12 +299,14 @@ class AuditTrail:
 
     def _written(self, _: Any, batch: list[Entry], lost: int) -> None:
         self._failing = False
+        self.on_db_ok(None)
         self.written += len(batch)
         self._lost -= lost  # the audit.lost row that said so is written
 
     def _failed(self, failure: Any, batch: list[Entry], lost: int) -> None:
         self._failing = True
         self.log.error("audit: {n} rows could not be written: {why}", n=len(batch), why=failure.getErrorMessage())
+        self.on_db_error("writing the audit trail", failure.getErrorMessage())
         self._lost += len(batch) - (1 if lost else 0)  # (the audit.lost row is made again, with the new count)
 
     def sweep(self) -> None:

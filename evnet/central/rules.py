@@ -16,6 +16,7 @@ never on the reactor thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Callable, Optional
@@ -115,6 +116,8 @@ class Central:
         self.drivers = DriverTrust(self, driver_auth)  # drivers' logins and keys (their links and records go through it)
         self.alerts = AlertBoard(self)  # alerts from every part (docs/panel.md)
         self.journal.on_db_error, self.journal.on_db_ok = self.alerts.database_failed, self.alerts.database_ok
+        self.audit.on_db_error = functools.partial(self.alerts.database_failed, source="audit")
+        self.audit.on_db_ok = functools.partial(self.alerts.database_ok, source="audit")
 
     # -- wiring and lifecycle (called by the service) -------------------------
 

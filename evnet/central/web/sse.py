@@ -158,6 +158,8 @@ class EventHub(service.Service):
         self.clients.append(client)
         self.last_id += 1
         client.send(b"retry: %d\n\n" % RETRY_MS + sse_frame(self.last_id, "snapshot", self.snapshot()))
+        if self.alerts is not None:  # (once the stream has sent one) fresh, it is cheap; the summary is the last one sent
+            self.alerts = {"alerts": self.central.alerts.view()}
         for name, body in (("alerts", self.alerts), ("summary", self.summary)):
             if body is not None:
                 self.last_id += 1
