@@ -80,7 +80,7 @@
     }));
   };
 
-  // -- the drivers' accounts (GET api/drivers) -------------------------------------------
+  // -- the drivers' accounts (GET api/v1/drivers) -------------------------------------------
 
   S.loadDrivers = async function loadDrivers() {
     let answer;
@@ -95,7 +95,7 @@
     }));
   };
 
-  // -- the sessions history (GET api/sessions; filters by CP and driver, older pages) -----------
+  // -- the sessions history (GET api/v1/sessions; filters by CP and driver, older pages) -----------
 
   const history = { next: null, rows: [] };
 
