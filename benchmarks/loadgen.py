@@ -245,6 +245,8 @@ class SimCp:
         self.engine_ok = True
         self.status_ok = m.Status(self.id, m.ENGINE_OK)
         self.status_ko = m.Status(self.id, m.ENGINE_KO)
+        self.status_every = 1  # seconds between two STATUS: what Central's KEY says (liveness)
+        self.status_due = 1
         self.secret = sim.secrets[self.id]
         self.login: security.ClientLogin | None = None
         self.sealer: security.Sealer | None = None  # the Monitor's (role M), after KEY
@@ -297,6 +299,8 @@ class SimCp:
         sim.login_secs.append(t - self.t_connect)
         self.login = None
         self.sealer = security.Sealer(self.id, key_id, raw, security.ROLE_MONITOR)
+        self.status_every = max(1, round(key.liveness))  # ticks (seconds) between two STATUS, as Central said
+        self.status_due = 1 + self.idx % self.status_every  # spread over the interval, as Monitors started apart are
         self.opener = security.Opener(self.id, key_id, raw, (security.ROLE_CENTRAL,))
         self.engine_key = (key_id, raw)
         self.engine_sealers = {}
@@ -389,9 +393,12 @@ class SimCp:
             self.sim.error(f"{self.id}: link lost unexpectedly ({'up' if was_up else 'opening'}): {why}")
 
     def tick(self) -> None:
-        """Once a second: STATUS (the Engine's health), and TELEM while charging."""
+        """Once a second: TELEM while charging; STATUS (the Engine's health) every KEY's liveness seconds."""
         if self.up:
-            self.send(self.status_ok if self.engine_ok else self.status_ko)
+            self.status_due -= 1
+            if self.status_due <= 0:
+                self.status_due = self.status_every
+                self.send(self.status_ok if self.engine_ok else self.status_ko)
             if self.session is not None:
                 self.send_telem()
 
@@ -960,8 +967,8 @@ def run_worker(cfg_json: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _verifier(secret: str) -> str:
-    return security.make_verifier(secret).to_text()
+def _verifier(secret: str, n: int = security.SCRYPT_N) -> str:
+    return security.make_verifier(secret, n=n).to_text()
 
 
 def register_fleet(cfg_json: str) -> None:
@@ -975,7 +982,8 @@ def register_fleet(cfg_json: str) -> None:
         secrets = json.load(f)
     t0 = now()
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
-        verifiers = dict(zip(secrets, pool.map(_verifier, secrets.values(), chunksize=32)))
+        n = cfg.get("scrypt_cost", security.SCRYPT_N)
+        verifiers = dict(zip(secrets, pool.map(_verifier, secrets.values(), [n] * len(secrets), chunksize=32)))
     t1 = now()
 
     @defer.inlineCallbacks
@@ -1324,7 +1332,16 @@ def main(argv=None) -> int:
     parser.add_argument("--settle", type=float, default=0,
                         help="seconds to wait (measured) after connecting, before the scenarios [0]")
     parser.add_argument("--flood-links", type=int, default=100, help="links used by flood/echo [100]")
-    parser.add_argument("--liveness-timeout", type=float, default=10.0, help="Central's --liveness-timeout [10]")
+    parser.add_argument("--liveness-interval", type=float, default=1.0,
+                        help="Central's --liveness-interval: told to each CP in its KEY, which the simulated CPs "
+                        "honour (one STATUS every that many seconds; a fault's KO still goes at once) [1]")
+    parser.add_argument("--liveness-timeout", type=float, default=None,
+                        help="Central's --liveness-timeout [the larger of 10 and 3 x --liveness-interval]")
+    parser.add_argument("--scrypt-cost", type=int, default=security.SCRYPT_N,
+                        help="the scrypt cost (N) of the fleet's verifiers, registered by the generator only: a "
+                        "lower one makes 10,000 logins feasible on one machine (each CP still logs in with the full "
+                        "protocol; Central takes the cost from the stored verifier). Never a setting for real CPs: "
+                        f"EV_Registry always uses {security.SCRYPT_N} [{security.SCRYPT_N}]")
     parser.add_argument("--backlog", type=int, default=0, help="listen backlog of Central's CP endpoint (0: Twisted's default, 50)")
     parser.add_argument("--kafka", metavar="BOOTSTRAP",
                         help="run Central with --kafka and send the simulated Engines' TELEM and STOP through "
@@ -1352,6 +1369,8 @@ def main(argv=None) -> int:
     if args.register:
         register_fleet(args.register)
         return 0
+    if args.liveness_timeout is None:
+        args.liveness_timeout = max(10.0, 3 * args.liveness_interval)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     known = {"idle", "charge", "fault", "storm", "flood", "echo"}
     bad = [s for s in args.scenarios if s not in known]
@@ -1389,6 +1408,7 @@ def main(argv=None) -> int:
             "--listen", f"tcp:{cp_port}:interface=127.0.0.1{backlog}",
             "--drivers", f"tcp:{driver_port}:interface=127.0.0.1{backlog}",
             "--db", f"sqlite:{tmp / 'evcentral.db'}", "--http", "none",
+            "--liveness-interval", f"{args.liveness_interval:g}",
             "--liveness-timeout", f"{args.liveness_timeout:g}",
             # Every simulated CP logs in from 127.0.0.1: the per-address lockout would lock them all out.
             "--login-failures", "0",
@@ -1409,7 +1429,8 @@ def main(argv=None) -> int:
         t0 = now()
         out = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--register",
-             json.dumps({"db": f"sqlite:{tmp / 'evcentral.db'}", "secrets": str(secrets_file)})],
+             json.dumps({"db": f"sqlite:{tmp / 'evcentral.db'}", "secrets": str(secrets_file),
+                         "scrypt_cost": args.scrypt_cost})],
             check=True, stdout=subprocess.PIPE, text=True,
         ).stdout
         registration = json.loads(out.strip().splitlines()[-1])

@@ -498,3 +498,43 @@ def take(transport):
 
 def frame_of(msg):
     return encode_frame(msg.to_data())
+
+
+class FakeStateWriter:
+    """
+    L{evnet.engine.statefile.StateWriter}'s interface without a thread: each
+    save goes through the real StateFile at once, or, with C{hold=True},
+    waits in C{held} until L{release} writes them in order (a failed write
+    is a failed Deferred, as from the thread).
+    """
+
+    def __init__(self, store, hold=False):
+        self.store = store
+        self.hold = hold
+        self.held = []
+        self.running = False
+
+    def start(self):
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def save(self, data):
+        if self.hold:
+            d = defer.Deferred()
+            self.held.append((d, data))
+            return d
+        return defer.maybeDeferred(self.store.save, data)
+
+    def release(self, count=None):
+        """Write the first C{count} held snapshots (all by default), firing each one's Deferred."""
+        count = len(self.held) if count is None else count
+        todo, self.held = self.held[:count], self.held[count:]
+        for d, data in todo:
+            defer.maybeDeferred(self.store.save, data).chainDeferred(d)
+
+    def drain(self):
+        """Release until nothing is held (writes asked for while releasing too)."""
+        while self.held:
+            self.release()

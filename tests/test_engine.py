@@ -24,7 +24,7 @@ from evnet.linecontrol import ConsoleProtocol, ConsoleService, ControlFactory
 from evnet.engine.service import EngineService
 from evnet.engine.statefile import STATE_FILE_NAME, StateFile
 
-from tests.fakes import frame_of, make_link, take
+from tests.fakes import FakeStateWriter, frame_of, make_link, take
 
 PRICE = 0.5
 POWER = 36.0  # kW: 0.01 kWh a second
@@ -130,10 +130,12 @@ class FakeConsumer:
             self.handler(self.topic, self.key, msg)
 
 
-def make_engine(tmp_path, clock=None, **kwargs):
+def make_engine(tmp_path, clock=None, hold=False, **kwargs):
+    """An Engine on a fake clock whose state writes go through a L{FakeStateWriter} (at once, or held)."""
     clock = clock or Clock()
     store = StateFile(tmp_path)
     kwargs.setdefault("power_kw", POWER)
+    kwargs.setdefault("writer", FakeStateWriter(store, hold=hold))
     engine = EngineService(store, clock, restored=store.load(), **kwargs)
     engine.startService()
     return engine, clock
@@ -833,3 +835,111 @@ def test_every_example_request_file_finishes_unattended_with_auto_plug():
                 clock.advance(1)
                 charger.tick()
             assert charger.session is None, f"{path}: {request} never ends"
+
+
+# -- the state file is written off the reactor: what a change emitted waits for the disk --
+
+
+def saved_stops(tmp_path):
+    return [stop["session_id"] for stop in StateFile(tmp_path).load()["pending_stops"]]
+
+
+def test_telem_and_stop_wait_for_their_snapshot_on_disk_in_order(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True, hold=True)
+    writer = engine.writer
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(seconds=2))
+    writer.drain()
+    monitor.received()
+    clock.advance(1)  # TELEM 1: its snapshot is being written
+    assert monitor.received() == []
+    clock.advance(1)  # TELEM 2 and the STOP (target): their snapshot waits behind the first
+    assert len(writer.held) == 1 and monitor.received() == []
+    clock.advance(1)  # a third tick while that write still runs: still one write in flight
+    assert len(writer.held) == 1
+    writer.release()  # the first snapshot is on disk: TELEM 1 goes, the newest snapshot is written next
+    assert [msg.seq for msg in of(monitor.received(), m.Telem)] == [1]
+    assert saved_stops(tmp_path) == [] and len(writer.held) == 1
+    writer.release()  # now the STOP is on disk, then sent
+    assert saved_stops(tmp_path) == ["S1"]
+    got = monitor.received()
+    assert [type(msg) for msg in got] == [m.Telem, m.Stop]
+    assert got[0].seq == 2 and got[1].reason == "target"
+
+
+def test_a_stop_whose_state_write_failed_is_sent_only_once_a_snapshot_holding_it_is_on_disk(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True)
+    store = engine.writer.store
+    monitor = connect(engine, clock)
+    monitor.send(start_msg(seconds=2))
+    monitor.received()
+    real_save = store.save
+
+    def disk_full(data):
+        raise OSError(28, "No space left on device")
+
+    store.save = disk_full
+    with capturedLogs() as events:
+        got = run(clock, monitor, 2)  # TELEM 1, TELEM 2 and the STOP; no write succeeds
+    assert [msg.seq for msg in of(got, m.Telem)] == [1, 2]  # telemetry still goes
+    assert of(got, m.Stop) == []  # the STOP is not on disk: it waits
+    assert any("Cannot save the state file" in formatEvent(e) and "No space left" in formatEvent(e) for e in events)
+    store.save = real_save
+    assert run(clock, monitor, 2) == []  # t = 3: the snapshot with the STOP is written; t = 4: nothing
+    assert saved_stops(tmp_path) == ["S1"]
+    assert [msg.reason for msg in of(run(clock, monitor, 1), m.Stop)] == ["target"]  # t = 5: the resend
+
+
+def test_stop_service_waits_for_the_write_in_flight_then_stops_the_writer(tmp_path):
+    engine, clock = make_engine(tmp_path, auto_plug=True, hold=True)
+    writer = engine.writer
+    assert writer.running
+    monitor = connect(engine, clock)
+    monitor.send(start_msg())
+    stopped = engine.stopService()
+    assert not stopped.called and writer.running
+    writer.drain()
+    assert stopped.called and not writer.running
+    assert StateFile(tmp_path).load()["session"]["session_id"] == "S1"
+
+
+class QueuedReactor:
+    """callFromThread queues the call (thread-safe); run() makes them on this thread."""
+
+    def __init__(self):
+        import queue
+
+        self.calls = queue.Queue()
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.calls.put((f, args, kwargs))
+
+    def run(self):
+        while not self.calls.empty():
+            f, args, kwargs = self.calls.get()
+            f(*args, **kwargs)
+
+
+def test_state_writer_saves_on_its_own_thread_and_answers_on_the_reactor(tmp_path):
+    import threading
+
+    from evnet.engine.statefile import StateWriter
+
+    threads_seen = []
+
+    class Recording(StateFile):
+        def save(self, data):
+            threads_seen.append(threading.get_ident())
+            super().save(data)
+
+    reactor = QueuedReactor()
+    writer = StateWriter(Recording(tmp_path), reactor)
+    writer.start()
+    d1 = writer.save({"version": 1, "session": None, "n": 1})
+    d2 = writer.save({"version": 1, "session": None, "n": 2})
+    writer.stop()  # joins the thread once what it was given is written
+    assert not d1.called  # results come only through the reactor
+    reactor.run()
+    assert d1.called and d2.called
+    assert StateFile(tmp_path).path.exists() and json.loads(StateFile(tmp_path).path.read_text())["n"] == 2
+    assert len(threads_seen) == 2 and threading.get_ident() not in threads_seen

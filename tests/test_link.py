@@ -288,3 +288,93 @@ def test_an_input_the_link_machine_does_not_allow_is_logged_and_ignored():
     assert any("acked is not allowed when open" in str(e.get("why", "")) for e in events)
     link.sendMessage(m.Parar("CP01"))  # and the link carries on
     assert link.state is LinkState.AWAITING_ACK
+
+
+# -- write coalescing: what one input chunk produces leaves as one write ----
+
+
+def counted(transport):
+    """Record every transport.write call of C{transport} in a list (returned)."""
+    writes = []
+    original = transport.write
+
+    def write(data):
+        writes.append(data)
+        original(data)
+
+    transport.write = write
+    return writes
+
+
+class Answering(RecordingHandler):
+    """Answers every STATUS at once with a HCK on the same link (an immediate answer)."""
+
+    def messageReceived(self, link, msg):
+        super().messageReceived(link, msg)
+        if isinstance(msg, m.Status):
+            link.send(m.Hck())
+
+
+def test_ack_and_immediate_answer_leave_in_one_write_in_order():
+    link, transport, handler, _ = open_server(handler=Answering())
+    writes = counted(transport)
+    link.dataReceived(frame_of(m.Status("CP1", "OK")))
+    assert writes == [ACK_BYTE + frame_of(m.Hck())]
+
+
+def test_many_frames_in_one_chunk_give_one_write():
+    link, transport, handler, _ = open_server()
+    writes = counted(transport)
+    link.dataReceived(frame_of(m.Status("CP1", "OK")) * 5)
+    assert writes == [ACK_BYTE * 5]
+    assert len(handler.messages) == 5
+
+
+def test_one_write_per_chunk_when_fed_byte_by_byte():
+    link, transport, handler, _ = open_server(handler=Answering())
+    writes = counted(transport)
+    stream = frame_of(m.Status("CP1", "OK"))
+    for i in range(len(stream)):
+        link.dataReceived(stream[i : i + 1])
+    # Only the chunk that completed the frame wrote anything: the ACK and the answer together.
+    assert writes == [ACK_BYTE + frame_of(m.Hck())]
+
+
+def test_order_kept_across_ack_of_ours_answer_and_next_frame():
+    # The client has a frame in flight; one chunk brings the peer's ACK for it and a
+    # STATUS.  Out: the next queued frame (sent on the ACK), then our ACK of the STATUS,
+    # then the answer to it: in the order they were produced, one write.
+    link, transport, handler, _ = open_client(handler=Answering())
+    link.send(m.Avr("CP1", "engine KO"))
+    link.send(m.Hck())
+    assert take(transport) == frame_of(m.Avr("CP1", "engine KO"))
+    writes = counted(transport)
+    link.dataReceived(ACK_BYTE + frame_of(m.Status("CP1", "OK")))
+    assert writes == [frame_of(m.Hck()) + ACK_BYTE]
+    # the answer HCK is queued behind the HCK in flight (stop-and-wait): it leaves on its ACK
+    link.dataReceived(ACK_BYTE)
+    assert writes[-1] == frame_of(m.Hck())
+    assert len(writes) == 2
+
+
+def test_output_outside_input_is_written_at_once():
+    link, transport, handler, _ = open_server()
+    writes = counted(transport)
+    link.send(m.Hck())
+    assert writes == [frame_of(m.Hck())]
+
+
+def test_coalesced_output_goes_out_before_the_link_is_dropped():
+    class AckThenDrop(RecordingHandler):
+        def messageReceived(self, link, msg):
+            super().messageReceived(link, msg)
+            link.drop("test")
+
+    link, transport, handler, _ = open_server(handler=AckThenDrop())
+    writes = counted(transport)
+    lost = []
+    transport.loseConnection = lambda: lost.append(list(writes))
+    link.dataReceived(frame_of(m.Status("CP1", "OK")) * 2)
+    # the ACK of the first frame was written before loseConnection; the second was not handled
+    assert lost == [[ACK_BYTE]]
+    assert writes == [ACK_BYTE]

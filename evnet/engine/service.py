@@ -4,7 +4,8 @@ L{Charger} (``charger.py``, the charge rules) to the world.
 
 L{EngineService} serves its one Monitor link (a L{LinkHandler}), runs the
 commands (``control.py``), ticks every second, saves the Charger's snapshot
-in the state file (``statefile.py``), then sends what the Charger emitted.
+in the state file (``statefile.py``) on its own thread (L{StateWriter}),
+then, once it is on disk, sends what the Charger emitted.
 With a Kafka bus (``--kafka``), TELEM goes to ``cp.telemetry`` and STOP/REQ
 to ``cp.events`` (key: the CP id) instead of the Monitor link;
 START/PARAR/REANUDAR/TICKET still come from the Monitor.  Every record is
@@ -21,14 +22,14 @@ import re
 from typing import Any, Optional
 
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from evnet.engine.charger import Charger
 from evnet.engine.control import command
-from evnet.engine.statefile import StateFile, read_snapshot
+from evnet.engine.statefile import StateFile, StateWriter, read_snapshot
 from evnet.kafka.errors import BusError
 from evnet.protocols import messages as m
 from evnet.protocols import security
@@ -48,7 +49,13 @@ class EngineService(service.Service, LinkHandler):
     The Engine: serves one Monitor link at a time (a second one is
     refused), answers HCK, applies CFG/START/PARAR/REANUDAR/TICKET, runs
     the commands, ticks every second.  Each change is saved to the state
-    file before any message about it is sent.
+    file before any message about it is sent: the snapshot goes to
+    C{writer} (a L{StateWriter}: its own thread, started and stopped with
+    this service), and what the change emitted waits until it is on disk,
+    in the order emitted.  A snapshot asked for while one is being written
+    waits for it (only the newest waiting one is written).  If a write
+    fails the error is logged, the next tick tries again, TELEMs still go
+    and a STOP waits until a snapshot holding it is on disk.
 
     With C{bus} (a L{evnet.kafka.bus.KafkaBus}, or anything with its
     C{publish(topic, key, msg)}), TELEM, STOP and REQ are published to
@@ -72,8 +79,16 @@ class EngineService(service.Service, LinkHandler):
         auto_plug: bool = False,
         restored: Optional[dict[str, Any]] = None,
         bus: Any = None,
+        writer: Any = None,
     ) -> None:
         self.store = store
+        self.writer = writer if writer is not None else StateWriter(store, clock)
+        self._writing = False  # a snapshot is being written
+        self._next: Optional[dict[str, Any]] = None  # the newest snapshot waiting for that write
+        self._in_write: list[m.Message] = []  # sent once the snapshot being written is on disk
+        self._held: list[m.Message] = []  # sent once _next (or, if None, the one being written) is
+        self._saved_stops: set[str] = set()  # sessions whose STOP is in a snapshot on disk
+        self._drained: list[Any] = []  # stopService's Deferreds, fired when nothing is left to write
         self.clock = clock
         self.bus = bus
         self.monitor: Optional[FramedLink] = None
@@ -89,6 +104,7 @@ class EngineService(service.Service, LinkHandler):
         )
         if restored is not None:
             self.charger.restore(read_snapshot(restored))
+            self._saved_stops = set(self.charger.pending)  # they come from the disk
         self._ticker = task.LoopingCall(self.tick)
         self._ticker.clock = clock
         self._resender = task.LoopingCall(self.resend_stops)
@@ -98,6 +114,7 @@ class EngineService(service.Service, LinkHandler):
 
     def startService(self) -> None:
         super().startService()
+        self.writer.start()
         self._commit()
         self._ticker.start(TICK_SECONDS, now=False)
         self._resender.start(STOP_RESEND_SECONDS, now=False)
@@ -107,7 +124,14 @@ class EngineService(service.Service, LinkHandler):
             if loop.running:
                 loop.stop()
         self._commit()
-        return super().stopService()
+        d = defer.Deferred()
+        if self._writing:
+            self._drained.append(d)
+        else:
+            d.callback(None)
+        d.addCallback(lambda _: self.writer.stop())
+        d.addCallback(lambda _: service.Service.stopService(self))
+        return d
 
     def tick(self) -> None:
         self.charger.tick()
@@ -117,17 +141,54 @@ class EngineService(service.Service, LinkHandler):
         """Send the STOPs whose TICKET has not come back (the TICKET comes on the Monitor link)."""
         if self.monitor is not None and self.charger.pending:
             for stop in list(self.charger.pending.values()):
-                self._send(stop)
+                if stop.session_id in self._saved_stops:  # (one still on its way to disk goes once it is there)
+                    self._send(stop)
+
+    # -- the state file, then the messages -----------------------------------
 
     def _commit(self) -> None:
-        """Save the snapshot if it changed, then send what the Charger emitted."""
-        if self.charger.dirty:
-            try:
-                self.store.save(self.charger.snapshot())
-            except OSError as e:
-                self.charger.dirty = True
-                self.log.error("Cannot save the state file {path}: {why}", path=self.store.path, why=e)
+        """Save the snapshot if it changed; what the Charger emitted is sent once it is on disk."""
         outbox, self._outbox[:] = list(self._outbox), []
+        if self.charger.dirty:
+            self._next = self.charger.snapshot()
+            self._held += outbox
+        elif self._writing:
+            self._held += outbox  # behind what waits for the disk: the order is kept
+        else:
+            self._deliver(outbox)
+        self._write_next()
+
+    def _write_next(self) -> None:
+        if self._writing or self._next is None:
+            return
+        data, self._next = self._next, None
+        self._in_write, self._held = self._held, []
+        self._writing = True
+        self.writer.save(data).addCallbacks(self._saved, self._not_saved, callbackArgs=(data,))
+
+    def _saved(self, _: Any, data: dict[str, Any]) -> None:
+        self._saved_stops = {stop["session_id"] for stop in data["pending_stops"]}
+        self._write_done(lambda msg: True)
+
+    def _not_saved(self, failure: Failure) -> None:
+        self.charger.dirty = True  # the next tick tries again
+        self.log.error("Cannot save the state file {path}: {why}", path=self.store.path, why=failure.getErrorMessage())
+        # Telemetry still goes (the next one is cumulative); a STOP waits for a snapshot that holds it.
+        self._write_done(lambda msg: not isinstance(msg, m.Stop) or msg.session_id in self._saved_stops)
+
+    def _write_done(self, may_send: Any) -> None:
+        self._writing = False
+        ready, self._in_write = self._in_write, []
+        if self._next is None:  # nothing newer to wait for: what was held needed only this write
+            ready, self._held = ready + self._held, []
+        self._deliver([msg for msg in ready if may_send(msg)])
+        self._write_next()
+        if not self._writing:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def _deliver(self, outbox: list[m.Message]) -> None:
         for msg in outbox:
             if self.bus is not None or self.monitor is not None:
                 self._send(msg)

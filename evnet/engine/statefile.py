@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
 from evnet.engine.charger import STATE_VERSION, STOP_FIELDS, Phase, Session
 from evnet.protocols import messages as m
 from evnet.protocols.vocabulary import ID_RULE, valid_id
@@ -134,3 +137,29 @@ class StateFile:
             f.flush()
             os.fsync(f.fileno())
         self._replace(str(self.temp), str(self.path))
+
+
+class StateWriter:
+    """
+    Saves snapshots with L{StateFile.save} on a thread of its own (a
+    one-thread pool), so the reactor never waits for the write and its
+    fsync.  The Engine's service starts it and stops it (after its last
+    save).  L{save} gives a Deferred that fires on the reactor once the
+    snapshot is on disk, or fails with the error (an L{OSError}).  One
+    thread: snapshots reach the disk in the order they were given.
+    """
+
+    def __init__(self, store: StateFile, reactor: Any) -> None:
+        self.store = store
+        self.reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="evengine-state")
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        """Stop the thread (what was given to it is written first)."""
+        self._pool.stop()
+
+    def save(self, data: dict[str, Any]) -> defer.Deferred:
+        return threads.deferToThreadPool(self.reactor, self._pool, self.store.save, data)

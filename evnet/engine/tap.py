@@ -14,7 +14,7 @@ from evnet.protocols.link import LinkFactory
 from evnet.engine.control import ENGINE_BANNER
 from evnet.linecontrol import ConsoleService, ControlFactory
 from evnet.engine.service import EngineService
-from evnet.engine.statefile import StateError, StateFile
+from evnet.engine.statefile import StateError, StateFile, StateWriter
 from evnet.protocols.vocabulary import kafka_prefix
 
 DEFAULT_LISTEN = "tcp:7100:interface=127.0.0.1"
@@ -103,6 +103,7 @@ def makeService(options: Options) -> service.MultiService:
         auto_plug=options["auto-plug"],
         restored=options.restored,
         bus=bus,
+        writer=StateWriter(options.store, reactor),  # the state file's own thread, started and stopped with the Engine
     )
     engine.setServiceParent(top)
     fail = stop_process(reactor, "evengine")

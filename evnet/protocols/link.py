@@ -149,6 +149,10 @@ class FramedLink(Protocol):
         self._timer = None
         self._lost_reason: Optional[str] = None
         self._open_waiters: list[defer.Deferred] = []
+        # Output written while one input chunk is handled (the ACK, an answer
+        # the handler sends at once...) leaves as one transport.write when
+        # the chunk is done: one send() and one segment instead of several.
+        self._out: Optional[list[bytes]] = None
 
     # -- the state machine -------------------------------------------------
 
@@ -197,12 +201,22 @@ class FramedLink(Protocol):
         peer = self.transport.getPeer()
         self.peer_name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         if self.initiator:
-            self.transport.write(ENQ_BYTE)
+            self._write(ENQ_BYTE)
             self._start_timer(self.enq_timeout, "no answer to ENQ")
         else:
             self._start_timer(self.enq_timeout, "no ENQ from the peer")
 
     def dataReceived(self, data: bytes) -> None:
+        if self._out is not None:  # re-entered (a handler fed us input): its output joins ours
+            self._receive(data)
+            return
+        self._out = []
+        try:
+            self._receive(data)
+        finally:
+            self._flush()
+
+    def _receive(self, data: bytes) -> None:
         for event in self.decoder.feed(data):
             if self.state in (LinkState.CLOSING, LinkState.CLOSED) or self.transport.disconnecting:
                 return
@@ -218,6 +232,29 @@ class FramedLink(Protocol):
                     self.drop(f"oversized frame (limit {self.max_data} bytes)")
             except Exception:
                 self.log.failure("evnet link {peer}: error handling input", peer=self.peer_name)
+
+    # -- output coalescing ---------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """Write C{data}: at once, or with the rest of the chunk being handled."""
+        if self._out is None:
+            self.transport.write(data)
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _lose_connection(self) -> None:
+        # What was coalesced so far goes out first (loseConnection sends what
+        # the transport holds, then closes); later output is collected again.
+        collecting = self._out is not None
+        self._flush()
+        self.transport.loseConnection()
+        if collecting:
+            self._out = []
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
         self._cancel_timer()
@@ -240,14 +277,14 @@ class FramedLink(Protocol):
                 self._cancel_timer()
                 reason = self.handler.linkRequested(self)
                 if reason is None:
-                    self.transport.write(ACK_BYTE)
+                    self._write(ACK_BYTE)
                     self._link_up()
                 else:
                     self.log.info("evnet link {peer}: refused: {reason}", peer=self.peer_name, reason=reason)
-                    self.transport.write(NACK_BYTE)
+                    self._write(NACK_BYTE)
                     self._lost_reason = f"refused: {reason}"
                     self._goto(LinkInput.CLOSE)
-                    self.transport.loseConnection()
+                    self._lose_connection()
             else:
                 self.log.debug("evnet link {peer}: stray ENQ ignored", peer=self.peer_name)
         elif byte == framing.ACK:
@@ -269,7 +306,7 @@ class FramedLink(Protocol):
                 self._lost_reason = "the peer refused the link (NACK to ENQ)"
                 self._goto(LinkInput.CLOSE)
                 self.handler.linkRefused(self)
-                self.transport.loseConnection()
+                self._lose_connection()
             elif self.state in (LinkState.AWAITING_ACK, LinkState.RETRANSMITTING):
                 if self._retries >= self.max_retransmissions:
                     msg = self._queue[0][1]
@@ -283,7 +320,7 @@ class FramedLink(Protocol):
         elif byte == framing.EOT:
             self._lost_reason = "the peer closed the link (EOT)"
             self._goto(LinkInput.CLOSE)
-            self.transport.loseConnection()
+            self._lose_connection()
 
     def _frame_received(self, data: bytes) -> None:
         if self.state not in _LINK_UP:
@@ -294,12 +331,12 @@ class FramedLink(Protocol):
         except MessageError as e:
             self._nack(str(e))
             return
-        self.transport.write(ACK_BYTE)
+        self._write(ACK_BYTE)
         self.handler.messageReceived(self, msg)
 
     def _nack(self, why: str) -> None:
         self.log.warn("evnet link {peer}: NACK: {why}", peer=self.peer_name, why=why)
-        self.transport.write(NACK_BYTE)
+        self._write(NACK_BYTE)
         rejected = getattr(self.handler, "frameRejected", None)  # (handlers that are not LinkHandlers lack it)
         if rejected is not None:
             rejected(self, why)
@@ -354,7 +391,7 @@ class FramedLink(Protocol):
 
     def _transmit(self) -> None:
         frame, msg, _ = self._queue[0]
-        self.transport.write(frame)
+        self._write(frame)
         self._start_timer(self.ack_timeout, f"no ACK for {msg.code} within {self.ack_timeout:g} s")
 
     # -- closing -----------------------------------------------------------
@@ -366,8 +403,8 @@ class FramedLink(Protocol):
         self._lost_reason = "closed by us (EOT)"
         self._goto(LinkInput.CLOSE)
         self._cancel_timer()
-        self.transport.write(EOT_BYTE)
-        self.transport.loseConnection()
+        self._write(EOT_BYTE)
+        self._lose_connection()
 
     def drop(self, why: str) -> None:
         """Drop the link at once because of C{why} (logged)."""
@@ -377,7 +414,7 @@ class FramedLink(Protocol):
         self._lost_reason = why
         self._goto(LinkInput.CLOSE)
         self._cancel_timer()
-        self.transport.loseConnection()
+        self._lose_connection()
 
     # -- timers ------------------------------------------------------------
 
