@@ -44,14 +44,14 @@ def limit(request: Any, default: int, maximum: int) -> int:
     return value
 
 
-def _final_newline_off(text: str) -> str:
+def final_newline_off(text: str) -> str:
     """As a pattern's C{$} allows it (the document's patterns are read so): one final newline is dropped."""
     return text[:-1] if text.endswith("\n") else text
 
 
 def an_id(request: Any, name: str, what: str) -> Optional[str]:
     text = arg(request, name)
-    text = None if text is None else _final_newline_off(text)
+    text = None if text is None else final_newline_off(text)
     if text is not None and not valid_id(text):
         raise ApiError(400, f"{name} must be a {what} id ({ID_RULE}), not {text[:40]!r}")
     return text
@@ -77,7 +77,7 @@ def cursor(request: Any) -> Optional[tuple[float, str]]:
         return None
     if not _CURSOR.match(text):
         raise ApiError(400, f"before must be the 'next' of a page (TIME:ID), not {text[:60]!r}")
-    at, _, row_id = _final_newline_off(text).partition(":")
+    at, _, row_id = final_newline_off(text).partition(":")
     return float(at), row_id
 
 

@@ -85,13 +85,11 @@ class Reads:
         """The audit trail, newest first, filtered and paged (C{before}: the C{next} of the page before)."""
         wanted = {}
         for name in AUDIT_FILTERS:
-            raw = request.args.get(name.encode("ascii"))
-            if raw:
-                wanted[name] = raw[0].decode("utf-8", "replace")
-                if not wanted[name]:
-                    raise ApiError(400, f"{name} is empty: leave it out to not filter by it")
-        if wanted.get("actor", "").endswith("\n"):  # as a pattern's $ allows: one final newline
-            wanted["actor"] = wanted["actor"][:-1]
+            value = filters.arg(request, name)
+            if value is not None:
+                wanted[name] = value
+        if "actor" in wanted:
+            wanted["actor"] = filters.final_newline_off(wanted["actor"])
         for name, allowed in (("outcome", audit.OUTCOMES), ("chain", (audit.CHAIN_CENTRAL, audit.CHAIN_REGISTRY))):
             if name in wanted and wanted[name] not in allowed:
                 raise ApiError(400, f"{name} must be one of {', '.join(allowed)}, not {wanted[name]!r}")
