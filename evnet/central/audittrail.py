@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from evnet.central import audit
 from evnet.central.audit import Entry
+from evnet.central.sqltxn import dict_rows, placeholders
 
 MAX_PENDING = 2000  # rows waiting for the database; more are counted, not kept
 MAX_ROWS_PER_MINUTE = 6000  # rows written per minute; more are counted, then one row says how many
@@ -106,27 +107,18 @@ def load_key(path: str, create: bool = True) -> bytes:
 # -- SQL: plain functions of a cursor ----------------------------------------------------------
 
 
-def _sql(mysql: bool, sql: str) -> str:
-    return sql.replace("?", "%s") if mysql else sql
-
-
 def append_txn(cursor: Any, mysql: bool, chain: str, key: bytes, entries: list[Entry]) -> list[audit.Linked]:
     """Append C{entries} to C{chain} after its head, read here, in the caller's transaction."""
-    cursor.execute(_sql(mysql, "SELECT seq, hash FROM audit WHERE chain = ? ORDER BY seq DESC LIMIT 1"), (chain,))
+    cursor.execute(placeholders(mysql, "SELECT seq, hash FROM audit WHERE chain = ? ORDER BY seq DESC LIMIT 1"), (chain,))
     row = cursor.fetchone()
     linked = audit.link(key, chain, None if row is None else (int(row[0]), str(row[1])), entries)
     cursor.executemany(
-        _sql(mysql, "INSERT INTO audit (chain, seq, at, actor_kind, actor_id, address, port, action, outcome, "
+        placeholders(mysql, "INSERT INTO audit (chain, seq, at, actor_kind, actor_id, address, port, action, outcome, "
                     "detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         [(x.chain, x.seq, x.entry.at, x.entry.actor_kind, x.entry.actor_id, x.entry.address, x.entry.port,
           x.entry.action, x.entry.outcome, x.entry.detail, x.prev, x.hash) for x in linked],
     )
     return linked
-
-
-def _rows(cursor: Any) -> list[dict]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def where(filters: dict) -> tuple[str, list]:
@@ -181,15 +173,15 @@ def select_txn(cursor: Any, mysql: bool, filters: dict, limit: int, newest_first
     """At most C{limit} rows matching C{filters}, by id (newest first unless told)."""
     clause, params = where(filters)
     order = "DESC" if newest_first else "ASC"
-    cursor.execute(_sql(mysql, f"SELECT {', '.join(COLUMNS)} FROM audit{clause} ORDER BY id {order} LIMIT {int(limit)}"),
+    cursor.execute(placeholders(mysql, f"SELECT {', '.join(COLUMNS)} FROM audit{clause} ORDER BY id {order} LIMIT {int(limit)}"),
                    params)
-    return _rows(cursor)
+    return dict_rows(cursor)
 
 
 def chain_txn(cursor: Any, mysql: bool) -> list[dict]:
     """Every row, by chain and seq (what verification reads)."""
     cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit ORDER BY chain, seq")
-    return _rows(cursor)
+    return dict_rows(cursor)
 
 
 def shown(row: dict) -> dict:

@@ -14,18 +14,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from evnet.central.schema import SESSION_COLUMNS
+from evnet.central.sqltxn import dict_rows, placeholders
 from evnet.registry.schema import DRIVER_COLUMNS
 
 Cursor = tuple[float, str]  # (time, id) of the last row of a page
-
-
-def _sql(mysql: bool, sql: str) -> str:
-    return sql.replace("?", "%s") if mysql else sql
-
-
-def _rows(cursor: Any) -> list[dict]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _before(column: str, key: str, before: Optional[Cursor], where: list[str], params: list) -> None:
@@ -54,8 +46,8 @@ def sessions_page_txn(cursor: Any, mysql: bool, filters: dict, limit: int, befor
     _before("started_at", "id", before, where, params)
     sql = (f"SELECT {SESSION_COLUMNS} FROM sessions" + (" WHERE " + " AND ".join(where) if where else "")
            + f" ORDER BY started_at DESC, id DESC LIMIT {int(limit)}")
-    cursor.execute(_sql(mysql, sql), tuple(params))
-    return _rows(cursor)
+    cursor.execute(placeholders(mysql, sql), tuple(params))
+    return dict_rows(cursor)
 
 
 def drivers_page_txn(cursor: Any, mysql: bool, limit: int, before: Optional[Cursor]) -> list[dict]:
@@ -64,8 +56,8 @@ def drivers_page_txn(cursor: Any, mysql: bool, limit: int, before: Optional[Curs
     _before("created_at", "driver_id", before, where, params)
     sql = (f"SELECT {DRIVER_COLUMNS} FROM driver_accounts" + (" WHERE " + " AND ".join(where) if where else "")
            + f" ORDER BY created_at DESC, driver_id DESC LIMIT {int(limit)}")
-    cursor.execute(_sql(mysql, sql), tuple(params))
-    return _rows(cursor)
+    cursor.execute(placeholders(mysql, sql), tuple(params))
+    return dict_rows(cursor)
 
 
 def closed_since_txn(cursor: Any, mysql: bool, since: float, exclude: list[str]) -> dict:
@@ -79,6 +71,6 @@ def closed_since_txn(cursor: Any, mysql: bool, since: float, exclude: list[str])
     if exclude:
         sql += f" AND id NOT IN ({', '.join('?' for _ in exclude)})"
         params += list(exclude)
-    cursor.execute(_sql(mysql, sql), tuple(params))
+    cursor.execute(placeholders(mysql, sql), tuple(params))
     count, kwh, euros = cursor.fetchone()
     return {"energy_kwh": float(kwh or 0), "revenue_eur": float(euros or 0), "sessions": int(count or 0)}

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from evnet.central import audittrail, panelqueries
 from evnet.central.schema import _INDEXES, _TABLES, SCHEMA_VERSION, SESSION_COLUMNS, WEATHER_COLUMNS  # noqa: F401
+from evnet.central.sqltxn import dict_rows, placeholders
 from evnet.registry import schema as registry_schema
 
 
@@ -146,7 +147,7 @@ class Store:
     # -- plumbing ----------------------------------------------------------
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.mysql else sql
+        return placeholders(self.mysql, sql)
 
     def run(self, interaction: Callable[..., Any], *args: Any) -> defer.Deferred:
         """
@@ -223,8 +224,7 @@ class Store:
 
         def txn(cursor):
             cursor.execute(sql, params)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+            return dict_rows(cursor)
 
         return self.run(txn)
 
