@@ -14,6 +14,7 @@ import pytest
 from kafka import errors as kafka_errors
 from kafka.cluster import ClusterMetadata
 from kafka.partitioner.default import DefaultPartitioner
+from kafka.structs import TopicPartition
 from twisted.internet import defer, task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -222,6 +223,7 @@ class FakeConsumer:
         self.commits = []
         self.subscribed = self.assigned = None
         self.positioned = []
+        self.owned = None  # what assignment() says, when a test sets it
         self.closed = False
 
     def subscribe(self, topics):
@@ -246,6 +248,13 @@ class FakeConsumer:
         for r in records:
             batch.setdefault((r.topic, r.partition), []).append(r)
         return batch
+
+    def assignment(self):
+        if self.owned is not None:
+            return set(self.owned)
+        if self.assigned is not None:
+            return set(self.assigned)
+        return {TopicPartition(t, p) for t in self.subscribed or () for p in self.partitions_for_topic(t)}
 
     def commit(self, offsets, timeout_ms=None):
         assert self.kafka.in_thread()
@@ -714,6 +723,61 @@ def test_failed_commit_is_retried_with_the_same_offsets():
     fake.commit = real_commit
     bus.clock.advance(1)
     assert fake.commits == [{("cp.telemetry", 0): 5}]
+
+
+def test_a_commit_refused_during_a_rebalance_does_not_stop_the_polls_that_complete_it():
+    # kafka-python completes a rebalance only inside poll(): a loop that
+    # retried the commit without polling waited forever (seen after a
+    # broker restart and when a second member joined).
+    kafka = FakeKafka()
+    bus = started(kafka)
+    seen = []
+    consumer, fake = consumer_with(kafka, bus, lambda t, k, msg: seen.append(msg.seq))
+    real_commit, real_poll = fake.commit, fake.poll
+    rejoined = []
+
+    def commit(offsets, timeout_ms=None):
+        if not rejoined:
+            raise kafka_errors.RebalanceInProgressError("call poll() to complete the rebalance")
+        real_commit(offsets, timeout_ms)
+
+    def poll(**kw):
+        rejoined.append(1)
+        return real_poll(**kw)
+
+    fake.commit = commit
+    fake.batches.append([Record("cp.telemetry", 0, 4, b"CP1", telem(1).to_data())])
+    fake.poll = lambda **kw: real_poll(**kw)  # the poll that fetches the batch: no rejoin yet
+    with capturedLogs() as events:
+        bus.clock.advance(bus.poll_interval)
+    assert seen == [1] and fake.commits == []
+    assert any("could not commit offsets" in line for line in messages(events))
+    fake.poll = poll
+    with capturedLogs():
+        for _ in range(5):
+            bus.clock.advance(1)
+    assert rejoined, "the consumer stopped polling while its commit was refused"
+    assert fake.commits == [{("cp.telemetry", 0): 5}]
+    assert consumer.committed == {("cp.telemetry", 0): 5}
+
+
+def test_offsets_of_partitions_a_rebalance_took_away_are_left_to_their_new_owner():
+    kafka = FakeKafka()
+    bus = started(kafka)
+    consumer, fake = consumer_with(kafka, bus, lambda *a: None)
+    real_commit = fake.commit
+    fake.commit = lambda offsets, timeout_ms=None: (_ for _ in ()).throw(
+        kafka_errors.RebalanceInProgressError("rebalancing")
+    )
+    fake.batches.append([Record("cp.telemetry", 0, 4, b"CP1", telem(1).to_data()),
+                         Record("cp.telemetry", 1, 9, b"CP2", telem(1).to_data())])
+    with capturedLogs():
+        bus.clock.advance(bus.poll_interval)
+    fake.commit = real_commit
+    fake.owned = {TopicPartition("cp.telemetry", 1)}  # partition 0 went to another member
+    bus.clock.advance(1)
+    assert fake.commits == [{("cp.telemetry", 1): 10}]
+    assert consumer.committed == {("cp.telemetry", 1): 10}
 
 
 def test_consumers_wait_for_the_topics_and_kafka():

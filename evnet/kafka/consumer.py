@@ -126,9 +126,10 @@ class Consumer(ClientService):
             self.reached()
             self.ready.callback(self)
         if self._uncommitted:
-            ok = yield self._commit()
-            if not ok:
-                return self.backoff()
+            # Poll even when this commit fails: a rebalance (after a member
+            # joined or left, or the broker restarted) completes only in
+            # poll(), and until it does no commit can succeed.
+            yield self._commit()
         try:
             records = yield self.run(self._poll_blocking)
         except Exception as e:
@@ -177,7 +178,7 @@ class Consumer(ClientService):
     def _commit(self):
         offsets, self._uncommitted = self._uncommitted, {}
         try:
-            yield self.run(self._commit_blocking, offsets)
+            offsets = yield self.run(self._commit_blocking, offsets)
         except Exception as e:
             # The records will be seen again after a restart (at-least-once).
             for where, offset in offsets.items():
@@ -242,13 +243,20 @@ class Consumer(ClientService):
             for r in records
         ]
 
-    def _commit_blocking(self, offsets: dict[tuple[str, int], int]) -> None:
+    def _commit_blocking(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """
+        Commit C{offsets} of the partitions this member still holds and
+        return those: a partition a rebalance gave to another member is
+        that member's to commit (it reads on from the last commit).
+        """
         if self.client is None:
-            return  # closed after a stop timed out: the records will be seen again
-        self.client.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
-            timeout_ms=int(self.bus.connect_timeout * 1000),
-        )
+            return {}  # closed after a stop timed out: the records will be seen again
+        owned = self.client.assignment()
+        mine = {tp: OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
+                if (tp := TopicPartition(t, p)) in owned}
+        if mine:
+            self.client.commit(mine, timeout_ms=int(self.bus.connect_timeout * 1000))
+        return {(tp.topic, tp.partition): om.offset for tp, om in mine.items()}
 
     # -- stopping --------------------------------------------------------------
 
