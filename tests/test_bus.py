@@ -708,14 +708,22 @@ def test_one_poll_at_a_time_on_the_clock():
     assert len(bus.clock.getDelayedCalls()) == 1
 
 
+def refuse_commits(fake, error):
+    """Make C{fake}'s commits raise C{error}; its real commit, to put back."""
+    real_commit = fake.commit
+
+    def commit(offsets, timeout_ms=None):
+        raise error
+
+    fake.commit = commit
+    return real_commit
+
+
 def test_failed_commit_is_retried_with_the_same_offsets():
     kafka = FakeKafka()
     bus = started(kafka)
     consumer, fake = consumer_with(kafka, bus, lambda *a: None)
-    real_commit = fake.commit
-    fake.commit = lambda offsets, timeout_ms=None: (_ for _ in ()).throw(
-        kafka_errors.CommitFailedError("rebalance")
-    )
+    real_commit = refuse_commits(fake, kafka_errors.CommitFailedError("rebalance"))
     fake.batches.append([Record("cp.telemetry", 0, 4, b"CP1", telem(1).to_data())])
     with capturedLogs() as events:
         bus.clock.advance(bus.poll_interval)
@@ -765,10 +773,7 @@ def test_offsets_of_partitions_a_rebalance_took_away_are_left_to_their_new_owner
     kafka = FakeKafka()
     bus = started(kafka)
     consumer, fake = consumer_with(kafka, bus, lambda *a: None)
-    real_commit = fake.commit
-    fake.commit = lambda offsets, timeout_ms=None: (_ for _ in ()).throw(
-        kafka_errors.RebalanceInProgressError("rebalancing")
-    )
+    real_commit = refuse_commits(fake, kafka_errors.RebalanceInProgressError("rebalancing"))
     fake.batches.append([Record("cp.telemetry", 0, 4, b"CP1", telem(1).to_data()),
                          Record("cp.telemetry", 1, 9, b"CP2", telem(1).to_data())])
     with capturedLogs():
