@@ -35,6 +35,12 @@ class OcppNetwork(Network):
         self.central_args += ["--ocpp", endpoint, "--ocpp-heartbeat", "5"]
         self.registry_port = free_port()
 
+    def start_central(self, ready=30.0):
+        # "EV_Central ready" is said once the database is loaded; the listeners start after it.
+        central = super().start_central(ready)
+        wait_for_port(self.ocpp_port, timeout=ready)
+        return central
+
     def start_registry(self):
         self.registry = self.procs.twistd("registry", "evregistry", "--listen",
                                           f"tcp:{self.registry_port}:interface=127.0.0.1", "--db", self.db,
