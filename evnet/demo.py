@@ -4,7 +4,9 @@ human: one EV_Registry, one Central, ten charging points (Engine + Monitor
 each; the demo enrolls every CP at the Registry and each Monitor registers
 its CP there with its token), one OCPP 1.6J charge point (``evnet ocpp-cp``,
 registered at the Registry, on Central's ``--ocpp`` listener), three drivers
-with ten requests each (D2 also charges once at the OCPP CP).  Along
+with ten requests each (D2 also charges once at the OCPP CP), each signed up
+at the Registry (``evctl drivers add``) and logging in with its credentials
+file to a Central that requires it (``--driver-auth required``).  Along
 the way it simulates a fault, stops and resumes a CP, revokes a CP's key and
 has its Monitor log in again, and restarts a Monitor, so every CP state
 appears; EV_W watches the weather (local source) and Alicante freezes and
@@ -46,7 +48,7 @@ OCPP_CP, OCPP_LOCATION, OCPP_PRICE = "OCPP01", "Mercado Central (OCPP)", 0.45  #
 # What Central prints that a person following the demo wants to see.
 _CENTRAL_EVENT = re.compile(
     r"\] (CP \S+ (registered|authenticated|AVERIADO|recovered|stopped|resumed|DESCONECTADO|out of service).*"
-    r"|REQ .*|TICKET .*|weather alert .*)$"
+    r"|driver \S+: login from .*|REQ .*|TICKET .*|weather alert .*)$"
 )
 _WEATHER = re.compile(r"weather alert at .+? \(.+?\)( over)?: (CP[\w, ]+?) (out of service|back in service)")
 _TRANSITION = re.compile(r"CP (\S+): (\w+) -> (\w+)")
@@ -178,10 +180,13 @@ class Demo:
         return self.o.db or f"sqlite:{self.workdir / 'evcentral.db'}"
 
     def start_registry(self) -> Registry:
-        """EV_Registry on Central's database, and an enrollment token for every CP."""
+        """EV_Registry on Central's database, an enrollment token for every CP, every driver signed up."""
         self.registry = Registry(self.group, self.db, self.workdir / "registry")
         self.registry.start(log_path=str(self.workdir / "registry.log"))
         self.registry.enroll(*(self.cp_id(i) for i in range(self.o.cps)))
+        self.say("demo", f"signing up drivers {', '.join(DRIVERS)} at EV_Registry (evctl drivers add D… "
+                         "--credentials-file credentials-D….json, mode 0600)")
+        self.registry.sign_up(*DRIVERS)
         return self.registry
 
     def start_central(self) -> Proc:
@@ -191,6 +196,7 @@ class Demo:
             "--http", f"tcp:{self.ports['http']}:interface=127.0.0.1",
             "--db", self.db, "--weather-token-file", str(self.weather_token()),
             "--ocpp", f"tcp:{self.ports['ocpp']}:interface=127.0.0.1", "--ocpp-heartbeat", "10",
+            "--driver-auth", "required",  # a driver without its credentials gets nothing
         ]
         if self.o.kafka:
             # A consumer group of its own: records left on the cluster by an
@@ -270,7 +276,8 @@ class Demo:
         requests_file = resources.files("evnet") / "examples" / "demo" / f"{driver}.txt"
         target = self.workdir / f"requests-{driver}.txt"
         target.write_text(requests_file.read_text())
-        args = ["--driver-id", driver, "--requests-file", str(target), "--wait", f"{self.o.wait:g}", "--json"]
+        args = ["--driver-id", driver, "--credentials-file", str(self.registry.credentials[driver]),
+                "--requests-file", str(target), "--wait", f"{self.o.wait:g}", "--json"]
         args += ["--kafka", self.o.kafka] if self.o.kafka else ["--central", f"tcp:host=127.0.0.1:port={self.ports['drivers']}"]
         return self.group.command(f"driver-{driver}", "evdriver", *args, log_path=str(self.workdir / f"driver-{driver}.log"),
                                   on_line=self._driver_line(driver))
@@ -386,7 +393,7 @@ class Demo:
         self.say("demo", f"starting EV_Registry and enrolling {n} charging points (evctl registry enroll)")
         self.start_registry()
         backend = "Kafka at " + self.o.kafka if self.o.kafka else "in-band (no Kafka)"
-        self.say("demo", f"starting EV_Central ({self.o.db or 'SQLite'}, {backend})")
+        self.say("demo", f"starting EV_Central ({self.o.db or 'SQLite'}, {backend}; drivers must log in: --driver-auth required)")
         self.start_central()
         self.say("demo", f"web panel: http://127.0.0.1:{self.ports['http']}/")
         self.say("demo", f"starting EV_W, the weather office (local weather file; {FROZEN_CITY} at 12 °C)")
@@ -403,7 +410,8 @@ class Demo:
             central.wait_for(rf"CP {self.cp_id(i)} authenticated", timeout=60)
         self.say("demo", f"starting the OCPP 1.6J charge point {OCPP_CP} (evctl registry add, then evnet ocpp-cp)")
         self.start_ocpp_cp()
-        self.say("demo", f"all {n} charging points and {OCPP_CP} are connected; starting drivers {', '.join(DRIVERS)}")
+        self.say("demo", f"all {n} charging points and {OCPP_CP} are connected; starting drivers {', '.join(DRIVERS)} "
+                         "(evdriver --credentials-file: each logs in without sending its secret)")
         use_panel = self.o.panel if self.o.panel is not None else sys.stdout.isatty()
         live = None
         if use_panel:
@@ -477,6 +485,10 @@ class Demo:
         if closed != total_tickets:
             problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
         problems += self.ocpp_problems()
+        logged_in = self.logged_in_drivers()
+        no_login = [d for d in DRIVERS if d not in logged_in]
+        if no_login:
+            problems.append(f"the audit trail holds no successful login of driver {', '.join(no_login)}")
         try:  # the audit trail's hash chains, re-computed (docs/audit.md)
             self.evctl("audit", "audit", "verify", "--db", self.db)
         except RuntimeError as e:
@@ -491,7 +503,8 @@ class Demo:
         out(f"VERDICT: OK — {total_tickets} charges ticketed for {len(DRIVERS)} drivers{db_note}; "
             f"every state seen ({', '.join(STATES)}); {revoked} out of service with its key revoked and back "
             f"after its Monitor's new login; {', '.join(sorted(frozen))} out of service in the frost and back; "
-            f"{OCPP_CP} (OCPP) charged and ticketed; the audit trail verifies; no process left running")
+            f"{OCPP_CP} (OCPP) charged and ticketed; every driver logged in with its credentials (in the audit trail); "
+            f"the audit trail verifies; no process left running")
         return 0
 
     def ocpp_problems(self) -> list[str]:
@@ -509,9 +522,20 @@ class Demo:
         return [f"the OCPP CP {OCPP_CP}'s charge is missing: {', '.join(missing)}"] if missing else []
 
     def count_sessions(self) -> tuple[int, int]:
-        """(closed, open) drivers' charges in Central's database, SQLite or MySQL."""
-        sql = ("SELECT SUM(CASE WHEN status = 'closed' THEN 1 ELSE 0 END), "
-               "SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END) FROM sessions WHERE origin = 'driver'")
+        """(closed, open) drivers' charges in Central's database."""
+        (closed, open_), = self.query(
+            "SELECT SUM(CASE WHEN status = 'closed' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END) FROM sessions WHERE origin = 'driver'")
+        return int(closed or 0), int(open_ or 0)
+
+    def logged_in_drivers(self) -> set[str]:
+        """The drivers the audit trail holds a successful login of (``driver.login``, ``ok``: docs/audit.md)."""
+        return {driver for driver, in self.query(
+            "SELECT DISTINCT actor_id FROM audit WHERE actor_kind = 'driver' AND action = 'driver.login' "
+            "AND outcome = 'ok'")}
+
+    def query(self, sql: str) -> list[tuple]:
+        """The rows of C{sql} in Central's database, SQLite or MySQL."""
         if self.o.db and self.o.db.startswith("mysql://"):
             import MySQLdb
 
@@ -522,14 +546,12 @@ class Demo:
             try:
                 cursor = conn.cursor()
                 cursor.execute(sql)
-                closed, open_ = cursor.fetchone()
+                return list(cursor.fetchall())
             finally:
                 conn.close()
-        else:
-            path = self.o.db[len("sqlite:"):] if self.o.db else str(self.workdir / "evcentral.db")
-            with sqlite3.connect(path) as db:
-                closed, open_ = db.execute(sql).fetchone()
-        return int(closed or 0), int(open_ or 0)
+        path = self.o.db[len("sqlite:"):] if self.o.db else str(self.workdir / "evcentral.db")
+        with sqlite3.connect(path) as db:
+            return db.execute(sql).fetchall()
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -220,7 +221,8 @@ class Registry:
     """
     One ``twistd -n evregistry`` of C{group} on Central's database C{db}
     (its state and admin token in C{directory}), and the CPs enrolled at it
-    as an operator does: ``evctl registry enroll CP --token-output F``.  A
+    as an operator does: ``evctl registry enroll CP --token-output F``, and
+    the drivers signed up at it (``evctl drivers add D --credentials-file F``).  A
     Monitor started with L{monitor_args} registers its CP there itself the
     first time and keeps the answer in its credentials file.
     """
@@ -239,7 +241,8 @@ class Registry:
                 f.write(secrets.token_urlsafe(32) + "\n")
         self.ca_file = self.dir / "state" / "registry-cert.pem"
         self.proc: Proc | None = None
-        self.tokens: dict[str, Path] = {}
+        self.tokens: dict[str, Path] = {}  # CP id -> its enrollment token's file
+        self.credentials: dict[str, Path] = {}  # driver id -> its credentials file
 
     def start(self, timeout: float = 60.0, **kwargs) -> Proc:
         self.proc = self.group.twistd(
@@ -249,20 +252,42 @@ class Registry:
         self.proc.wait_for("EV_Registry ready", timeout=timeout)
         return self.proc
 
-    def enroll(self, *cp_ids: str, timeout: float = 60.0) -> None:
-        """An enrollment token for each CP (0600 files), asked for all at once."""
+    def _evctl_each(self, verb: list[str], ids: tuple[str, ...], output: Any, timeout: float) -> dict[str, Path]:
+        """
+        ``evctl VERB ID`` with the admin token for each of C{ids}, all at once;
+        C{output(id)} is its output option and the file it writes (0600).
+        The files by id, or AssertionError naming the first that failed.
+        """
         runs = []
-        for cp_id in cp_ids:
-            token = self.dir / f"{cp_id}.token"
-            runs.append((cp_id, token, self.group.command(
-                f"enroll-{cp_id}", "evctl", "registry", "enroll", cp_id, "--registry", self.url,
-                "--ca-file", str(self.ca_file), "--token-file", str(self.admin), "--token-output", str(token),
+        for one in ids:
+            option, path = output(one)
+            runs.append((one, path, self.group.command(
+                f"{verb[-1]}-{one}", "evctl", *verb, one, *self._admin_args(), option, str(path),
             )))
-        for cp_id, token, proc in runs:
+        for one, path, proc in runs:
             code = proc.wait(timeout)
             if code != 0:
-                raise AssertionError(f"evctl registry enroll {cp_id} failed ({code}): {proc.output()[-2000:]}")
-            self.tokens[cp_id] = token
+                raise AssertionError(f"evctl {' '.join(verb)} {one} failed ({code}): {proc.output()[-2000:]}")
+        return {one: path for one, path, _ in runs}
+
+    def _admin_args(self) -> list[str]:
+        return ["--registry", self.url, "--ca-file", str(self.ca_file), "--token-file", str(self.admin)]
+
+    def enroll(self, *cp_ids: str, timeout: float = 60.0) -> None:
+        """An enrollment token for each CP (0600 files), asked for all at once."""
+        self.tokens.update(self._evctl_each(
+            ["registry", "enroll"], cp_ids, lambda cp_id: ("--token-output", self.dir / f"{cp_id}.token"), timeout))
+
+    def sign_up(self, *driver_ids: str, timeout: float = 60.0) -> None:
+        """
+        Each driver signed up as an operator does (``evctl drivers add D
+        --credentials-file F``), all at once: its credentials, for
+        ``evdriver --credentials-file``, in C{credentials[D]}, a 0600
+        ``credentials-D.json`` in the group's directory.
+        """
+        self.credentials.update(self._evctl_each(
+            ["drivers", "add"], driver_ids,
+            lambda driver: ("--credentials-file", self.group.workdir / f"credentials-{driver}.json"), timeout))
 
     def monitor_args(self, cp_id: str, credentials_file: Path) -> list[str]:
         """The Monitor's options to register C{cp_id} (enrolled) here, keeping its credentials in C{credentials_file}."""
@@ -273,8 +298,7 @@ class Registry:
         """``evctl registry add`` with the admin token, as for a CP with no Monitor (an OCPP CP): its credentials to C{credentials_file}."""
         proc = self.group.command(
             f"add-{cp_id}", "evctl", "registry", "add", cp_id, "--location", location, "--price", f"{price:.2f}",
-            "--registry", self.url, "--ca-file", str(self.ca_file), "--token-file", str(self.admin),
-            "--credentials-file", str(credentials_file),
+            *self._admin_args(), "--credentials-file", str(credentials_file),
         )
         code = proc.wait(timeout)
         if code != 0:

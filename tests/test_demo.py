@@ -97,6 +97,9 @@ def test_demo_runs_the_network_to_an_ok_verdict_and_leaves_nothing_running(tmp_p
     credentials = sorted(workdir.glob("credentials-CP*.json"))
     assert len(credentials) == 10
     credentials.append(workdir / "credentials-OCPP01.json")
+    credentials += [workdir / f"credentials-{driver}.json" for driver in ("D1", "D2", "D3")]  # evctl drivers add
+    assert "drivers must log in: --driver-auth required" in output
+    assert "every driver logged in with its credentials (in the audit trail)" in output
     assert {stat.S_IMODE(os.stat(path).st_mode) for path in credentials} == {0o600}
     for driver in ("D1", "D2", "D3"):
         assert f"driver {driver}: " in output and "(exit code 0)" in output
