@@ -1,5 +1,9 @@
 """SealedChannel: what goes out on a link after a login is sealed, and fits its frame."""
 
+import os
+
+import pytest
+
 from evnet.protocols import messages as m
 from evnet.protocols import security
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, FrameDecoder, Kind
@@ -68,3 +72,15 @@ def test_a_message_too_long_once_sealed_is_a_failed_deferred():
     assert failures and failures[0].check(m.MessageError)
     assert transport.value() == b""
     channel.send(too_long)  # logged, never raised
+
+
+@pytest.mark.parametrize("text", ["AB+C", "AB/C", "AB==", "AB=C", "A", "ABCDE", "AB C", "AB\nC", "ABé"])
+def test_text_that_is_not_unpadded_base64url_is_refused(text):
+    with pytest.raises(security.SecurityError, match="is not base64url text"):
+        security.unb64(text, "the box")
+
+
+def test_base64url_of_every_length_round_trips():
+    for n in range(40):
+        data = os.urandom(n)
+        assert security.unb64(security.b64(data), "the box") == data
