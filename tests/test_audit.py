@@ -287,6 +287,19 @@ def test_operator_commands_are_rows_with_the_token_identity_and_address():
     assert any(r["action"] == "cps.stop-all" for r in rows)
 
 
+def test_a_refused_command_has_its_own_row_after_a_refused_read_from_the_same_address():
+    from tests.test_web import Web
+
+    web = Web(token="tok")
+    web.world.cp()
+    assert web.get("/api/v1/audit", host="10.9.9.7").status == 401
+    assert web.get("/api/v1/audit", host="10.9.9.7").status == 401  # the same kind again: summarized
+    assert web.post("/api/v1/cps/CP1/revoke", host="10.9.9.7").status == 401
+    refused = [r for r in all_rows(web.world.store) if r["action"] == "api.refused"]
+    assert [(r["detail"]["method"], r["detail"]["path"]) for r in refused] == [
+        ("GET", "/api/v1/audit"), ("POST", "/api/v1/cps/CP1/revoke")]
+
+
 def test_the_audit_api_filters_pages_and_is_guarded():
     from tests.test_web import Web, bearer
 

@@ -174,7 +174,9 @@ class Api(Reads, resource.Resource):
         path = request.path.decode("utf-8", "replace")[:128]
         self.refusals.record(
             "api-refused", host, f"{method} {path} from {where} refused ({error.status}): {error.text}",
-            (host, error.status),
+            # One row per address, status and kind of call a minute: a refused command
+            # (a write) is never folded into the row of a refused read.
+            (host, error.status, method in ("GET", "HEAD")),
             audit.Note("operator", "unauthenticated" if error.status == 401 else "unauthorized", where, "api.refused",
                        audit.REFUSED, {"method": method, "path": path, "status": error.status, "reason": error.text}),
         )
