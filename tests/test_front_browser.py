@@ -2,7 +2,8 @@
 The operator's front (issue 16) in headless Chromium: the summary bar's
 counts follow a real Central's CPs as they log in, stop, resume and leave;
 search and the state filters, in the tiles and in the table; the live
-charts draw from the stream; energy, revenue and Central's alerts are shown
+charts draw from the stream; the revoke action works with the operator's
+token and is refused (and recorded) without it; energy, revenue and Central's alerts are shown
 when Central has them and left out without a word when it does not; and a
 page with 2,000 CPs updated once a second leaves its main thread mostly
 idle (the figure is printed, and docs/panel.md reports it).
@@ -13,14 +14,16 @@ files and a stream the test writes.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
+import urllib.request
 
 import pytest
 
 from tests.frontfake import FakeCentral, make_cp, network
-from tests.procs import free_port, wait_for_port
-from tests.test_web_browser import WAIT_MS, browser  # noqa: F401 (the fixture)
+from tests.test_web_browser import WAIT_MS, browser, start_central  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,19 +68,9 @@ def open_page(browser, url, width=1280, height=900):  # noqa: F811
 
 
 def test_the_summary_counts_follow_a_real_centrals_cps(procs, tmp_path, browser):  # noqa: F811
-    from tests.test_central_process import RawMonitor, register_in_db
+    from tests.test_central_process import RawMonitor
 
-    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
-    for cp_id in ("CP1", "CP2", "CP3"):
-        register_in_db(tmp_path / "central.db", cp_id, f"Calle {cp_id}", 0.3)
-    procs.twistd(
-        "central", "evcentral",
-        "--listen", f"tcp:{cp_port}:interface=127.0.0.1", "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
-        "--http", f"tcp:{http_port}:interface=127.0.0.1", "--db", f"sqlite:{tmp_path / 'central.db'}",
-        "--liveness-timeout", "600",
-    )
-    wait_for_port(http_port)
-    wait_for_port(cp_port)
+    cp_port, http_port = start_central(procs, tmp_path, {cp_id: f"Calle {cp_id}" for cp_id in ("CP1", "CP2", "CP3")})
     page = open_page(browser, f"http://127.0.0.1:{http_port}/")
     assert page.locator("#sum-cps").inner_text() == "0" and page.locator("#no-cps").is_visible()
     monitors = [RawMonitor(cp_port, cp_id) for cp_id in ("CP1", "CP2", "CP3")]
@@ -109,6 +102,73 @@ def test_the_summary_counts_follow_a_real_centrals_cps(procs, tmp_path, browser)
     finally:
         for monitor in monitors:
             monitor.close()
+
+
+def test_revoke_needs_the_operators_token_refused_and_recorded_without_it(procs, tmp_path, browser):  # noqa: F811
+    from tests.test_central_process import RawMonitor
+
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("front-admin-token\n")
+    os.chmod(token_file, 0o600)
+    cp_port, http_port = start_central(procs, tmp_path, {"CP1": "Calle Mayor 1"}, "--admin-token-file", str(token_file))
+
+    def audit(action):
+        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/v1/audit?action={action}",
+                                         headers={"Authorization": "Bearer front-admin-token"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.loads(answer.read())["rows"]
+
+    def eventually(check, what):
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not (value := check()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+        return value
+
+    page = open_page(browser, f"http://127.0.0.1:{http_port}/")
+    monitor = RawMonitor(cp_port, "CP1")
+    try:
+        monitor.login()
+        tile = page.locator('.tile[data-cp="CP1"]')
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="ACTIVADO"][data-key="active"]', timeout=WAIT_MS)
+        dialogs = []
+
+        def answer(dialog, token):
+            dialogs.append(dialog.type)
+            if dialog.type == "prompt" and token is None:
+                dialog.dismiss()  # the operator has no token to give
+            else:
+                dialog.accept(token or "")
+
+        # Without the token: the confirm is accepted, Central answers 401, the page asks for the
+        # token, none is given: the page says it was refused, the key stays, the trail has the refusal.
+        page.on("dialog", handler := lambda dialog: answer(dialog, None))
+        tile.locator('button[data-action="revoke"]').click()
+        page.wait_for_function("document.querySelector('#toast').textContent.startsWith('Refused')", timeout=WAIT_MS)
+        assert dialogs == ["confirm", "prompt"]
+        assert page.locator('.tile[data-cp="CP1"][data-key="active"]').count() == 1
+        refused = eventually(lambda: [r for r in audit("api.refused")
+                                      if r["detail"].get("path") == "/api/v1/cps/CP1/revoke"], "the refusal in the trail")
+        assert refused[0]["outcome"] == "refused" and refused[0]["actor_id"] == "unauthenticated"
+        assert refused[0]["address"].startswith("127.0.0.1")
+        assert audit("key.revoke") == []
+        page.remove_listener("dialog", handler)
+
+        # With the token given at the page's prompt: the key is revoked, the tile says so, the trail names the command.
+        dialogs.clear()
+        page.on("dialog", lambda dialog: answer(dialog, "front-admin-token"))
+        tile.locator('button[data-action="revoke"]').click()
+        page.wait_for_selector('.tile[data-cp="CP1"][data-state="DESCONECTADO"][data-key="revoked"]', timeout=WAIT_MS)
+        assert dialogs == ["confirm", "prompt"]
+        assert "Out of service — key revoked" in tile.inner_text()
+        [row] = eventually(lambda: audit("key.revoke"), "the revoke in the trail")
+        assert row["actor_kind"] == "operator" and row["outcome"] == "ok" and row["detail"]["cp"] == "CP1"
+        # The token is kept in the tab: a second command needs no prompt.
+        dialogs.clear()
+        page.wait_for_timeout(300)
+        assert dialogs == []
+    finally:
+        monitor.close()
 
 
 def test_search_and_state_filters_in_the_tiles_and_the_table(fake, browser):  # noqa: F811

@@ -49,6 +49,30 @@ def tile(cp_id, state):
     return f'.tile[data-cp="{cp_id}"][data-state="{state}"]'
 
 
+
+def start_central(procs, tmp_path, cps, *extra):
+    """
+    A real Central on free loopback ports with C{cps} (id -> location)
+    registered in its SQLite database, its liveness timeout long enough that
+    the tests' own Monitors need not send STATUS; C{extra} options added.
+    Its (CP port, HTTP port), once both listen.
+    """
+    from tests.test_central_process import register_in_db
+
+    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
+    for cp_id, location in cps.items():
+        register_in_db(tmp_path / "central.db", cp_id, location, 0.3)
+    procs.twistd(
+        "central", "evcentral",
+        "--listen", f"tcp:{cp_port}:interface=127.0.0.1", "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1", "--db", f"sqlite:{tmp_path / 'central.db'}",
+        "--liveness-timeout", "600", *extra,
+    )
+    wait_for_port(http_port)
+    wait_for_port(cp_port)
+    return cp_port, http_port
+
+
 def test_the_dashboard_follows_a_charging_point_live(procs, tmp_path, browser):
     cp_port, drivers_port, http_port, engine_port, control_port = (free_port() for _ in range(5))
     central_args = [
@@ -130,19 +154,9 @@ def test_the_dashboard_follows_a_charging_point_live(procs, tmp_path, browser):
 def test_the_revoke_button_puts_a_cp_out_of_service_and_a_new_login_brings_it_back(procs, tmp_path, browser):
     # The CP's Monitor here is the test's own (tests.test_central_process.RawMonitor, with Central's
     # liveness timeout long enough that it need not send STATUS): the tile, its key state and the button.
-    from tests.test_central_process import RawMonitor, register_in_db
+    from tests.test_central_process import RawMonitor
 
-    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
-    register_in_db(tmp_path / "central.db", "CP1", "Calle Mayor 1", 0.3)
-    procs.twistd(
-        "central", "evcentral",
-        "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
-        "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
-        "--http", f"tcp:{http_port}:interface=127.0.0.1",
-        "--db", f"sqlite:{tmp_path / 'central.db'}", "--liveness-timeout", "600",
-    )
-    wait_for_port(http_port)
-    wait_for_port(cp_port)
+    cp_port, http_port = start_central(procs, tmp_path, {"CP1": "Calle Mayor 1"})
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     page.goto(f"http://127.0.0.1:{http_port}/")
     page.wait_for_selector('#conn[data-conn="live"]', timeout=WAIT_MS)
@@ -177,23 +191,12 @@ def test_the_weather_section_shows_an_alert_its_cp_out_of_service_and_evws_healt
     import json
     import urllib.request
 
-    from tests.test_central_process import RawMonitor, register_in_db
+    from tests.test_central_process import RawMonitor
 
-    cp_port, drivers_port, http_port = (free_port() for _ in range(3))
-    register_in_db(tmp_path / "central.db", "CP1", "Alicante Centro", 0.3)
     token = tmp_path / "evw-token"
     token.write_text("evw-browser-token\n")
     os.chmod(token, 0o600)
-    procs.twistd(
-        "central", "evcentral",
-        "--listen", f"tcp:{cp_port}:interface=127.0.0.1",
-        "--drivers", f"tcp:{drivers_port}:interface=127.0.0.1",
-        "--http", f"tcp:{http_port}:interface=127.0.0.1",
-        "--db", f"sqlite:{tmp_path / 'central.db'}", "--liveness-timeout", "600",
-        "--weather-token-file", str(token),
-    )
-    wait_for_port(http_port)
-    wait_for_port(cp_port)
+    cp_port, http_port = start_central(procs, tmp_path, {"CP1": "Alicante Centro"}, "--weather-token-file", str(token))
 
     def evw(method, path, body=None):
         request = urllib.request.Request(
