@@ -1,5 +1,7 @@
 """Drivers' accounts at Central (evnet/central/drivers.py) on fake links, a fake bus and an in-memory store."""
 
+import pytest
+
 from evnet.protocols import messages as m
 from evnet.protocols import security
 from evnet.central.states import CpState
@@ -24,7 +26,7 @@ class Driver(Peer):
         self.sealer = self.opener = None
 
     def login(self):
-        client = security.ClientLogin(self.driver_id, self.secret)
+        client = self.client = security.ClientLogin(self.driver_id, self.secret)
         self.send(client.start())
         [challenge] = self.take()
         assert isinstance(challenge, m.Challenge), challenge
@@ -97,10 +99,12 @@ def test_a_wrong_secret_is_wrong_credentials_and_does_not_replace_the_drivers_li
     d = Driver(w)
     d.login()
     other = Driver(w, secret="guess")
-    assert other.login() == [m.Refused("AUTH", "D1", "wrong credentials")]
+    [refused] = other.login()
+    assert refused == m.Refused("AUTH", "D1", "wrong credentials", other.client.proof)  # names the PROOF refused
     assert w.central.driver_links["D1"].inner is d.link
     unknown = Driver(w, driver_id="NOBODY")
-    assert unknown.login() == [m.Refused("AUTH", "NOBODY", "wrong credentials")]  # like a wrong secret
+    [refused] = unknown.login()
+    assert refused == m.Refused("AUTH", "NOBODY", "wrong credentials", unknown.client.proof)  # like a wrong secret
     w.central.trust.sweep(True)
     texts = [text for kind, _, text in w.store.events if kind == "driver-refused"]
     assert any("wrong secret" in t for t in texts) and any("not signed up" in t for t in texts)
@@ -182,6 +186,46 @@ def test_through_kafka_requests_are_sealed_by_the_driver_and_its_notifications_f
     cp.send(m.Stop("CP1", auth.session_id, 2, 0.2, 0.06, 2, "target"))
     inner = [security.open_message(opener, x) for _, x in bus.take()]
     assert [type(x) for x in inner] == [m.Telem, m.Ticket]
+
+
+def test_through_kafka_a_strangers_attempts_with_the_id_do_not_break_the_owners_login():
+    w, bus = kafka()
+    signed_up(w)
+    w.cp()
+    owner = security.ClientLogin("D1", "s3cret-of-D1")
+    stranger = security.ClientLogin("D1", "a guess")
+    bus.feed("driver.requests", "D1", owner.start())
+    bus.feed("driver.requests", "D1", stranger.start())  # after the owner's AUTH: the newer login
+    challenges = [x for _, x in bus.take()]
+    assert [c.login for c in challenges] == [owner.nonce, stranger.nonce]
+    # Each answers only the CHALLENGE naming its own AUTH; the other one is refused by the client.
+    with pytest.raises(security.SecurityError, match="another login"):
+        owner.answer(challenges[1])
+    bad = stranger.answer(challenges[1])
+    proof = owner.answer(challenges[0])
+    bus.feed("driver.requests", "D1", bad)
+    [(_, refused)] = bus.take()
+    assert refused.ref == bad.proof and stranger.refuses(refused) and not owner.refuses(refused)
+    bus.feed("driver.requests", "D1", proof)  # the wrong PROOF ended no login: the owner's still stands
+    [(_, key)] = bus.take()
+    assert isinstance(key, m.Key)
+    owner.accept(key)
+    w.central.trust.sweep(True)
+    assert any(kind == "driver-refused" and "wrong secret" in text for kind, _, text in w.store.events)
+
+
+def test_through_kafka_at_most_four_logins_of_an_id_are_under_way():
+    w, bus = kafka()
+    signed_up(w)
+    first = security.ClientLogin("D1", "s3cret-of-D1")
+    bus.feed("driver.requests", "D1", first.start())
+    [(_, challenge)] = bus.take()
+    for _ in range(4):  # four newer AUTHs: the first login is dropped
+        bus.feed("driver.requests", "D1", security.ClientLogin("D1", "x").start())
+    bus.take()
+    bus.feed("driver.requests", "D1", first.answer(challenge))
+    [(_, refused)] = bus.take()
+    assert refused.reason == "wrong credentials" and first.refuses(refused)
 
 
 def test_through_kafka_a_plain_record_for_a_signed_up_driver_gets_nothing_and_is_recorded():

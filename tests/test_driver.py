@@ -1123,3 +1123,39 @@ def test_kafka_network_status_is_shown_while_working_through_the_file():
     rig.status_consumer.feed(m.Available([m.CpInfo("CP07", "Puerto", 0.4)]))
     lines = rig.lines()
     assert lines[0] == "1 charging point available now:" and "CP07" in lines[1]
+
+
+# ---------------------------------------------------------------------------
+# Logging in through Kafka: every login of an id is answered on one topic
+# ---------------------------------------------------------------------------
+
+
+class _Credentials:
+    driver_id = "D1"
+    secret = "s3cret-of-D1"
+
+
+def test_a_driver_logging_in_through_kafka_ignores_the_answers_to_another_login_of_its_id():
+    from evnet.protocols import security
+
+    clock, bus, events = Clock(), ObservedFakeBus(), []
+    transport = KafkaTransport(bus, "D1", clock, credentials=_Credentials())
+    driver = DriverService("D1", [Request("CP01")], transport, events.append, clock)
+    notifications, _ = bus.consumers
+    driver.startService()
+    notifications.ready.callback(notifications)
+    [(topic, _, auth)] = bus.take()
+    assert topic == "driver.requests" and isinstance(auth, m.Auth)
+    central = security.ServerLogin(auth, security.make_verifier(_Credentials.secret, n=1024), b"central")
+    strangers = security.ServerLogin(security.ClientLogin("D1", "a guess").start(), None, b"central")
+
+    notifications.feed(strangers.challenge())  # Central's answer to a stranger's AUTH with this id
+    notifications.feed(m.Refused("AUTH", "D1", "wrong credentials", "c3RyYW5nZXJzLXByb29m"))  # to its PROOF
+    notifications.feed(m.Refused("AUTH", "D1", "wrong credentials"))  # naming no login at all
+    assert bus.take() == [] and not driver.finished  # nothing answered, the login goes on
+
+    notifications.feed(central.challenge())
+    [(_, _, proof)] = bus.take()
+    assert isinstance(proof, m.Proof)
+    notifications.feed(m.Refused("AUTH", "D1", "wrong credentials", proof.proof))  # this login's PROOF refused
+    assert driver.finished and [e for e in events if e.get("type") == "refused"]

@@ -120,7 +120,34 @@ def test_a_hostile_challenge_cost_is_refused_before_any_work():
     client = s.ClientLogin("CP01", "x")
     client.start()
     with pytest.raises(s.SecurityError, match="cost"):
-        client.answer(m.Challenge("CP01", s.b64(bytes(16)), 2**30, "bm9uY2U"))
+        client.answer(m.Challenge("CP01", s.b64(bytes(16)), 2**30, "bm9uY2U", client.nonce))
+
+
+def test_only_the_first_challenge_of_this_login_is_answered():
+    client = s.ClientLogin("CP01", SECRET)
+    server = s.ServerLogin(client.start(), s.make_verifier(SECRET, n=1024), b"central-secret")
+    other = s.ServerLogin(s.ClientLogin("CP01", "x").start(), None, b"central-secret")  # another login of the id
+    with pytest.raises(s.SecurityError, match="another login"):
+        client.answer(m.decode(other.challenge().to_data()))
+    stale = m.Challenge("CP01", s.b64(bytes(16)), 1024, "bm9uY2U")  # no login named: an older Central's, or forged
+    with pytest.raises(s.SecurityError, match="another login"):
+        client.answer(stale)
+    proof = client.answer(m.decode(server.challenge().to_data()))
+    with pytest.raises(s.SecurityError, match="second CHALLENGE"):
+        client.answer(server.challenge())
+    server.check(proof, "ACTIVADO")  # the first answer stands
+
+
+def test_a_refusal_is_this_logins_only_when_it_names_its_auth_or_its_proof():
+    client = s.ClientLogin("D1", SECRET)
+    auth = client.start()
+    server = s.ServerLogin(auth, s.make_verifier(SECRET, n=1024), b"central-secret")
+    assert client.refuses(m.Refused("AUTH", "D1", "locked out", auth.nonce))
+    assert not client.refuses(m.Refused("AUTH", "D1", "wrong credentials"))  # names no login
+    assert not client.refuses(m.Refused("AUTH", "D1", "wrong credentials", "c29tZW9uZS1lbHNl"))
+    proof = client.answer(server.challenge())
+    assert client.refuses(m.Refused("AUTH", "D1", "wrong credentials", proof.proof))
+    assert not client.refuses(m.Refused("AUTH", "D1", "wrong credentials", s.b64(bytes(32))))
 
 
 def pair(cp_id="CP01", role=s.ROLE_MONITOR, accept=(s.ROLE_MONITOR, s.ROLE_ENGINE)):

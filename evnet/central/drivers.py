@@ -16,10 +16,16 @@ with Central is sealed under.
   is taken from a driver; ``optional`` (the migration path), a plain hello
   or request is still taken for an id that has **no** account, never for
   one that has: an account's id is only ever its owner's.
-- **Refusals** are told on a link ("wrong credentials" whatever the real
-  reason; through Kafka nothing is answered, so that a stranger cannot make
-  a driver's notifications say anything) and recorded by L{audit}, the one
-  place this module leaves a row.
+- **Refusals** are recorded by L{audit}, the one place this module leaves
+  a row.  A refused login is told ("wrong credentials" whatever the real
+  reason) on the link or on ``driver.notifications``, naming the AUTH nonce
+  or the PROOF it refuses (REFUSED's C{ref}), as a CHALLENGE names its AUTH:
+  the driver ignores the answers to another login of its id (a stranger's,
+  an older one).  Through Kafka a driver id may have a few logins under way
+  at once (L{MAX_KAFKA_LOGINS}); a PROOF is checked against each and a wrong
+  one ends none, so a stranger's attempts do not break the owner's login.
+  Any other refused record from Kafka is not answered: a stranger cannot
+  make a driver's notifications say anything else.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ KIND_DRIVER_REFUSED = "driver-refused"  # a driver's login or request refused
 LOG_IN_FIRST = "this Central requires driver credentials: log in (AUTH) first"
 HAS_ACCOUNT = "driver {id} has credentials: log in with them"
 KEY_STATE = "DRIVER"  # the state field of a driver's KEY
+MAX_KAFKA_LOGINS = 4  # logins of one driver id under way through Kafka at once (a fifth drops the oldest)
+REF_CHARS = 88  # a REFUSED's ref at most: a 64-byte nonce in base64url
 
 
 @dataclasses.dataclass
@@ -88,7 +96,7 @@ class DriverTrust:
         self.mode = mode
         self._decoy = os.urandom(32) if decoy_secret is None else decoy_secret
         self.kafka_keys: dict[str, DriverKey] = {}  # driver id -> the key of its last Kafka login
-        self._kafka_logins: dict[str, Login] = {}
+        self._kafka_logins: dict[str, dict[str, Login]] = {}  # driver id -> its logins under way, by AUTH nonce
         self.accounts: set[str] = set()  # ids known to have an account (loaded at start, and at each look-up)
 
     # -- the one record of this module -------------------------------------------
@@ -181,11 +189,11 @@ class DriverTrust:
         throttle = self.central.trust.throttle
         wait = throttle.locked_for(self._address(link)) if throttle else 0
         if wait:
-            link.send(m.Refused(WHAT_AUTH, field(msg.cp_id), LOCKED_OUT.format(seconds=wait)))
+            link.send(m.Refused(WHAT_AUTH, field(msg.cp_id), LOCKED_OUT.format(seconds=wait), msg.nonce[:REF_CHARS]))
             return
         why = self._bad_auth(msg)
         if why is not None:
-            link.send(m.Refused(WHAT_AUTH, field(msg.cp_id), field(why)))
+            link.send(m.Refused(WHAT_AUTH, field(msg.cp_id), field(why), msg.nonce[:REF_CHARS]))
             self.audit("login", msg.cp_id, link.peer_name, False, why)
             return
         login = link.context["driver_login"] = Login(msg)
@@ -224,34 +232,42 @@ class DriverTrust:
 
         def failed(failure: Failure) -> None:
             self.central.journal.db_error(failure, "reading a driver account")
-            reply.send(m.Refused(WHAT_AUTH, login.auth.cp_id, "Central cannot check credentials now; try again"))
+            reply.send(m.Refused(WHAT_AUTH, login.auth.cp_id, "Central cannot check credentials now; try again",
+                                 login.auth.nonce))
 
         self.central.store.driver_account(login.auth.cp_id).addCallbacks(looked_up, failed)
 
-    def _check(self, login: Optional[Login], msg: m.Proof, reply: IChannel, address: str) -> Optional[tuple]:
-        """The KEY and the key of a good proof, else refused ("wrong credentials"), recorded, None."""
-        if login is None or login.server is None:
-            why = "PROOF without a CHALLENGE"
-        elif msg.cp_id != login.auth.cp_id:
-            why = f"PROOF for {shown(msg.cp_id)} in a login as {login.auth.cp_id}"
-        else:
+    def _check(self, logins: list[Login], msg: m.Proof, reply: IChannel, address: str) -> Optional[tuple]:
+        """
+        The login C{msg} proves (of C{logins}, newest first) with its KEY
+        and key; else refused ("wrong credentials", naming the proof),
+        recorded, None.
+        """
+        why = "PROOF without a CHALLENGE"
+        for login in reversed(logins):
+            if login.server is None:
+                continue
+            if msg.cp_id != login.auth.cp_id:
+                why = f"PROOF for {shown(msg.cp_id)} in a login as {login.auth.cp_id}"
+                continue
             try:
-                return login.server.check(msg, KEY_STATE, self.central.liveness_interval)
+                return (login,) + login.server.check(msg, KEY_STATE, self.central.liveness_interval)
             except security.SecurityError:
-                why = login.why or "wrong secret"
-        reply.send(m.Refused(WHAT_AUTH, field(msg.cp_id), WRONG_CREDENTIALS))
+                if why == "PROOF without a CHALLENGE":  # the newest login's reason
+                    why = login.why or "wrong secret"
+        reply.send(m.Refused(WHAT_AUTH, field(msg.cp_id), WRONG_CREDENTIALS, msg.proof[:REF_CHARS]))
         self.audit("login", msg.cp_id, address, False, why)
         return None
 
     def _proof(self, link: IChannel, msg: m.Proof) -> None:
         login = link.context.pop("driver_login", None)
-        checked = self._check(login, msg, link, link.peer_name)
+        checked = self._check([login] if login is not None else [], msg, link, link.peer_name)
         if checked is None:
             throttle = self.central.trust.throttle
             if throttle is not None:
                 throttle.failed(self._address(link))
             return
-        answer, key_id, key_bytes = checked
+        _, answer, key_id, key_bytes = checked
         driver_id = msg.cp_id
         key = make_key(driver_id, key_id, key_bytes)
         key.channel = SealedChannel(link, key.sealer)
@@ -270,13 +286,21 @@ class DriverTrust:
             if why is not None:
                 self.audit("login", driver_id, where, False, why)
                 return
-            login = self._kafka_logins[driver_id] = Login(msg)
-            self._look_up(login, plain, lambda: self._kafka_logins.get(driver_id) is login)
+            logins = self._kafka_logins.setdefault(driver_id, {})
+            logins.pop(msg.nonce, None)
+            login = logins[msg.nonce] = Login(msg)
+            while len(logins) > MAX_KAFKA_LOGINS:
+                del logins[next(iter(logins))]
+            self._look_up(login, plain, lambda: self._kafka_logins.get(driver_id, {}).get(msg.nonce) is login)
         elif isinstance(msg, m.Proof):
-            checked = self._check(self._kafka_logins.pop(driver_id, None), msg, plain, where)
+            logins = self._kafka_logins.get(driver_id, {})
+            checked = self._check(list(logins.values()), msg, plain, where)
             if checked is None:
-                return
-            answer, key_id, key_bytes = checked
+                return  # a wrong PROOF ends no login: it may be a stranger's, not the one the owner runs
+            login, answer, key_id, key_bytes = checked
+            del logins[login.auth.nonce]
+            if not logins:
+                del self._kafka_logins[driver_id]
             key = make_key(driver_id, key_id, key_bytes)
             key.channel = SealedChannel(plain, key.sealer)
             plain.send(answer)

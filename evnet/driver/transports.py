@@ -100,6 +100,9 @@ class _Transport(service.MultiService):
             self.opener = security.Opener(login.cp_id, key_id, key, (security.ROLE_CENTRAL,))
             return True
         if isinstance(msg, m.Refused) and msg.what == WHAT_AUTH:
+            if not login.refuses(msg):  # another login of this id (through Kafka all are answered on one topic)
+                self.log.info("driver login: a refusal of another login ignored ({reason})", reason=msg.reason)
+                return None
             self._login = None
             self.core.message_received(self, m.Refused(WHAT_DRIVER, login.cp_id, f"login refused: {msg.reason}"))
             return False

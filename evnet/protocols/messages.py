@@ -12,7 +12,8 @@ with :func:`message`.  A field's annotation says how it travels:
   that precision when the message is built, so decode(m.to_data()) == m.
 
 Fields with a default are optional at the end of DATA: an older peer may
-omit them.  No I/O and no Twisted import here.  ``docs/protocol.md`` is the
+omit them.  A field declared with :func:`opt` is also left out when it and
+every field after it hold their defaults.  No I/O and no Twisted import here.  ``docs/protocol.md`` is the
 contract.
 
 Longer than evnet's ~500-line guide on purpose: a reader finds every wire
@@ -48,6 +49,11 @@ def dec(places: int, default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"places": places})
 
 
+def opt(default: Any = "") -> Any:
+    """An optional field not written while it (and what follows it) holds C{default}."""
+    return field(default=default, metadata={"omit": True})
+
+
 @dataclass(frozen=True)
 class _Field:
     name: str
@@ -56,6 +62,7 @@ class _Field:
     normalize: Callable[[Any], Any]
     required: bool
     default: Any = None
+    omit: bool = False  # left out at the end of DATA while it holds its default
 
 
 def _text_field(code: str, name: str, required: bool) -> _Field:
@@ -126,8 +133,12 @@ class Message:
 
     def to_data(self) -> bytes:
         """The DATA of the frame carrying this message."""
+        fields = self._fields
+        end = len(fields)
+        while end and fields[end - 1].omit and getattr(self, fields[end - 1].name) == fields[end - 1].default:
+            end -= 1
         parts = [self.code]
-        for f in self._fields:
+        for f in fields[:end]:
             parts.append(f.encode(getattr(self, f.name)))
         return SEP.join(parts).encode("utf-8")
 
@@ -159,7 +170,7 @@ def message(code: str) -> Callable[[type], type]:
             else:  # pragma: no cover - a programming error in this module
                 raise TypeError(f"{code}.{f.name}: unsupported field type {kind}")
             if not required:
-                spec = dataclasses.replace(spec, default=spec.normalize(f.default))
+                spec = dataclasses.replace(spec, default=spec.normalize(f.default), omit=bool(f.metadata.get("omit")))
             fields.append(spec)
         cls.code = code
         cls._fields = tuple(fields)
@@ -252,14 +263,17 @@ class Auth(Message):
 @message("CHALLENGE")
 class Challenge(Message):
     """
-    C → M: prove the credentials of C{cp_id}: the salt and scrypt cost of its
-    verifier and Central's fresh nonce (base64url).  Answered by PROOF.
+    C → M or D: prove the credentials of C{cp_id}: the salt and scrypt cost
+    of its verifier and Central's fresh nonce (base64url); C{login} is the
+    nonce of the AUTH it answers (a peer ignores a CHALLENGE of another
+    login).  Answered by PROOF.
     """
 
     cp_id: str
     salt: str
     cost: int
     nonce: str
+    login: str = opt()
 
 
 @message("PROOF")
@@ -337,11 +351,17 @@ class Accepted(Message):
 
 @message("REFUSED")
 class Refused(Message):
-    """C → M or D: the request C{what} about C{subject} is refused, with why."""
+    """
+    C → M or D: the request C{what} about C{subject} is refused, with why.
+    C{ref}, on a driver's refused login, names the message refused: the
+    nonce of its AUTH or the proof of its PROOF (a driver ignores the
+    refusal of another login).
+    """
 
     what: str
     subject: str
     reason: str
+    ref: str = opt()
 
 
 @message("STATUS")

@@ -387,16 +387,32 @@ class ClientLogin:
         self._secret = secret
         self.nonce = new_nonce() if nonce is None else nonce
         self._proof: Proof | None = None
+        self.proof = ""  # the PROOF sent (base64url), once a CHALLENGE was answered
         self._message = b""
 
     def start(self) -> m.Auth:
         return m.Auth(self.cp_id, self.nonce)
 
     def answer(self, challenge: m.Challenge) -> m.Proof:
+        """
+        The PROOF for Central's CHALLENGE to this login: only the first
+        CHALLENGE that names this login's nonce is answered (one of another
+        login, an older one, is refused: through Kafka every login of an id
+        is answered on the same topic).
+        """
+        if challenge.login != self.nonce:
+            raise SecurityError("a CHALLENGE for another login (not this AUTH's nonce)")
+        if self._proof is not None:
+            raise SecurityError("a second CHALLENGE for this login")
         salt = unb64(challenge.salt, "the salt")
         self._message = auth_message(self.cp_id, self.nonce, challenge.nonce, salt, challenge.cost)
         self._proof = prove(self._secret, self._message, salt, challenge.cost)
-        return m.Proof(self.cp_id, b64(self._proof.proof))
+        self.proof = b64(self._proof.proof)
+        return m.Proof(self.cp_id, self.proof)
+
+    def refuses(self, refused: m.Refused) -> bool:
+        """Whether C{refused} (REFUSED#AUTH) is Central's answer to this login's AUTH or PROOF."""
+        return bool(refused.ref) and refused.ref in (self.nonce, self.proof)
 
     def accept(self, key: m.Key) -> tuple[str, bytes]:
         """The session key (id, bytes) from Central's KEY, once Central has proved itself."""
@@ -427,7 +443,7 @@ class ServerLogin:
         self._message = auth_message(self.cp_id, self.client_nonce, self.nonce, self._salt, self._n)
 
     def challenge(self) -> m.Challenge:
-        return m.Challenge(self.cp_id, b64(self._salt), self._n, self.nonce)
+        return m.Challenge(self.cp_id, b64(self._salt), self._n, self.nonce, self.client_nonce)
 
     def check(self, proof: m.Proof, state: str, liveness: float = 1.0, *,
               key: bytes | None = None, key_id: str | None = None,
