@@ -133,3 +133,12 @@ def test_a_short_list_is_one_message_without_part_fields():
 def test_bad_part_numbers_are_refused(data):
     with pytest.raises(MessageError):
         decode(data)
+
+
+def test_an_opt_field_is_left_out_while_it_holds_its_default():
+    assert m.Refused("AUTH", "D1", "wrong credentials").to_data() == b"REFUSED#AUTH#D1#wrong credentials"
+    with_ref = m.Refused("AUTH", "D1", "wrong credentials", "bm9uY2U")
+    assert with_ref.to_data() == b"REFUSED#AUTH#D1#wrong credentials#bm9uY2U"
+    assert m.decode(with_ref.to_data()) == with_ref
+    assert m.decode(b"REFUSED#AUTH#D1#wrong credentials").ref == ""
+    assert m.Challenge("CP01", "c2FsdA", 1024, "bm9uY2U").to_data() == b"CHALLENGE#CP01#c2FsdA#1024#bm9uY2U"
