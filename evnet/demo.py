@@ -485,10 +485,7 @@ class Demo:
         if closed != total_tickets:
             problems.append(f"{closed} charges in the database but {total_tickets} tickets received")
         problems += self.ocpp_problems()
-        logged_in = self.logged_in_drivers()
-        no_login = [d for d in DRIVERS if d not in logged_in]
-        if no_login:
-            problems.append(f"the audit trail holds no successful login of driver {', '.join(no_login)}")
+        problems += self.login_problems()
         try:  # the audit trail's hash chains, re-computed (docs/audit.md)
             self.evctl("audit", "audit", "verify", "--db", self.db)
         except RuntimeError as e:
@@ -527,6 +524,12 @@ class Demo:
             "SELECT SUM(CASE WHEN status = 'closed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END) FROM sessions WHERE origin = 'driver'")
         return int(closed or 0), int(open_ or 0)
+
+    def login_problems(self) -> list[str]:
+        """The drivers the audit trail holds no successful login of, said as a problem."""
+        logged_in = self.logged_in_drivers()
+        no_login = [d for d in DRIVERS if d not in logged_in]
+        return [f"the audit trail holds no successful login of driver {', '.join(no_login)}"] if no_login else []
 
     def logged_in_drivers(self) -> set[str]:
         """The drivers the audit trail holds a successful login of (``driver.login``, ``ok``: docs/audit.md)."""
