@@ -41,7 +41,7 @@ Scenarios, run in the order given on one Central:
   flood   --flood-links CP links send STATUS back to back (the next on each
           ACK) for --window s: Central's ceiling in frames per second.
   echo    the same, against benchmarks/echo_server.py (a bare Twisted echo of
-          the same frames): the reference ceiling.
+          the same frames: a sealed STATUS, --echo-frame): the reference ceiling.
 
 Example (the targets):
 
@@ -863,7 +863,14 @@ class Sim:
         """Back-to-back STATUS on the first `links` CP links (or echo connections)."""
         secs = cmd["secs"]
         if cmd.get("echo"):
-            frame = frame_of(m.Status("CP00000", m.ENGINE_OK))
+            status = m.Status("CP00000", m.ENGINE_OK)
+            if cmd.get("sealed", True):
+                # What Central receives in a flood: a STATUS sealed under a CP's key (role M), so the echo
+                # moves frames of the same size.  The echo never opens them; one frame, sent again and again.
+                sealer = security.Sealer("CP00000", security.new_key_id(), security.new_key(), security.ROLE_MONITOR)
+                frame = frame_of(security.seal_message(sealer, status))
+            else:
+                frame = frame_of(status)
             conns = [EchoConn(self, frame) for _ in range(cmd["links"])]
             ep = endpoints.clientFromString(reactor, f"tcp:host=127.0.0.1:port={cmd['port']}")
             for c in conns:
@@ -1250,7 +1257,7 @@ class EchoMaster(Master):
             per = max(1, a.flood_links // a.workers)
             yield self.phase("flood-echo",
                              lambda: self.ask_all({"cmd": "flood", "echo": True, "links": per, "secs": a.window,
-                                                   "port": self.cp_port}),
+                                                   "port": self.cp_port, "sealed": a.echo_frame == "sealed"}),
                              links=per * a.workers)
         finally:
             yield self.quit_workers()
@@ -1332,6 +1339,9 @@ def main(argv=None) -> int:
     parser.add_argument("--settle", type=float, default=0,
                         help="seconds to wait (measured) after connecting, before the scenarios [0]")
     parser.add_argument("--flood-links", type=int, default=100, help="links used by flood/echo [100]")
+    parser.add_argument("--echo-frame", choices=("sealed", "plain"), default="sealed",
+                        help="echo: the frame sent, a sealed STATUS (the bytes a flood sends Central) or the "
+                        "plain 16-byte STATUS of the runs before issue 13 [sealed]")
     parser.add_argument("--liveness-interval", type=float, default=1.0,
                         help="Central's --liveness-interval: told to each CP in its KEY, which the simulated CPs "
                         "honour (one STATUS every that many seconds; a fault's KO still goes at once) [1]")
