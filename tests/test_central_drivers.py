@@ -228,6 +228,24 @@ def test_through_kafka_at_most_four_logins_of_an_id_are_under_way():
     assert refused.reason == "wrong credentials" and first.refuses(refused)
 
 
+def test_through_kafka_logins_under_way_are_bounded_across_ids(monkeypatch):
+    from evnet.central import drivers
+
+    monkeypatch.setattr(drivers, "MAX_KAFKA_LOGIN_IDS", 3)
+    w, bus = kafka()
+    signed_up(w)
+    owner = security.ClientLogin("D1", "s3cret-of-D1")
+    bus.feed("driver.requests", "D1", owner.start())
+    [(_, challenge)] = bus.take()
+    for i in range(3):  # AUTHs for three other ids (unknown ones: decoy CHALLENGEs)
+        bus.feed("driver.requests", f"X{i}", security.ClientLogin(f"X{i}", "x").start())
+    assert len(bus.take()) == 3
+    assert list(w.central.drivers._kafka_logins) == ["X0", "X1", "X2"]  # D1's, the longest waiting, dropped
+    bus.feed("driver.requests", "D1", owner.answer(challenge))
+    [(_, refused)] = bus.take()
+    assert refused.reason == "wrong credentials" and owner.refuses(refused)
+
+
 def test_through_kafka_a_plain_record_for_a_signed_up_driver_gets_nothing_and_is_recorded():
     w, bus = kafka()
     signed_up(w)

@@ -22,14 +22,17 @@ with Central is sealed under.
   or the PROOF it refuses (REFUSED's C{ref}), as a CHALLENGE names its AUTH:
   the driver ignores the answers to another login of its id (a stranger's,
   an older one).  Through Kafka a driver id may have a few logins under way
-  at once (L{MAX_KAFKA_LOGINS}); a PROOF is checked against each and a wrong
-  one ends none, so a stranger's attempts do not break the owner's login.
+  at once (L{MAX_KAFKA_LOGINS}; at most L{MAX_KAFKA_LOGIN_IDS} ids have one,
+  so AUTHs for ever new ids do not grow Central); a PROOF is checked
+  against each and a wrong one ends none, so a stranger's attempts do not
+  break the owner's login.
   Any other refused record from Kafka is not answered: a stranger cannot
   make a driver's notifications say anything else.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Optional
@@ -60,6 +63,7 @@ LOG_IN_FIRST = "this Central requires driver credentials: log in (AUTH) first"
 HAS_ACCOUNT = "driver {id} has credentials: log in with them"
 KEY_STATE = "DRIVER"  # the state field of a driver's KEY
 MAX_KAFKA_LOGINS = 4  # logins of one driver id under way through Kafka at once (a fifth drops the oldest)
+MAX_KAFKA_LOGIN_IDS = 10_000  # driver ids with a login under way through Kafka (one more drops the longest waiting)
 REF_CHARS = 88  # a REFUSED's ref at most: a 64-byte nonce in base64url
 
 
@@ -96,7 +100,8 @@ class DriverTrust:
         self.mode = mode
         self._decoy = os.urandom(32) if decoy_secret is None else decoy_secret
         self.kafka_keys: dict[str, DriverKey] = {}  # driver id -> the key of its last Kafka login
-        self._kafka_logins: dict[str, dict[str, Login]] = {}  # driver id -> its logins under way, by AUTH nonce
+        # driver id -> its logins under way, by AUTH nonce; the id of the newest AUTH last
+        self._kafka_logins: collections.OrderedDict[str, dict[str, Login]] = collections.OrderedDict()
         self.accounts: set[str] = set()  # ids known to have an account (loaded at start, and at each look-up)
 
     # -- the one record of this module -------------------------------------------
@@ -287,6 +292,9 @@ class DriverTrust:
                 self.audit("login", driver_id, where, False, why)
                 return
             logins = self._kafka_logins.setdefault(driver_id, {})
+            self._kafka_logins.move_to_end(driver_id)
+            while len(self._kafka_logins) > MAX_KAFKA_LOGIN_IDS:  # AUTHs for ever new ids do not grow Central
+                self._kafka_logins.popitem(last=False)
             logins.pop(msg.nonce, None)
             login = logins[msg.nonce] = Login(msg)
             while len(logins) > MAX_KAFKA_LOGINS:
