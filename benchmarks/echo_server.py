@@ -6,10 +6,14 @@ cost of Twisted's TCP I/O alone on this machine.  ``benchmarks/loadgen.py
 --scenarios echo`` starts it, drives it with the same frames and the same
 one-frame-in-flight pattern as the evnet link, and compares Central to it.
 
-    .venv/bin/python benchmarks/echo_server.py --listen tcp:7900:interface=127.0.0.1
+    .venv/bin/python benchmarks/echo_server.py --listen tcp:7900:interface=127.0.0.1 [--eager]
+
+With C{--eager} it writes as evnet's links do (evnet.protocols.eager: sent at
+once when nothing is buffered), for a comparison on equal writes.
 """
 
 import argparse
+import os
 import resource
 import sys
 
@@ -22,13 +26,27 @@ class Echo(Protocol):
         self.transport.write(data)
 
 
+class EagerEcho(Protocol):
+    def connectionMade(self) -> None:
+        from evnet.protocols.eager import eager_writer
+
+        self.write = eager_writer(self.transport) or self.transport.write
+
+    def dataReceived(self, data: bytes) -> None:
+        self.write(data)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Bare Twisted echo server (the reference ceiling).")
     parser.add_argument("--listen", default="tcp:7900:interface=127.0.0.1", help="server endpoint string")
+    parser.add_argument("--eager", action="store_true",
+                        help="send each echo at once when nothing is buffered, as evnet's links do")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    factory = Factory.forProtocol(Echo)
+    if args.eager:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    factory = Factory.forProtocol(EagerEcho if args.eager else Echo)
     factory.noisy = False
     try:
         endpoint = endpoints.serverFromString(reactor, args.listen)

@@ -41,7 +41,8 @@ Scenarios, run in the order given on one Central:
   flood   --flood-links CP links send STATUS back to back (the next on each
           ACK) for --window s: Central's ceiling in frames per second.
   echo    the same, against benchmarks/echo_server.py (a bare Twisted echo of
-          the same frames: a sealed STATUS, --echo-frame): the reference ceiling.
+          the same frames: a sealed STATUS, --echo-frame): the reference ceiling
+          (--echo-writes eager: the echo sends at once as evnet's links do).
 
 Example (the targets):
 
@@ -1342,6 +1343,9 @@ def main(argv=None) -> int:
     parser.add_argument("--echo-frame", choices=("sealed", "plain"), default="sealed",
                         help="echo: the frame sent, a sealed STATUS (the bytes a flood sends Central) or the "
                         "plain 16-byte STATUS of the runs before issue 13 [sealed]")
+    parser.add_argument("--echo-writes", choices=("twisted", "eager"), default="twisted",
+                        help="echo: how the echo server writes, through Twisted's transport.write (the bare "
+                        "reference) or sent at once like evnet's links (evnet.protocols.eager) [twisted]")
     parser.add_argument("--liveness-interval", type=float, default=1.0,
                         help="Central's --liveness-interval: told to each CP in its KEY, which the simulated CPs "
                         "honour (one STATUS every that many seconds; a fault's KO still goes at once) [1]")
@@ -1411,6 +1415,8 @@ def main(argv=None) -> int:
     backlog = f":backlog={args.backlog}" if args.backlog else ""
     if echo:
         argv_server = [sys.executable, str(HERE / "echo_server.py"), "--listen", f"tcp:{cp_port}:interface=127.0.0.1{backlog}"]
+        if args.echo_writes == "eager":
+            argv_server.append("--eager")
         args.cps = args.charges = 0
     else:
         argv_server = [

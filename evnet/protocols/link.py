@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from evnet.protocols import framing
 from evnet.protocols.channel import IChannel
+from evnet.protocols.eager import eager_writer
 from evnet.protocols.machine import Machine
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
 from evnet.protocols.messages import Message, MessageError, decode
@@ -153,6 +154,9 @@ class FramedLink(Protocol):
         # the handler sends at once...) leaves as one transport.write when
         # the chunk is done: one send() and one segment instead of several.
         self._out: Optional[list[bytes]] = None
+        # On a TCP socket with nothing buffered, output is sent at once
+        # (evnet.protocols.eager); None: through transport.write.
+        self._eager: Any = None
 
     # -- the state machine -------------------------------------------------
 
@@ -193,6 +197,7 @@ class FramedLink(Protocol):
     # -- connection events -------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._eager = eager_writer(self.transport)
         if ITCPTransport.providedBy(self.transport):
             # Frames are small and answered one at a time: without this,
             # Nagle's algorithm holds an answer written after the ACK byte
@@ -238,14 +243,20 @@ class FramedLink(Protocol):
     def _write(self, data: bytes) -> None:
         """Write C{data}: at once, or with the rest of the chunk being handled."""
         if self._out is None:
-            self.transport.write(data)
+            self._send(data)
         else:
             self._out.append(data)
 
     def _flush(self) -> None:
         out, self._out = self._out, None
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._send(out[0] if len(out) == 1 else b"".join(out))
+
+    def _send(self, data: bytes) -> None:
+        if self._eager is None:
+            self.transport.write(data)
+        else:
+            self._eager(data)
 
     def _lose_connection(self) -> None:
         # What was coalesced so far goes out first (loseConnection sends what
