@@ -44,6 +44,7 @@ import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -258,9 +259,11 @@ def unwrap_key(client_key: bytes, message: bytes, wrapped: bytes) -> bytes:
 # -- sealed messages -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sealed:
-    """The fields of a sealed message (``SEC#keyId#role#nonce#box`` on the wire)."""
+class Sealed(NamedTuple):
+    """
+    The fields of a sealed message (``SEC#keyId#role#nonce#box`` on the
+    wire).  (A named tuple: one is made for every frame received.)
+    """
 
     key_id: str
     role: str
@@ -318,26 +321,31 @@ class Opener:
         self.accept = accept
         self._aead = AESGCM(key)
         self._last: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._aad_prefix = {role: _aad(cp_id, key_id, role, b"") for role in accept}  # + the nonce
 
     def open(self, sealed: Sealed) -> bytes:
-        if sealed.key_id != self.key_id:
-            raise SecurityError(f"sealed under key {sealed.key_id}, not the current key {self.key_id}")
-        if sealed.role not in self.accept:
-            raise SecurityError(f"a message sealed by role {sealed.role!r} is not accepted here")
-        if len(sealed.nonce) != 12:
+        key_id, role, nonce, box = sealed
+        if key_id != self.key_id:
+            raise SecurityError(f"sealed under key {key_id}, not the current key {self.key_id}")
+        if role not in self.accept:
+            raise SecurityError(f"a message sealed by role {role!r} is not accepted here")
+        if len(nonce) != 12:
             raise SecurityError("the nonce must be 12 bytes")
-        sender = (sealed.role, sealed.epoch)
+        sender = (role, nonce[:4])
+        counter = int.from_bytes(nonce[4:], "big")
         last = self._last.get(sender, 0)
-        if sealed.counter <= last:
-            raise SecurityError(f"replayed or reordered: counter {sealed.counter} after {last}")
+        if counter <= last:
+            raise SecurityError(f"replayed or reordered: counter {counter} after {last}")
         try:
-            data = self._aead.decrypt(sealed.nonce, sealed.box, _aad(self.cp_id, self.key_id, sealed.role, sealed.nonce))
+            data = self._aead.decrypt(nonce, box, self._aad_prefix[role] + nonce)
         except InvalidTag:
             raise SecurityError("tampered with, or sealed for another CP or key") from None
-        self._last[sender] = sealed.counter
-        self._last.move_to_end(sender)
-        while len(self._last) > _EPOCHS_KEPT:
-            self._last.popitem(last=False)
+        last_window = self._last
+        last_window[sender] = counter
+        if len(last_window) > 1:  # (the usual single sender is already the newest)
+            last_window.move_to_end(sender)
+            while len(last_window) > _EPOCHS_KEPT:
+                last_window.popitem(last=False)
         return data
 
 
