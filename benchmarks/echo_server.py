@@ -20,6 +20,10 @@ import sys
 from twisted.internet import endpoints, reactor
 from twisted.internet.protocol import Factory, Protocol
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evnet.protocols import eager  # noqa: E402
+
 
 class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
@@ -27,13 +31,8 @@ class Echo(Protocol):
 
 
 class EagerEcho(Protocol):
-    def connectionMade(self) -> None:
-        from evnet.protocols.eager import eager_writer
-
-        self.write = eager_writer(self.transport) or self.transport.write
-
     def dataReceived(self, data: bytes) -> None:
-        self.write(data)
+        eager.write(self.transport, data)
 
 
 def main(argv=None) -> int:
@@ -44,8 +43,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if args.eager:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     factory = Factory.forProtocol(EagerEcho if args.eager else Echo)
     factory.noisy = False
     try:

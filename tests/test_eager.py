@@ -12,7 +12,7 @@ from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.testing import StringTransport
 
 from evnet.protocols import messages as m
-from evnet.protocols.eager import eager_writer
+from evnet.protocols import eager
 from evnet.protocols.link import LinkFactory, LinkHandler
 
 WAIT = 10
@@ -75,14 +75,18 @@ def counting_start_writing(transport):
 
 
 def test_transports_that_are_not_tcp_connections_are_left_to_transport_write():
-    assert eager_writer(StringTransport()) is None
+    assert not eager.sends_eagerly(StringTransport())
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_write_with_nothing_buffered_is_sent_without_the_reactor_watching_the_socket():
     sender, collector, port = yield connected_pair()
     try:
-        write = eager_writer(sender.transport)
+        assert eager.sends_eagerly(sender.transport)
+
+        def write(data):
+            eager.write(sender.transport, data)
+
         starts = counting_start_writing(sender.transport)
         write(b"\x06")
         assert buffered(sender.transport) == 0
@@ -101,7 +105,11 @@ def test_once_the_kernel_buffer_is_full_the_rest_is_buffered_and_every_byte_arri
     sender, collector, port = yield connected_pair()
     try:
         collector.transport.pauseProducing()  # the peer stops reading: the kernel's buffers fill
-        write = eager_writer(sender.transport)
+        assert eager.sends_eagerly(sender.transport)
+
+        def write(data):
+            eager.write(sender.transport, data)
+
         chunk = bytes(range(256)) * 256  # 64 KiB
         sent = bytearray()
         for _ in range(1024):  # at most 64 MiB: far more than loopback buffers hold

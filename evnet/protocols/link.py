@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from evnet.protocols import framing
 from evnet.protocols.channel import IChannel
-from evnet.protocols.eager import eager_writer
+from evnet.protocols import eager
 from evnet.protocols.machine import Machine
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
 from evnet.protocols.messages import Message, MessageError, decode
@@ -155,8 +155,8 @@ class FramedLink(Protocol):
         # the chunk is done: one send() and one segment instead of several.
         self._out: Optional[list[bytes]] = None
         # On a TCP socket with nothing buffered, output is sent at once
-        # (evnet.protocols.eager); None: through transport.write.
-        self._eager: Any = None
+        # (evnet.protocols.eager); otherwise through transport.write.
+        self._eager = False
 
     # -- the state machine -------------------------------------------------
 
@@ -197,7 +197,7 @@ class FramedLink(Protocol):
     # -- connection events -------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._eager = eager_writer(self.transport)
+        self._eager = eager.sends_eagerly(self.transport)
         if ITCPTransport.providedBy(self.transport):
             # Frames are small and answered one at a time: without this,
             # Nagle's algorithm holds an answer written after the ACK byte
@@ -253,10 +253,10 @@ class FramedLink(Protocol):
             self._send(out[0] if len(out) == 1 else b"".join(out))
 
     def _send(self, data: bytes) -> None:
-        if self._eager is None:
-            self.transport.write(data)
+        if self._eager:
+            eager.write(self.transport, data)
         else:
-            self._eager(data)
+            self.transport.write(data)
 
     def _lose_connection(self) -> None:
         # What was coalesced so far goes out first (loseConnection sends what
