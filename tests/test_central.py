@@ -636,6 +636,30 @@ def test_a_listen_address_that_is_not_an_endpoint_is_refused_before_anything_sta
         Options().parseOptions([f"--{option}", "bogus:1"])
 
 
+def test_the_evcentral_process_sets_its_garbage_collector_thresholds_and_wire_leaves_them(monkeypatch, tmp_path):
+    from evnet.central import tap
+
+    class Collector:
+        thresholds = None
+
+        def set_threshold(self, *thresholds):
+            self.thresholds = thresholds
+
+    collector = Collector()
+    tap.tune_gc(collector)
+    assert collector.thresholds == tap.GC_THRESHOLDS
+    assert tap.GC_THRESHOLDS[0] > gc.get_threshold()[0]  # rarer young collections than Python's
+
+    tuned = []
+    monkeypatch.setattr(tap, "tune_gc", lambda: tuned.append("makeService"))
+    options = tap.Options()
+    options.parseOptions(["--http", "none", "--db", f"sqlite:{tmp_path / 'central.db'}"])
+    tap.wire(options, MemoryStore(), MemoryReactorClock())
+    assert tuned == []  # the tests' process (and any other wiring) keeps its own
+    tap.makeService(options)
+    assert tuned == ["makeService"]
+
+
 def test_a_part_that_cannot_start_is_reported_and_central_stops_cleanly():
     class Broken(Listener):
         def startService(self):
