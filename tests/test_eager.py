@@ -133,6 +133,29 @@ def test_once_the_kernel_buffer_is_full_the_rest_is_buffered_and_every_byte_arri
         yield port.stopListening()
 
 
+@pytest_twisted.inlineCallbacks
+def test_nothing_is_sent_around_tls_once_a_connection_started_it(tmp_path):
+    from twisted.internet import ssl
+    from twisted.internet.task import deferLater
+
+    from evnet.registry.tls import make_self_signed
+
+    cert, key = make_self_signed(["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    sender, collector, port = yield connected_pair()
+    try:
+        sender.transport.startTLS(ssl.DefaultOpenSSLContextFactory(str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")))
+        assert eager.sends_eagerly(sender.transport)  # a TCP connection still; write() must see TLS
+        eager.write(sender.transport, b"a secret in plain text")
+        yield deferLater(reactor, 0.2, lambda: None)
+        assert b"a secret in plain text" not in bytes(collector.data)
+    finally:
+        sender.transport.loseConnection()
+        collector.transport.loseConnection()
+        yield port.stopListening()
+
+
 class Recorder(LinkHandler):
     def __init__(self):
         self.received = defer.Deferred()

@@ -185,10 +185,11 @@ def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
 #: sealer, opener...).  With Python's thresholds a full collection ran about
 #: every 10 s under 2,000 charges and held the reactor 90-220 ms each time,
 #: which made the tails of REQ, telemetry and fault detection; with these,
-#: none ran in a whole load run, young collections took 5-65 ms (one of
-#: 140-200 ms while 10,000 CPs logged in), and p99 REQ -> AUTHORIZED fell
-#: from 71-94 to 47-51 ms, telemetry from 114-119 to 73 ms, fault detection
-#: from 260 to 98-114 ms (docs/performance.md, issue 18).  The cost: cyclic
+#: none ran in a whole load run, young collections took 5-72 ms (one of
+#: 140-270 ms, in a reconnect storm of 10,000 or after the run), and p99
+#: REQ -> AUTHORIZED fell from 71-94 to 47-59 ms, telemetry from 114-119 to
+#: 71-81 ms, fault detection from 260 to 98-132 ms (four runs against two;
+#: docs/performance.md, issue 18 §8).  The cost: cyclic
 #: garbage (links closed in a reconnect storm) waits longer for its full
 #: collection, ≈ 40 MB more after a storm of 10,000.
 GC_THRESHOLDS = (50_000, 20, 100)

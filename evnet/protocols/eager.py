@@ -23,7 +23,8 @@ to scan.)
 
 It reads attributes of L{twisted.internet.abstract.FileDescriptor} that are
 not part of Twisted's interfaces (C{dataBuffer}, C{offset}, C{_tempDataLen},
-C{_writeDisconnected}): on a Twisted whose connections lack one of them it
+C{_writeDisconnected}, and C{TLS}, true once C{startTLS} was called: then
+nothing is sent around TLS): on a Twisted whose connections lack one of them it
 is not used (L{sends_eagerly} is false), never guesses.
 """
 
@@ -34,7 +35,7 @@ from typing import Any
 from twisted.internet import tcp
 
 #: What the eager path reads to know that the transport holds no bytes.
-BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected", "socket")
+BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected", "socket", "TLS")
 
 
 def sends_eagerly(transport: Any) -> bool:
@@ -50,6 +51,7 @@ def write(transport: Any, data: bytes) -> None:
     """
     if (
         transport.connected
+        and not transport.TLS  # (after startTLS every byte goes through TLS)
         and not transport.disconnecting
         and not transport._writeDisconnected
         and not transport._tempDataLen
