@@ -25,9 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from evnet.protocols import framing
+from evnet.protocols import eager, framing
 from evnet.protocols.channel import IChannel
-from evnet.protocols import eager
 from evnet.protocols.machine import Machine
 from evnet.protocols.framing import ACK_BYTE, ENQ_BYTE, EOT_BYTE, NACK_BYTE, Kind
 from evnet.protocols.messages import Message, MessageError, decode

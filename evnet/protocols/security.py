@@ -270,14 +270,6 @@ class Sealed(NamedTuple):
     nonce: bytes  # 12 bytes: epoch (4) + counter (8, big-endian)
     box: bytes  # ciphertext + tag
 
-    @property
-    def epoch(self) -> bytes:
-        return self.nonce[:4]
-
-    @property
-    def counter(self) -> int:
-        return int.from_bytes(self.nonce[4:], "big")
-
 
 def _aad(cp_id: str, key_id: str, role: str, nonce: bytes) -> bytes:
     return "|".join([VERSION, "sec", cp_id, key_id, role]).encode("utf-8") + b"|" + nonce
