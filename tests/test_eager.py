@@ -7,6 +7,7 @@ byte still arrives, in order; other transports are left to transport.write.
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.testing import StringTransport
@@ -58,6 +59,16 @@ def connected_pair():
     return sender, collector, port
 
 
+@pytest.fixture
+def pair():
+    """A (sender, collector) joined by a loopback TCP connection, both closed after the test."""
+    sender, collector, port = pytest_twisted.blockon(connected_pair())
+    yield sender, collector
+    sender.transport.loseConnection()
+    collector.transport.loseConnection()
+    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+
+
 def buffered(transport):
     return transport._tempDataLen + len(transport.dataBuffer) - transport.offset
 
@@ -79,81 +90,56 @@ def test_transports_that_are_not_tcp_connections_are_left_to_transport_write():
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_write_with_nothing_buffered_is_sent_without_the_reactor_watching_the_socket():
-    sender, collector, port = yield connected_pair()
-    try:
-        assert eager.sends_eagerly(sender.transport)
-
-        def write(data):
-            eager.write(sender.transport, data)
-
-        starts = counting_start_writing(sender.transport)
-        write(b"\x06")
-        assert buffered(sender.transport) == 0
-        assert starts == []
-        assert sender.transport not in reactor.getWriters()
-        got = yield collector.until(1)
-        assert got == b"\x06"
-    finally:
-        sender.transport.loseConnection()
-        collector.transport.loseConnection()
-        yield port.stopListening()
+def test_a_write_with_nothing_buffered_is_sent_without_the_reactor_watching_the_socket(pair):
+    sender, collector = pair
+    assert eager.sends_eagerly(sender.transport)
+    starts = counting_start_writing(sender.transport)
+    eager.write(sender.transport, b"\x06")
+    assert buffered(sender.transport) == 0
+    assert starts == []
+    assert sender.transport not in reactor.getWriters()
+    got = yield collector.until(1)
+    assert got == b"\x06"
 
 
 @pytest_twisted.inlineCallbacks
-def test_once_the_kernel_buffer_is_full_the_rest_is_buffered_and_every_byte_arrives_in_order():
-    sender, collector, port = yield connected_pair()
-    try:
-        collector.transport.pauseProducing()  # the peer stops reading: the kernel's buffers fill
-        assert eager.sends_eagerly(sender.transport)
-
-        def write(data):
-            eager.write(sender.transport, data)
-
-        chunk = bytes(range(256)) * 256  # 64 KiB
-        sent = bytearray()
-        for _ in range(1024):  # at most 64 MiB: far more than loopback buffers hold
-            write(chunk)
-            sent += chunk
-            if buffered(sender.transport):
-                break
-        assert buffered(sender.transport) > 0, "the kernel took 64 MiB without the peer reading"
-        starts = counting_start_writing(sender.transport)
-        for i in range(100):  # small writes now queue behind what is buffered
-            piece = b"%d;" % i
-            write(piece)
-            sent += piece
-        assert starts, "a write while bytes are buffered went through transport.write"
-        collector.transport.resumeProducing()
-        got = yield collector.until(len(sent))
-        assert got == bytes(sent)
-    finally:
-        sender.transport.loseConnection()
-        collector.transport.loseConnection()
-        yield port.stopListening()
+def test_once_the_kernel_buffer_is_full_the_rest_is_buffered_and_every_byte_arrives_in_order(pair):
+    sender, collector = pair
+    collector.transport.pauseProducing()  # the peer stops reading: the kernel's buffers fill
+    assert eager.sends_eagerly(sender.transport)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    sent = bytearray()
+    for _ in range(1024):  # at most 64 MiB: far more than loopback buffers hold
+        eager.write(sender.transport, chunk)
+        sent += chunk
+        if buffered(sender.transport):
+            break
+    assert buffered(sender.transport) > 0, "the kernel took 64 MiB without the peer reading"
+    starts = counting_start_writing(sender.transport)
+    for i in range(100):  # small writes now queue behind what is buffered
+        piece = b"%d;" % i
+        eager.write(sender.transport, piece)
+        sent += piece
+    assert starts, "a write while bytes are buffered went through transport.write"
+    collector.transport.resumeProducing()
+    got = yield collector.until(len(sent))
+    assert got == bytes(sent)
 
 
 @pytest_twisted.inlineCallbacks
-def test_nothing_is_sent_around_tls_once_a_connection_started_it(tmp_path):
+def test_nothing_is_sent_around_tls_once_a_connection_started_it(pair, tmp_path):
     from twisted.internet import ssl
     from twisted.internet.task import deferLater
 
-    from evnet.registry.tls import make_self_signed
+    from evnet.registry.tls import self_signed_identity
 
-    cert, key = make_self_signed(["127.0.0.1"])
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "key.pem").write_bytes(key)
-    sender, collector, port = yield connected_pair()
-    try:
-        sender.transport.startTLS(ssl.DefaultOpenSSLContextFactory(str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")))
-        assert eager.sends_eagerly(sender.transport)  # a TCP connection still; write() must see TLS
-        eager.write(sender.transport, b"a secret in plain text")
-        yield deferLater(reactor, 0.2, lambda: None)
-        assert b"a secret in plain text" not in bytes(collector.data)
-    finally:
-        sender.transport.loseConnection()
-        collector.transport.loseConnection()
-        yield port.stopListening()
+    sender, collector = pair
+    made = self_signed_identity(str(tmp_path), ["127.0.0.1"])
+    sender.transport.startTLS(ssl.DefaultOpenSSLContextFactory(made.key_path, made.cert_path))
+    assert eager.sends_eagerly(sender.transport)  # a TCP connection still; write() must see TLS
+    eager.write(sender.transport, b"a secret in plain text")
+    yield deferLater(reactor, 0.2, lambda: None)
+    assert b"a secret in plain text" not in bytes(collector.data)
 
 
 class Recorder(LinkHandler):
